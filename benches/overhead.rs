@@ -1,0 +1,87 @@
+//! Per-job dispatch overhead: an empty `u64 -> u64` job over 100,000 inputs.
+//!
+//! fanout's executors side by side with what a user would pick instead: rayon's
+//! `ThreadPool::spawn` and the `threadpool` crate's `execute`, each with a channel back, and
+//! rayon's `par_iter().map().collect()`, the chunked floor. Criterion reports time per job
+//! (throughput in elements). Run with `cargo bench --bench overhead`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fanout::{Executor, Serial, ThreadPool};
+use rayon::prelude::*;
+
+const JOBS: u64 = 100_000;
+
+fn empty_job(x: u64) -> u64 {
+    black_box(x)
+}
+
+/// Collects `(index, value)` pairs into input order, as `map` does.
+fn in_order(pairs: impl Iterator<Item = (usize, u64)>) -> Vec<u64> {
+    let mut out = vec![0; JOBS as usize];
+    for (index, value) in pairs {
+        out[index] = value;
+    }
+    out
+}
+
+fn overhead(c: &mut Criterion) {
+    let mut group = c.benchmark_group("overhead");
+    group.throughput(Throughput::Elements(JOBS));
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+
+    group.bench_function("serial", |b| b.iter(|| Serial::new().map(empty_job, 0..JOBS)));
+
+    for workers in [2, 8] {
+        for chunk_size in [1, 64] {
+            let pool = ThreadPool::builder().workers(workers).chunk_size(chunk_size).build().expect("pool");
+            let id = BenchmarkId::new(format!("fanout-thread/chunk-{chunk_size}"), workers);
+            group.bench_function(id, |b| b.iter(|| pool.map(empty_job, 0..JOBS)));
+        }
+    }
+
+    for workers in [2, 8] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().expect("rayon pool");
+        group.bench_function(BenchmarkId::new("rayon-spawn+channel", workers), |b| {
+            b.iter(|| {
+                let (sender, receiver) = crossbeam_channel::unbounded();
+                for x in 0..JOBS {
+                    let sender = sender.clone();
+                    pool.spawn(move || {
+                        let _ = sender.send((x as usize, empty_job(x)));
+                    });
+                }
+                drop(sender);
+                in_order(receiver.iter())
+            })
+        });
+
+        let pool = threadpool::ThreadPool::new(workers);
+        group.bench_function(BenchmarkId::new("threadpool-execute+channel", workers), |b| {
+            b.iter(|| {
+                let (sender, receiver) = std::sync::mpsc::channel();
+                for x in 0..JOBS {
+                    let sender = sender.clone();
+                    pool.execute(move || {
+                        let _ = sender.send((x as usize, empty_job(x)));
+                    });
+                }
+                drop(sender);
+                in_order(receiver.iter())
+            })
+        });
+
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().expect("rayon pool");
+        group.bench_function(BenchmarkId::new("rayon-par_iter", workers), |b| {
+            b.iter(|| pool.install(|| (0..JOBS).into_par_iter().map(empty_job).collect::<Vec<u64>>()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, overhead);
+criterion_main!(benches);

@@ -1,0 +1,108 @@
+//! The [`Executor`] trait: the one interface of every execution model, and how it shuts down.
+
+use crate::{Job, JobError, JobHandle, Payload, WorkerExit};
+
+/// What happens to jobs that are queued but not yet started when an executor shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shutdown {
+    /// Run every queued job, then stop. `Drop` does this.
+    #[default]
+    Finish,
+    /// Drop queued jobs (their handles report [`JobError::Cancelled`]), let running jobs
+    /// finish, then stop. Python's `shutdown(cancel_futures=True)`.
+    CancelQueued,
+}
+
+/// An execution model: something that runs one [`Job`] over many inputs.
+///
+/// Every method gives each input its own `Result`, so one failure never loses the other
+/// results; `collect::<Result<Vec<_>, _>>()` turns that into Python's all-or-nothing `map`.
+/// Switching the execution model is a change of the constructor alone:
+///
+/// ```
+/// use fanout_core::{Executor, Serial};
+///
+/// fn double(x: u64) -> u64 {
+///     x * 2
+/// }
+///
+/// fn run(executor: &impl Executor) -> Vec<u64> {
+///     executor.map(double, 0..5).into_iter().collect::<Result<_, _>>().unwrap()
+/// }
+///
+/// assert_eq!(run(&Serial::new()), [0, 2, 4, 6, 8]);
+/// ```
+///
+/// Dropping an executor waits for its queued and running jobs; [`Executor::shutdown`] with
+/// [`Shutdown::CancelQueued`] drops the queue instead.
+pub trait Executor {
+    /// The execution model's short name: `serial`, `thread`, `process` or `async`.
+    fn name(&self) -> &'static str;
+
+    /// How many jobs run at once at most.
+    fn workers(&self) -> usize;
+
+    /// Runs `job` on every input and yields `(input index, result)` as jobs complete.
+    ///
+    /// The iterator is lazy and bounded: it pulls inputs only as workers free up, so it runs
+    /// over an endless input without collecting it (Python's `imap_unordered` with a
+    /// `buffersize`). Dropping it early abandons the jobs in flight.
+    fn map_unordered<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = (usize, Result<J::Output, JobError>)> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload;
+
+    /// Runs `job` on every input and returns the results in input order (Python's `Pool.map`).
+    fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        collect_ordered(self.map_unordered(job, inputs))
+    }
+
+    /// Queues one job and returns a handle to its result (Python's `apply_async`).
+    fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload;
+
+    /// Stops the executor: waits for running jobs and, depending on `mode`, for queued ones.
+    fn shutdown(self, mode: Shutdown)
+    where
+        Self: Sized;
+}
+
+/// Puts `(index, result)` pairs back in index order.
+fn collect_ordered<O>(
+    results: impl Iterator<Item = (usize, Result<O, JobError>)>,
+) -> Vec<Result<O, JobError>> {
+    let mut slots: Vec<Option<Result<O, JobError>>> = Vec::with_capacity(results.size_hint().0);
+    for (index, result) in results {
+        if index >= slots.len() {
+            slots.resize_with(index + 1, || None);
+        }
+        slots[index] = Some(result);
+    }
+    slots
+        .into_iter()
+        .map(|slot| {
+            // Executors report every index; a gap would be an executor bug, reported as a lost
+            // result rather than a panic in the caller.
+            slot.unwrap_or_else(|| {
+                Err(JobError::WorkerLost {
+                    exit: WorkerExit::Unknown {
+                        detail: "the executor reported no result for this input".to_owned(),
+                    },
+                })
+            })
+        })
+        .collect()
+}

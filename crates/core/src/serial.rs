@@ -1,0 +1,63 @@
+//! [`Serial`]: runs every job inline, in order; the baseline of every speed-up.
+
+use crate::{Executor, Job, JobError, JobHandle, Payload, Shutdown, job_handle, run_caught};
+
+/// Runs jobs one after another on the calling thread.
+///
+/// It keeps the executor contract (panics become [`JobError::Panicked`], one result per
+/// input) and is what every speed-up is measured against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Serial;
+
+impl Serial {
+    /// A serial executor.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Executor for Serial {
+    fn name(&self) -> &'static str {
+        "serial"
+    }
+
+    fn workers(&self) -> usize {
+        1
+    }
+
+    fn map_unordered<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = (usize, Result<J::Output, JobError>)> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        inputs.into_iter().enumerate().map(move |(index, input)| (index, run_caught(&job, input)))
+    }
+
+    fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        inputs.into_iter().map(|input| run_caught(&job, input)).collect()
+    }
+
+    /// Runs the job at once; the handle is ready when this returns.
+    fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        let (completer, handle) = job_handle();
+        completer.complete(run_caught(&job, input));
+        handle
+    }
+
+    fn shutdown(self, _mode: Shutdown) {}
+}

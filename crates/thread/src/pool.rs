@@ -1,0 +1,266 @@
+//! The pool itself: worker threads, the task channel, submission and shutdown.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use fanout_core::{
+    BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown, catch_panic, job_handle, run_caught,
+};
+
+use crate::batches::Batches;
+
+/// A unit of work for a worker thread. The flag says whether the pool was cancelled: a
+/// cancelled task reports [`JobError::Cancelled`] for its jobs instead of running them.
+pub(crate) type Task = Box<dyn FnOnce(bool) + Send>;
+
+/// What the pool's workers share.
+pub(crate) struct Shared {
+    pub(crate) tasks: Receiver<Task>,
+    cancelled: AtomicBool,
+}
+
+thread_local! {
+    /// The pool whose worker this thread is (the address of its `Shared`), 0 elsewhere.
+    static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A pool of worker threads that runs fanout jobs.
+///
+/// Dropping the pool runs its queued jobs, then joins its threads;
+/// [`shutdown`](Executor::shutdown) with [`Shutdown::CancelQueued`] drops the queue instead.
+/// A panicking job becomes [`JobError::Panicked`] and the worker goes on.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    sender: Option<Sender<Task>>,
+    threads: Vec<JoinHandle<()>>,
+    chunk_size: usize,
+}
+
+/// Configures a [`ThreadPool`].
+#[derive(Debug, Clone)]
+pub struct ThreadPoolBuilder {
+    workers: usize,
+    chunk_size: usize,
+    thread_name: String,
+}
+
+impl ThreadPoolBuilder {
+    /// How many worker threads to start (required, at least 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// How many inputs of a `map` travel together as one task (default 1). Larger chunks
+    /// amortize the channel cost of tiny jobs and delay the first results.
+    pub fn chunk_size(mut self, chunk_size: usize) -> Self {
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// The prefix of the worker threads' names (default `fanout-thread`).
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Starts the worker threads.
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
+        if self.workers == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        if self.chunk_size == 0 {
+            return Err(BuildError::ZeroChunkSize);
+        }
+        let (sender, tasks) = crossbeam_channel::unbounded::<Task>();
+        let shared = Arc::new(Shared { tasks, cancelled: AtomicBool::new(false) });
+        let mut pool =
+            ThreadPool { shared, sender: Some(sender), threads: Vec::new(), chunk_size: self.chunk_size };
+        for index in 0..self.workers {
+            let shared = Arc::clone(&pool.shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-{index}", self.thread_name))
+                .spawn(move || work(&shared))
+                .map_err(|source| BuildError::Os { action: "spawn a worker thread", source })?;
+            pool.threads.push(thread);
+        }
+        Ok(pool)
+    }
+}
+
+fn work(shared: &Arc<Shared>) {
+    CURRENT_POOL.set(pool_id(shared));
+    while let Ok(task) = shared.tasks.recv() {
+        task(shared.cancelled.load(Ordering::Acquire));
+    }
+}
+
+fn pool_id(shared: &Arc<Shared>) -> usize {
+    Arc::as_ptr(shared) as usize
+}
+
+impl ThreadPool {
+    /// A pool of `workers` threads with default settings.
+    pub fn new(workers: usize) -> Result<Self, BuildError> {
+        Self::builder().workers(workers).build()
+    }
+
+    /// A builder for a pool with non-default settings.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder { workers: 0, chunk_size: 1, thread_name: "fanout-thread".to_owned() }
+    }
+
+    /// The chunk size of this pool's `map` calls.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Runs `f` on every input and returns the results in input order.
+    ///
+    /// Unlike [`Executor::map`], `f` may be any closure: one that captures state, borrows local
+    /// variables, or takes and returns borrowed, non-serializable values. That is what a
+    /// process pool cannot do, and why it is not part of the trait. The call returns only after
+    /// every task that borrowed from the caller has finished.
+    ///
+    /// ```
+    /// use fanout_thread::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(2)?;
+    /// let words = vec!["fork".to_owned(), "thread".to_owned()];
+    /// let suffix = String::from("s");
+    /// let plural = pool.scoped_map(|word: &String| format!("{word}{suffix}"), &words);
+    /// assert_eq!(plural, [Ok("forks".to_owned()), Ok("threads".to_owned())]);
+    /// # Ok::<(), fanout_core::BuildError>(())
+    /// ```
+    pub fn scoped_map<'env, F, I, O>(
+        &self,
+        f: F,
+        inputs: impl IntoIterator<Item = I>,
+    ) -> Vec<Result<O, JobError>>
+    where
+        F: Fn(I) -> O + Sync + 'env,
+        I: Send + 'env,
+        O: Send + 'env,
+    {
+        let f = &f;
+        let call = move |input: I| catch_panic(|| f(input));
+        // SAFETY: `Batches::new_scoped` requires that the tasks' borrows outlive them. They
+        // borrow `f` and the caller's environment, both alive for this whole call, and the
+        // scoped batches wait for every task to be dropped, when they finish and when they are
+        // dropped by a panic, before this function returns or unwinds.
+        let batches = unsafe { Batches::new_scoped(self, call, inputs.into_iter()) };
+        let mut results: Vec<Option<Result<O, JobError>>> = Vec::new();
+        for (index, result) in batches {
+            if index >= results.len() {
+                results.resize_with(index + 1, || None);
+            }
+            results[index] = Some(result);
+        }
+        results.into_iter().map(|slot| slot.unwrap_or(Err(JobError::Cancelled))).collect()
+    }
+
+    /// Queues a task for the workers.
+    pub(crate) fn spawn(&self, task: Task) {
+        if let Some(sender) = &self.sender {
+            // The receiver lives in `shared`, which `self` keeps alive: sending cannot fail.
+            let _ = sender.send(task);
+        }
+    }
+
+    /// Queues a task that borrows from its caller.
+    ///
+    /// # Safety
+    /// Everything `task` borrows must stay alive until the task has run or been dropped.
+    pub(crate) unsafe fn spawn_unchecked<'env>(&self, task: Box<dyn FnOnce(bool) + Send + 'env>) {
+        // SAFETY: the two types differ only in the lifetime bound of the trait object, so they
+        // have the same layout and vtable; the caller guarantees that the borrows inside
+        // outlive the task, which is all the `'static` bound would have promised.
+        let task: Task = unsafe { std::mem::transmute::<Box<dyn FnOnce(bool) + Send + 'env>, Task>(task) };
+        self.spawn(task);
+    }
+
+    /// Whether the calling thread is one of this pool's workers.
+    pub(crate) fn is_own_worker(&self) -> bool {
+        CURRENT_POOL.get() == pool_id(&self.shared)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn stop(&mut self, mode: Shutdown) {
+        if mode == Shutdown::CancelQueued {
+            self.shared.cancelled.store(true, Ordering::Release);
+        }
+        // Closing the channel lets the workers drain what is queued and then leave.
+        self.sender = None;
+        let current = std::thread::current().id();
+        for thread in self.threads.drain(..) {
+            // A pool dropped by one of its own workers (a job that owned it) cannot join itself.
+            if thread.thread().id() != current {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Executor for ThreadPool {
+    fn name(&self) -> &'static str {
+        "thread"
+    }
+
+    fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn map_unordered<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = (usize, Result<J::Output, JobError>)> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        let job = Arc::new(job);
+        Batches::new(self, move |input| run_caught(&*job, input), inputs.into_iter())
+    }
+
+    fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        let (completer, handle) = job_handle();
+        let task = Box::new(move |cancelled: bool| {
+            completer.complete(if cancelled { Err(JobError::Cancelled) } else { run_caught(&job, input) });
+        });
+        self.spawn(task);
+        handle
+    }
+
+    fn shutdown(mut self, mode: Shutdown) {
+        self.stop(mode);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.stop(Shutdown::Finish);
+    }
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("workers", &self.threads.len())
+            .field("chunk_size", &self.chunk_size)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,5 @@
+//! fanout: the same jobs on four execution models behind one [`Executor`] trait.
+//!
+//! This facade re-exports the executors; see `fanout_core` for the rules of jobs and payloads.
+pub use fanout_core::*;
+pub use fanout_thread::ThreadPool;

@@ -1,0 +1,19 @@
+//! The conformance suite: one set of behaviours, checked against every executor.
+//!
+//! Each executor gets a module from [`conformance_suite!`]; an executor that runs jobs inline
+//! (`Serial`) has no queue, so the tests about queued jobs check its inline behaviour instead.
+
+mod jobs;
+#[macro_use]
+mod suite;
+
+use fanout::{Serial, ThreadPool};
+
+conformance_suite!(serial, Serial, |_workers| Ok(Serial::new()), inline = true);
+conformance_suite!(thread, ThreadPool, ThreadPool::new, inline = false);
+conformance_suite!(
+    thread_chunked,
+    ThreadPool,
+    |workers| ThreadPool::builder().workers(workers).chunk_size(7).build(),
+    inline = false
+);
