@@ -3,3 +3,8 @@
 //! This facade re-exports the executors; see `fanout_core` for the rules of jobs and payloads.
 pub use fanout_core::*;
 pub use fanout_thread::ThreadPool;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -153,14 +153,7 @@ impl ThreadPool {
         // scoped batches wait for every task to be dropped, when they finish and when they are
         // dropped by a panic, before this function returns or unwinds.
         let batches = unsafe { Batches::new_scoped(self, call, inputs.into_iter()) };
-        let mut results: Vec<Option<Result<O, JobError>>> = Vec::new();
-        for (index, result) in batches {
-            if index >= results.len() {
-                results.resize_with(index + 1, || None);
-            }
-            results[index] = Some(result);
-        }
-        results.into_iter().map(|slot| slot.unwrap_or(Err(JobError::Cancelled))).collect()
+        batches.collect_ordered()
     }
 
     /// Queues a task for the workers.
@@ -227,8 +220,16 @@ impl Executor for ThreadPool {
         I: Payload,
         J::Output: Payload,
     {
-        let job = Arc::new(job);
-        Batches::new(self, move |input| run_caught(&*job, input), inputs.into_iter())
+        Batches::new(self, move |input| run_caught(&job, input), inputs.into_iter())
+    }
+
+    fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        Batches::new(self, move |input| run_caught(&job, input), inputs.into_iter()).collect_ordered()
     }
 
     fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
