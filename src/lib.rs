@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports the executors; see `fanout_core` for the rules of jobs and payloads.
 pub use fanout_core::*;
-pub use fanout_thread::ThreadPool;
+pub use fanout_process::{ProcessPool, ProcessPoolBuilder};
+pub use fanout_thread::{ThreadPool, ThreadPoolBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

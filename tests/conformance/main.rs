@@ -7,7 +7,7 @@ mod jobs;
 #[macro_use]
 mod suite;
 
-use fanout::{Serial, ThreadPool};
+use fanout::{ProcessPool, Serial, ThreadPool};
 
 conformance_suite!(serial, Serial, |_workers| Ok(Serial::new()), inline = true);
 conformance_suite!(thread, ThreadPool, ThreadPool::new, inline = false);
@@ -15,5 +15,12 @@ conformance_suite!(
     thread_chunked,
     ThreadPool,
     |workers| ThreadPool::builder().workers(workers).chunk_size(7).build(),
+    inline = false
+);
+conformance_suite!(process, ProcessPool, ProcessPool::new, inline = false);
+conformance_suite!(
+    process_chunked,
+    ProcessPool,
+    |workers| ProcessPool::builder().workers(workers).chunk_size(7).build(),
     inline = false
 );

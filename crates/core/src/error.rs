@@ -120,6 +120,12 @@ pub enum BuildError {
     /// A chunk holds at least one job.
     #[error("the chunk size must be at least 1")]
     ZeroChunkSize,
+    /// A process pool's fork server could not be started or broke its protocol.
+    #[error("the process pool's fork server failed: {reason}")]
+    ForkServer {
+        /// What went wrong.
+        reason: String,
+    },
     /// The operating system refused a resource (a thread, a process, a channel).
     #[error("could not {action}: {source}")]
     Os {

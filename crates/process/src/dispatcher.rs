@@ -1,0 +1,403 @@
+//! The pool's dispatcher thread: owns the workers, hands queued tasks to idle ones, collects
+//! their replies, and replaces the ones that die.
+//!
+//! Only idle workers get a task (one chunk in flight per worker), because ipc-channel's
+//! channels are unbounded: the backlog stays in the pool's bounded queue, where shutdown can
+//! cancel it. A worker's death shows as its reply channel closing; the fork server then reaps
+//! it and says how it ended, and its task is reported as [`JobError::WorkerLost`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use fanout_core::{JobError, WorkerExit};
+use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult, IpcSender};
+
+use crate::protocol::{ServerReply, ServerRequest, WorkerReply, WorkerRequest, WorkerSettings};
+use crate::server::ServerLink;
+
+/// What a task produced: an encoded `Vec<Result<Output, JobError>>`, or why the whole chunk
+/// failed.
+pub(crate) type Outcome = Result<Vec<u8>, JobError>;
+
+/// A chunk of encoded inputs on its way to a worker.
+pub(crate) struct Task {
+    /// Code offset of the job's entry point.
+    pub(crate) entry: isize,
+    /// The job's encoded state.
+    pub(crate) state: Arc<[u8]>,
+    /// The encoded `Vec<Input>`.
+    pub(crate) inputs: Vec<u8>,
+    pub(crate) reply: Reply,
+}
+
+/// Where a task's outcome goes. Dropped unanswered (a cancelled queue, a dispatcher gone) it
+/// answers [`JobError::Cancelled`], so that no caller ever waits for a result that will not come.
+pub(crate) struct Reply(Option<Box<dyn FnOnce(Outcome) + Send>>);
+
+impl Reply {
+    pub(crate) fn new(deliver: impl FnOnce(Outcome) + Send + 'static) -> Self {
+        Self(Some(Box::new(deliver)))
+    }
+
+    pub(crate) fn send(mut self, outcome: Outcome) {
+        if let Some(deliver) = self.0.take() {
+            deliver(outcome);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(deliver) = self.0.take() {
+            deliver(Err(JobError::Cancelled));
+        }
+    }
+}
+
+/// What the pool's front end and its dispatcher share.
+pub(crate) struct Shared {
+    /// Set by the dispatcher when it waits with an idle worker and an empty queue: the next
+    /// task must wake it.
+    idle_waiting: AtomicBool,
+    /// Set by `shutdown(CancelQueued)`.
+    pub(crate) cancel: AtomicBool,
+    /// The live workers' process ids.
+    pub(crate) pids: Mutex<Vec<i32>>,
+    wake: Mutex<IpcSender<()>>,
+}
+
+impl Shared {
+    /// Wakes the dispatcher if it is waiting for work.
+    pub(crate) fn task_queued(&self) {
+        if self.idle_waiting.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Wakes the dispatcher whatever it is doing.
+    pub(crate) fn wake(&self) {
+        if let Ok(wake) = self.wake.lock() {
+            let _ = wake.send(());
+        }
+    }
+}
+
+struct Worker {
+    pid: i32,
+    jobs: IpcSender<WorkerRequest>,
+    /// The id of the worker's reply channel in the receiver set.
+    replies: u64,
+    /// The reply of the task it runs, if any.
+    running: Option<Reply>,
+    /// It said it is leaving (task limit reached, or its initializer failed).
+    retiring: bool,
+}
+
+impl Worker {
+    fn is_idle(&self) -> bool {
+        self.running.is_none() && !self.retiring
+    }
+}
+
+pub(crate) struct Dispatcher {
+    server: ServerLink,
+    settings: WorkerSettings,
+    size: usize,
+    set: IpcReceiverSet,
+    wake_id: u64,
+    workers: Vec<Worker>,
+    queue: Receiver<Task>,
+    queue_closed: bool,
+    shared: Arc<Shared>,
+    /// Why no worker can be started any more; queued tasks then fail with this.
+    broken: Option<String>,
+}
+
+impl Dispatcher {
+    /// Starts the fork server and `size` workers.
+    pub(crate) fn start(
+        size: usize,
+        settings: WorkerSettings,
+        queue: Receiver<Task>,
+    ) -> Result<(Self, Arc<Shared>), String> {
+        let server = ServerLink::start().map_err(|e| e.to_string())?;
+        let mut set = IpcReceiverSet::new().map_err(|e| format!("could not create a receiver set: {e}"))?;
+        let (wake, wake_receiver) =
+            ipc::channel::<()>().map_err(|e| format!("could not create a channel: {e}"))?;
+        let wake_id = set.add(wake_receiver).map_err(|e| format!("could not watch a channel: {e}"))?;
+        let shared = Arc::new(Shared {
+            idle_waiting: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+            pids: Mutex::new(Vec::new()),
+            wake: Mutex::new(wake),
+        });
+        let mut dispatcher = Self {
+            server,
+            settings,
+            size,
+            set,
+            wake_id,
+            workers: Vec::with_capacity(size),
+            queue,
+            queue_closed: false,
+            shared: Arc::clone(&shared),
+            broken: None,
+        };
+        for _ in 0..size {
+            if let Err(error) = dispatcher.spawn_worker() {
+                dispatcher.stop_workers();
+                return Err(error);
+            }
+        }
+        Ok((dispatcher, shared))
+    }
+
+    /// The fork server's process id.
+    pub(crate) fn server_pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    /// The dispatcher thread's loop; returns when the queue is closed and every task is done.
+    pub(crate) fn run(mut self) {
+        loop {
+            self.dispatch();
+            if self.queue_closed && self.workers.iter().all(|w| w.running.is_none()) {
+                break;
+            }
+            if self.workers.is_empty() && self.broken.is_some() {
+                // Nothing can run: fail what is queued, then wait for more or for the end.
+                self.fail_queued();
+            }
+            if !self.park() {
+                continue;
+            }
+            match self.set.select() {
+                Ok(events) => {
+                    for event in events {
+                        self.handle(event);
+                    }
+                }
+                Err(error) => {
+                    self.broken = Some(format!("the pool lost its channels: {error}"));
+                    for worker in &mut self.workers {
+                        if let Some(reply) = worker.running.take() {
+                            reply.send(Err(lost(WorkerExit::Unknown { detail: format!("{error}") })));
+                        }
+                    }
+                    self.fail_queued();
+                    if self.queue_closed {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        self.stop_workers();
+    }
+
+    /// Hands queued tasks to idle workers.
+    fn dispatch(&mut self) {
+        loop {
+            if self.shared.cancel.load(Ordering::SeqCst) {
+                // Dropping a task answers `Cancelled` through its `Reply`.
+                while self.queue.try_recv().is_ok() {}
+            }
+            let Some(worker) = self.workers.iter_mut().find(|w| w.is_idle()) else { return };
+            match self.queue.try_recv() {
+                Ok(task) => {
+                    let request = WorkerRequest::Run {
+                        entry: task.entry,
+                        state: task.state.to_vec(),
+                        inputs: task.inputs,
+                    };
+                    // A failed send means the worker is dying: its closed channel will report
+                    // the task as lost with the worker's exit status.
+                    let _ = worker.jobs.send(request);
+                    worker.running = Some(task.reply);
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.queue_closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Prepares to block; `false` if there is work after all.
+    fn park(&mut self) -> bool {
+        if self.queue_closed || !self.workers.iter().any(Worker::is_idle) {
+            // Replies (or nothing more) will wake the select.
+            return true;
+        }
+        self.shared.idle_waiting.store(true, Ordering::SeqCst);
+        // A task queued before the flag was set saw no flag and sent no wake-up: look again.
+        if !self.queue.is_empty() || self.shared.cancel.load(Ordering::SeqCst) {
+            self.shared.idle_waiting.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn handle(&mut self, event: IpcSelectionResult) {
+        match event {
+            IpcSelectionResult::MessageReceived(id, _) if id == self.wake_id => {
+                // The queue may have been closed: `dispatch` finds out.
+            }
+            IpcSelectionResult::MessageReceived(id, message) => {
+                let Some(index) = self.worker_index(id) else { return };
+                match message.to::<WorkerReply>() {
+                    Ok(WorkerReply::Done(outcome)) => self.task_done(index, outcome),
+                    Ok(WorkerReply::Retiring) => self.workers[index].retiring = true,
+                    Ok(WorkerReply::InitFailed { message }) => {
+                        self.workers[index].retiring = true;
+                        self.broken = Some(format!(
+                            "the worker initializer panicked ({message}); fix the initializer, the pool \
+                             starts no more workers"
+                        ));
+                    }
+                    Err(error) => {
+                        // A worker that breaks the protocol cannot be trusted with more work.
+                        let detail = format!("the worker sent a malformed message ({error}) and was killed");
+                        self.worker_gone(index, Some(WorkerExit::Unknown { detail }));
+                    }
+                }
+            }
+            IpcSelectionResult::ChannelClosed(id) => {
+                if let Some(index) = self.worker_index(id) {
+                    self.worker_gone(index, None);
+                }
+            }
+        }
+    }
+
+    fn worker_index(&self, replies: u64) -> Option<usize> {
+        self.workers.iter().position(|w| w.replies == replies)
+    }
+
+    fn task_done(&mut self, index: usize, outcome: Outcome) {
+        let worker = &mut self.workers[index];
+        match worker.running.take() {
+            Some(reply) => reply.send(outcome.and_then(|bytes| self.check_size(bytes))),
+            None => {
+                let detail = "the worker answered a task it was not given, and was killed".to_owned();
+                self.worker_gone(index, Some(WorkerExit::Unknown { detail }));
+            }
+        }
+    }
+
+    fn check_size(&self, bytes: Vec<u8>) -> Outcome {
+        let limit = self.settings.max_message_bytes;
+        if bytes.len() > limit {
+            return Err(JobError::Serialization {
+                part: fanout_core::PayloadPart::Message,
+                encoding: false,
+                message: format!(
+                    "a reply of {} bytes is over the pool's message limit of {limit} bytes",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Reaps a worker whose channel closed (or that must go), reports its task as lost, and
+    /// starts a replacement.
+    fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
+        let worker = self.workers.swap_remove(index);
+        if let Ok(mut pids) = self.shared.pids.lock() {
+            pids.retain(|&pid| pid != worker.pid);
+        }
+        let exit = match self.server.call(ServerRequest::Reap { pid: worker.pid }) {
+            Ok(ServerReply::Reaped { exit }) => exit,
+            Ok(_) => WorkerExit::Unknown { detail: "the fork server answered out of turn".to_owned() },
+            Err(error) => WorkerExit::Unknown { detail: error },
+        };
+        if let Some(reply) = worker.running {
+            reply.send(Err(lost(reason.unwrap_or(exit))));
+        }
+        if self.broken.is_none()
+            && !self.queue_closed
+            && self.workers.len() < self.size
+            && let Err(error) = self.spawn_worker()
+        {
+            self.broken = Some(format!("could not start a replacement worker: {error}"));
+        }
+    }
+
+    fn spawn_worker(&mut self) -> Result<(), String> {
+        let channel_error = |e: std::io::Error| format!("could not create a channel: {e}");
+        let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(channel_error)?;
+        let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(channel_error)?;
+        // The worker's ends travel to the fork server inside the request and are closed here
+        // once sent, so that the worker alone holds them.
+        let request =
+            ServerRequest::Spawn { jobs: jobs_receiver, replies: replies_sender, settings: self.settings };
+        let pid = match self.server.call(request)? {
+            ServerReply::Spawned { pid } => pid,
+            ServerReply::SpawnFailed { error } => return Err(format!("fork failed: {error}")),
+            ServerReply::Reaped { .. } => return Err("the fork server answered out of turn".to_owned()),
+        };
+        let replies =
+            self.set.add(replies).map_err(|e| format!("could not watch a worker's channel: {e}"))?;
+        self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false });
+        if let Ok(mut pids) = self.shared.pids.lock() {
+            pids.push(pid);
+        }
+        Ok(())
+    }
+
+    fn fail_queued(&mut self) {
+        let reason = self.broken.clone().unwrap_or_else(|| "the pool has no workers".to_owned());
+        loop {
+            match self.queue.try_recv() {
+                Ok(task) => task.reply.send(Err(lost(WorkerExit::Unknown { detail: reason.clone() }))),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.queue_closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Lets every worker exit (their job channels close), reaps them all, then the server.
+    fn stop_workers(&mut self) {
+        let workers = std::mem::take(&mut self.workers);
+        let mut open: Vec<u64> = Vec::with_capacity(workers.len());
+        let mut pids = Vec::with_capacity(workers.len());
+        for worker in workers {
+            open.push(worker.replies);
+            pids.push(worker.pid);
+            // Dropping `worker.jobs` closes the worker's queue: it leaves its loop and exits.
+            drop(worker.running);
+        }
+        // Give them a moment to exit on their own (flushing what they printed).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while !open.is_empty() && std::time::Instant::now() < deadline {
+            match self.set.try_select_timeout(Duration::from_millis(50)) {
+                Ok(events) => {
+                    for event in events {
+                        if let IpcSelectionResult::ChannelClosed(id) = event {
+                            open.retain(|&other| other != id);
+                        }
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+        for pid in pids {
+            // Kills the ones that did not go on their own, then reaps.
+            let _ = self.server.call(ServerRequest::Reap { pid });
+        }
+        if let Ok(mut pids) = self.shared.pids.lock() {
+            pids.clear();
+        }
+    }
+}
+
+fn lost(exit: WorkerExit) -> JobError {
+    JobError::WorkerLost { exit }
+}

@@ -1,0 +1,69 @@
+//! [`ProcessPool`]: fanout's forking process pool, with jobs serialized over ipc-channel.
+//!
+//! Each pool starts a *fork server*: this same executable, run again with a marker argument
+//! that a constructor recognizes before `main`. The fork server is single-threaded and small;
+//! it forks the workers, reaps them and reports how they ended. Jobs travel to the workers as
+//! the address of their code (an offset within the executable) plus their serialized state and
+//! inputs; results come back serialized. See `ARCHITECTURE.md` for the protocol and the
+//! fork-safety argument.
+//!
+//! What this means for a program:
+//! - Jobs follow fanout's rules (a `fn` item, a non-capturing closure, or a `Stateful` serde
+//!   struct; serde inputs and outputs), so a job that would need pickling in Python does not
+//!   compile here.
+//! - Workers do not see what `main` did before the pool started: they are copies of a fresh
+//!   start of the program. Pass what a job needs in its input or its state, or set it up in an
+//!   [`initializer`](ProcessPoolBuilder::initializer).
+//! - The caller may run any threads (tokio, rayon, its own): no worker is forked from it.
+//! - Job code must live in the main executable, not in a library loaded with `dlopen`.
+//! - A worker that dies (a signal, `exit` in a job) fails its job with `JobError::WorkerLost`
+//!   and is replaced; the other jobs go on. When the pool's process dies, its workers follow.
+//!
+//! ```
+//! use fanout_core::Executor;
+//! use fanout_process::ProcessPool;
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let pool = ProcessPool::new(2)?;
+//! let squares: Vec<u64> = pool.map(square, 0..10).into_iter().collect::<Result<_, _>>()?;
+//! assert_eq!(squares[9], 81);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A capturing closure does not compile (Rust's "Can't pickle"):
+//!
+//! ```compile_fail
+//! use fanout_core::Executor;
+//! use fanout_process::ProcessPool;
+//!
+//! let base = String::from("https://api.example/items/");
+//! let pool = ProcessPool::new(2).unwrap();
+//! // error: this job captures its environment ... move the captured values into the job's input
+//! let urls = pool.map(move |id: u64| format!("{base}{id}"), 0..10);
+//! ```
+//!
+//! Nor does an input that is not serde:
+//!
+//! ```compile_fail
+//! use fanout_core::Executor;
+//! use fanout_process::ProcessPool;
+//!
+//! struct Connection;
+//! fn use_connection(_connection: Connection) -> u64 { 0 }
+//!
+//! let pool = ProcessPool::new(2).unwrap();
+//! // error: `Connection` cannot travel to a worker: job inputs and outputs must be serde types
+//! pool.map(use_connection, [Connection]);
+//! ```
+
+mod chunk;
+mod dispatcher;
+mod pool;
+mod protocol;
+mod server;
+mod worker;
+
+pub use pool::{ProcessPool, ProcessPoolBuilder};

@@ -1,0 +1,126 @@
+//! The messages between a pool, its fork server and its workers, and how a job's code travels.
+//!
+//! Code travels as an offset from [`code_anchor`]: every process of a pool runs the same
+//! executable (the fork server is that executable, started afresh), so the same offset from the
+//! same function names the same code in each of them, whatever address-space layout randomization
+//! did to the base address.
+
+use fanout_core::JobError;
+use fanout_core::WorkerExit;
+use fanout_core::remote::EncodedEntry;
+use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use serde::{Deserialize, Serialize};
+
+/// The fork server's first message to the pool that started it.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Hello {
+    /// The server is up: here are its ends of the control channel.
+    Ready {
+        requests: IpcSender<ServerRequest>,
+        replies: IpcReceiver<ServerReply>,
+        /// [`probe_offset`] as the server computes it; it must equal the pool's.
+        probe: isize,
+    },
+    /// Sent by the pool to itself to stop waiting for a server that died before saying hello.
+    Abort,
+}
+
+/// What a pool asks its fork server.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ServerRequest {
+    /// Fork a worker that takes jobs from `jobs` and answers on `replies`.
+    Spawn { jobs: IpcReceiver<WorkerRequest>, replies: IpcSender<WorkerReply>, settings: WorkerSettings },
+    /// Make sure the worker is gone (kill it if it is not) and reap it.
+    Reap { pid: i32 },
+    /// Exit; the pool has reaped every worker already.
+    Shutdown,
+}
+
+/// The fork server's answers, one per request.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ServerReply {
+    Spawned { pid: i32 },
+    SpawnFailed { error: String },
+    Reaped { exit: WorkerExit },
+}
+
+/// Settings every worker of a pool starts with.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct WorkerSettings {
+    /// Code offset of a `fn()` to run once when the worker starts.
+    pub(crate) initializer: Option<isize>,
+    /// The worker retires after this many tasks.
+    pub(crate) max_tasks: Option<u64>,
+    /// The largest reply the worker may send, in bytes.
+    pub(crate) max_message_bytes: usize,
+}
+
+/// What a pool sends a worker.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum WorkerRequest {
+    /// Run a chunk of inputs through the job at code offset `entry`.
+    Run { entry: isize, state: Vec<u8>, inputs: Vec<u8> },
+}
+
+/// What a worker sends back.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum WorkerReply {
+    /// The answer to one `Run`: an encoded `Vec<Result<Output, JobError>>`, or why the whole
+    /// chunk failed.
+    Done(Result<Vec<u8>, JobError>),
+    /// The worker reached its task limit and exits after this message.
+    Retiring,
+    /// The initializer panicked; the worker exits after this message.
+    InitFailed { message: String },
+}
+
+/// The function every code offset is taken from.
+#[inline(never)]
+pub(crate) fn code_anchor() {
+    std::hint::black_box(());
+}
+
+/// A second function, whose offset the pool and its fork server compare to prove they run the
+/// same executable.
+#[inline(never)]
+fn code_probe() -> u8 {
+    std::hint::black_box(7)
+}
+
+/// The offset of `code_probe` from `code_anchor` in this process.
+pub(crate) fn probe_offset() -> isize {
+    offset_of_code(code_probe as fn() -> u8 as usize)
+}
+
+/// The offset of the code at `address` from [`code_anchor`].
+pub(crate) fn offset_of_code(address: usize) -> isize {
+    address.wrapping_sub(code_anchor as fn() as usize) as isize
+}
+
+/// The offset of a job's entry point.
+pub(crate) fn offset_of_entry(entry: EncodedEntry) -> isize {
+    offset_of_code(entry as usize)
+}
+
+/// The job entry point at `offset`, in a worker.
+///
+/// # Safety
+/// `offset` must come from [`offset_of_entry`] in a process running the same executable (the
+/// fork server's handshake checks that), so that it names an [`EncodedEntry`] here too.
+pub(crate) unsafe fn entry_at(offset: isize) -> EncodedEntry {
+    let address = (code_anchor as fn() as usize).wrapping_add(offset as usize);
+    // SAFETY: by the caller's contract, `address` is where this executable keeps the same
+    // `EncodedEntry` function the pool named, and a function pointer is an address.
+    unsafe { std::mem::transmute::<usize, EncodedEntry>(address) }
+}
+
+/// The initializer at `offset`, in a worker.
+///
+/// # Safety
+/// As for [`entry_at`], with a `fn()` named by [`offset_of_code`].
+pub(crate) unsafe fn initializer_at(offset: isize) -> fn() {
+    let address = (code_anchor as fn() as usize).wrapping_add(offset as usize);
+    // SAFETY: by the caller's contract, `address` is where this executable keeps the `fn()`
+    // that the pool named.
+    unsafe { std::mem::transmute::<usize, fn()>(address) }
+}
