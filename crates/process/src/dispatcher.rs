@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     idle_waiting: AtomicBool,
     /// Set by `shutdown(CancelQueued)`.
     pub(crate) cancel: AtomicBool,
+    /// Set when the pool stops taking tasks; the queue then only drains.
+    pub(crate) closing: AtomicBool,
     /// The live workers' process ids.
     pub(crate) pids: Mutex<Vec<i32>>,
     wake: Mutex<IpcSender<()>>,
@@ -130,6 +132,7 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             idle_waiting: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             pids: Mutex::new(Vec::new()),
             wake: Mutex::new(wake),
         });
@@ -163,6 +166,10 @@ impl Dispatcher {
     pub(crate) fn run(mut self) {
         loop {
             self.dispatch();
+            // Once closing, nothing more is queued: an empty queue stays empty.
+            if self.shared.closing.load(Ordering::SeqCst) && self.queue.is_empty() {
+                self.queue_closed = true;
+            }
             if self.queue_closed && self.workers.iter().all(|w| w.running.is_none()) {
                 break;
             }
@@ -228,8 +235,10 @@ impl Dispatcher {
 
     /// Prepares to block; `false` if there is work after all.
     fn park(&mut self) -> bool {
-        if self.queue_closed || !self.workers.iter().any(Worker::is_idle) {
-            // Replies (or nothing more) will wake the select.
+        // A new task needs us when a worker is idle, or when there are no workers at all (a
+        // broken pool fails queued tasks). Otherwise a busy worker's reply wakes the select.
+        let task_needs_us = self.workers.is_empty() || self.workers.iter().any(Worker::is_idle);
+        if self.queue_closed || !task_needs_us {
             return true;
         }
         self.shared.idle_waiting.store(true, Ordering::SeqCst);
@@ -249,8 +258,10 @@ impl Dispatcher {
             IpcSelectionResult::MessageReceived(id, message) => {
                 let Some(index) = self.worker_index(id) else { return };
                 match message.to::<WorkerReply>() {
-                    Ok(WorkerReply::Done(outcome)) => self.task_done(index, outcome),
-                    Ok(WorkerReply::Retiring) => self.workers[index].retiring = true,
+                    Ok(WorkerReply::Done { outcome, last }) => {
+                        self.workers[index].retiring |= last;
+                        self.task_done(index, outcome);
+                    }
                     Ok(WorkerReply::InitFailed { message }) => {
                         self.workers[index].retiring = true;
                         self.broken = Some(format!(
@@ -316,7 +327,9 @@ impl Dispatcher {
             Err(error) => WorkerExit::Unknown { detail: error },
         };
         if let Some(reply) = worker.running {
-            reply.send(Err(lost(reason.unwrap_or(exit))));
+            // A worker whose initializer failed exits without running its task: say why.
+            let broken = self.broken.clone().map(|detail| WorkerExit::Unknown { detail });
+            reply.send(Err(lost(reason.or(broken).unwrap_or(exit))));
         }
         if self.broken.is_none()
             && !self.queue_closed

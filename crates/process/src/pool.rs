@@ -160,6 +160,7 @@ impl ProcessPool {
         if mode == Shutdown::CancelQueued {
             self.shared.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        self.shared.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks = None;
         self.shared.wake();
         if let Some(dispatcher) = self.dispatcher.take() {

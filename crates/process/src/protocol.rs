@@ -66,10 +66,9 @@ pub(crate) enum WorkerRequest {
 #[derive(Serialize, Deserialize)]
 pub(crate) enum WorkerReply {
     /// The answer to one `Run`: an encoded `Vec<Result<Output, JobError>>`, or why the whole
-    /// chunk failed.
-    Done(Result<Vec<u8>, JobError>),
-    /// The worker reached its task limit and exits after this message.
-    Retiring,
+    /// chunk failed. `last` says the worker reached its task limit and exits now, so that it
+    /// is never handed another task.
+    Done { outcome: Result<Vec<u8>, JobError>, last: bool },
     /// The initializer panicked; the worker exits after this message.
     InitFailed { message: String },
 }

@@ -79,12 +79,9 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
                 Ok(bytes)
             }
         });
-        if replies.send(WorkerReply::Done(outcome)).is_err() {
-            return;
-        }
         tasks += 1;
-        if settings.max_tasks.is_some_and(|max| tasks >= max) {
-            let _ = replies.send(WorkerReply::Retiring);
+        let last = settings.max_tasks.is_some_and(|max| tasks >= max);
+        if replies.send(WorkerReply::Done { outcome, last }).is_err() || last {
             return;
         }
     }
