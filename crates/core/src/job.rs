@@ -39,7 +39,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Payload for T {}
 /// captured references cannot make that trip. The rule holds for every executor, so that
 /// swapping one executor for another never breaks a build.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// use fanout_core::{Executor, Serial};
 ///
 /// let offset = 10_u64;

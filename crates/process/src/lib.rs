@@ -35,7 +35,7 @@
 //!
 //! A capturing closure does not compile (Rust's "Can't pickle"):
 //!
-//! ```compile_fail
+//! ```compile_fail,E0080
 //! use fanout_core::Executor;
 //! use fanout_process::ProcessPool;
 //!
@@ -47,7 +47,7 @@
 //!
 //! Nor does an input that is not serde:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! use fanout_core::Executor;
 //! use fanout_process::ProcessPool;
 //!

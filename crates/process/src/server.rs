@@ -46,12 +46,13 @@ extern "C" fn serve_if_asked(argc: c_int, argv: *const *const c_char, _envp: *co
     if argc != 3 || argv.is_null() {
         return;
     }
-    // SAFETY: the C runtime passes `argc` valid pointers to NUL-terminated strings in `argv`,
-    // which live for the whole process; `argc == 3` makes indexes 1 and 2 valid.
-    let (first, second) = unsafe { (CStr::from_ptr(*argv.add(1)), CStr::from_ptr(*argv.add(2))) };
+    // SAFETY: `argv` comes from the C runtime and `argc == 3`, so index 1 is an argument.
+    let first = unsafe { argument(argv, 1) };
     if first.to_bytes() != MARKER.as_bytes() {
         return;
     }
+    // SAFETY: as above, for index 2.
+    let second = unsafe { argument(argv, 2) };
     let name = second.to_string_lossy().into_owned();
     // Unwinding out of an `extern "C"` function would abort; a failed server just exits.
     let status = match std::panic::catch_unwind(move || serve(name)) {
@@ -62,6 +63,19 @@ extern "C" fn serve_if_asked(argc: c_int, argv: *const *const c_char, _envp: *co
     // return into the C runtime, which would go on to run `main` (the user's program, or a test
     // harness) a second time, nor run exit handlers that belong to the program it copies.
     unsafe { libc::_exit(status) }
+}
+
+/// Argument `index` of the process.
+///
+/// # Safety
+/// `argv` must be the argument vector the C runtime passed, and `index` below its `argc`.
+unsafe fn argument(argv: *const *const c_char, index: usize) -> &'static CStr {
+    // SAFETY: by the caller's contract the slot is inside `argv`, and the C runtime keeps
+    // `argv` alive for the whole process.
+    let pointer = unsafe { *argv.wrapping_add(index) };
+    // SAFETY: each of the first `argc` slots holds a NUL-terminated string that the C runtime
+    // keeps alive, unchanged, for the whole process.
+    unsafe { CStr::from_ptr(pointer) }
 }
 
 /// The fork server's loop: fork workers and reap them until the pool says stop or goes away.

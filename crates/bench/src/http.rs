@@ -1,0 +1,229 @@
+//! Blocking HTTP for the scenarios' jobs: [`Api`] (the server's URL and token, as serde fields
+//! a job carries to any worker), the per-worker `ureq` agent, and [`HttpError`].
+//!
+//! **The per-worker initializer.** Every request goes through a `thread_local!` agent that the
+//! first request on a thread creates, and that thread keeps (with its keep-alive connection)
+//! for every later job. A thread-pool worker is a thread and a process-pool worker is a process
+//! whose jobs run on one thread, so this one mechanism gives each worker of either kind its own
+//! agent, with no setup hook in the executor. A forked process inherits the agent of the thread
+//! that forked it, pooled socket included; two processes sharing one socket would interleave
+//! their requests, so an agent created by another process is never used: it is leaked (not
+//! closed, which could shut the parent's connection down) and replaced.
+//!
+//! The URL and the token reach jobs as fields of their serde structs, never through globals set
+//! by the parent, which a worker process started from a fork server would not see.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use ureq::Agent;
+
+/// How long each phase of a request (connect, send, wait for the answer, read it) may take
+/// before it fails; the slowest route waits 3 s at time scale 1.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Size of each of a connection's input and output buffers: the answers and bodies are small
+/// (attachments are at most 16 KiB and stream through anyway), and ureq's default of 128 KiB
+/// each costs 256 KiB of freshly faulted memory per connection: 50 MB for 200 workers.
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// How much of an error body an [`HttpError`] keeps.
+const ERROR_BODY_LIMIT: usize = 300;
+
+/// A bearer token. It travels to workers like any field, but `Debug` never shows it and there
+/// is no `Display`: it cannot end up in output or in an error message by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the one place that needs it: a request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A request that failed. Serde, so that a job can return it from a worker process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum HttpError {
+    /// No answer: connection refused or reset, timeout.
+    #[error("{request}: {message}")]
+    Transport {
+        /// Method and path, such as `GET /api/items/7`.
+        request: String,
+        /// What the client said.
+        message: String,
+    },
+    /// An answer outside 2xx.
+    #[error("{request}: HTTP {status}: {body}")]
+    Status {
+        /// Method and path.
+        request: String,
+        /// The status code.
+        status: u16,
+        /// The start of the answer's body (the server's `{"error": ...}`).
+        body: String,
+    },
+    /// A 2xx answer whose body was not what the contract says.
+    #[error("{request}: unexpected answer: {message}")]
+    Decode {
+        /// Method and path.
+        request: String,
+        /// What the decoder said.
+        message: String,
+    },
+}
+
+/// The mock API as a job sees it: a base URL and a token. Cheap to clone and to serialize.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Api {
+    base: String,
+    token: Secret,
+}
+
+/// A successful answer: its status (`201` created or `200` already there) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code, always 2xx.
+    pub status: u16,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// Decodes the body as JSON; `request` names the request in the error.
+    pub fn json<T: DeserializeOwned>(&self, request: impl FnOnce() -> String) -> Result<T, HttpError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|error| HttpError::Decode { request: request(), message: error.to_string() })
+    }
+}
+
+impl Api {
+    /// The API at `base` (`http://127.0.0.1:PORT`, no trailing slash) with `token`.
+    pub fn new(base: impl Into<String>, token: Secret) -> Self {
+        Self { base: base.into(), token }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path`, the body as bytes.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+        self.send("GET", path, &[], None).map(|answer| answer.body)
+    }
+
+    /// `GET path`, the body decoded from JSON.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+        self.send("GET", path, &[], None)?.json(|| format!("GET {path}"))
+    }
+
+    /// `POST path` with extra `headers` and `body`.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Answer, HttpError> {
+        self.send("POST", path, headers, Some(body))
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Answer, HttpError> {
+        let request = || format!("{method} {path}");
+        let transport =
+            |error: ureq::Error| HttpError::Transport { request: request(), message: error.to_string() };
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token.expose());
+        let headers = [("Authorization", auth.as_str())].into_iter().chain(headers.iter().copied());
+        let agent = worker_agent();
+        let mut response = match body {
+            None => {
+                headers.fold(agent.get(&url), |request, (name, value)| request.header(name, value)).call()
+            }
+            Some(body) => headers
+                .fold(agent.post(&url), |request, (name, value)| request.header(name, value))
+                .send(body),
+        }
+        .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_vec().map_err(transport)?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&body);
+            let body = text.chars().take(ERROR_BODY_LIMIT).collect();
+            return Err(HttpError::Status { request: request(), status, body });
+        }
+        Ok(Answer { status, body })
+    }
+}
+
+thread_local! {
+    /// This thread's agent and the process that created it.
+    static AGENT: RefCell<Option<(u32, Agent)>> = const { RefCell::new(None) };
+}
+
+/// The calling worker's agent, created on first use (see the module docs).
+fn worker_agent() -> Agent {
+    AGENT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let pid = std::process::id();
+        if let Some(inherited) = slot.take_if(|(owner, _)| *owner != pid) {
+            // Created before a fork: its pooled socket belongs to the parent.
+            std::mem::forget(inherited);
+        }
+        let (_, agent) = slot.get_or_insert_with(|| (pid, new_agent()));
+        agent.clone()
+    })
+}
+
+/// A new agent. There is deliberately no global, per-call or resolve timeout: with one of them
+/// set, ureq resolves every request's host (even an IP literal, even for a pooled connection)
+/// on a freshly spawned thread, which costs a thread per request.
+fn new_agent() -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(PHASE_TIMEOUT))
+        .timeout_send_request(Some(PHASE_TIMEOUT))
+        .timeout_send_body(Some(PHASE_TIMEOUT))
+        .timeout_recv_response(Some(PHASE_TIMEOUT))
+        .timeout_recv_body(Some(PHASE_TIMEOUT))
+        .input_buffer_size(BUFFER_SIZE)
+        .output_buffer_size(BUFFER_SIZE)
+        .build()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        let api = Api::new("http://127.0.0.1:1", Secret::new("s3cret-token"));
+        assert!(!format!("{api:?}").contains("s3cret-token"));
+    }
+
+    #[test]
+    fn transport_errors_name_the_request_not_the_token() {
+        // Port 1 on loopback: nothing listens there.
+        let api = Api::new("http://127.0.0.1:1", Secret::new("s3cret-token"));
+        let error = api.get_bytes("/health").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("GET /health: "), "{error}");
+        assert!(!error.contains("s3cret-token"));
+    }
+}

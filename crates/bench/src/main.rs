@@ -1,0 +1,130 @@
+//! `fanout`: the bench harness's command line.
+//!
+//! - `fanout bench ...` orchestrates: per repetition it starts the mock API in its own process,
+//!   runs the measurement in a fresh child process, then prints one row (JSON or markdown).
+//! - `fanout mock-api ...` serves the mock API until killed.
+//! - `fanout __run SPEC` (hidden) is the measured run itself, printing one JSON line.
+
+mod cli;
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use fanout_bench::report::{self, Row};
+use fanout_bench::run::{self, MockServerProcess};
+use fanout_bench::scenario::{self, ChildMessage};
+use fanout_bench::{RunSpec, Secret};
+use fanout_mock_api::{Config, MockServer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{BenchArgs, Cli, Command, Format, MockApiArgs, checked_token};
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Bench(args) => bench(&args),
+        Command::MockApi(args) => mock_api(&args),
+        Command::Run { spec } => run_child(&spec),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fanout bench`: the repetitions, each with a fresh server and a fresh run child.
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let token = args.token()?;
+    let spec = args.spec();
+    spec.validate()?;
+    let exe =
+        std::env::current_exe().context("could not locate the fanout executable to start its children")?;
+    ctrlc::set_handler(|| {
+        run::kill_live_children();
+        std::process::exit(130);
+    })
+    .context("could not install the Ctrl-C handler")?;
+
+    let progress = progress_bar(args.repeat as u64);
+    let mut runs = Vec::with_capacity(args.repeat);
+    for repetition in 1..=args.repeat {
+        progress.set_message(format!("{} on {} x{}", spec.scenario, spec.executor, spec.effective_workers()));
+        let server = MockServerProcess::start(&exe, args.time_scale, args.seed, &token)?;
+        let spec = RunSpec { url: server.url().to_owned(), ..spec.clone() };
+        let measured = run::measure(&exe, &spec, &token).with_context(|| {
+            format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
+        })?;
+        drop(server);
+        runs.push(measured);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+
+    let row = Row::from_runs(&spec, args.time_scale, &runs).context("no run was measured")?;
+    let text = match args.format {
+        Format::Json => row.to_json() + "\n",
+        Format::Markdown => report::markdown(&[row]),
+    };
+    io::stdout().lock().write_all(text.as_bytes()).context("could not write the result")
+}
+
+/// A progress bar on stderr when it is a terminal; a hidden one when it is piped.
+fn progress_bar(runs: u64) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(runs);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{bar:20}] run {pos}/{len} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// `fanout mock-api`: serve until killed (or, for `fanout bench`, until stdin closes).
+fn mock_api(args: &MockApiArgs) -> anyhow::Result<()> {
+    let config = Config::default()
+        .with_addr(args.addr)
+        .with_time_scale(args.time_scale)
+        .with_seed(args.seed)
+        .with_token(args.token()?.expose());
+    let server = MockServer::start(config).context("could not start the mock API")?;
+    {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{}{}", run::LISTENING_PREFIX, server.url())
+            .and_then(|()| stdout.flush())
+            .context("could not print the address")?;
+    }
+    if args.exit_on_stdin_eof {
+        // The orchestrator holds the other end: once it is gone, nobody waits for answers.
+        let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+        std::process::exit(0);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// `fanout __run SPEC`: one measured run; prints one [`ChildMessage`] line.
+fn run_child(spec: &str) -> anyhow::Result<()> {
+    let token = std::env::var(run::TOKEN_ENV).ok();
+    let message = match (serde_json::from_str::<RunSpec>(spec), checked_token(token.as_deref())) {
+        (Ok(spec), Ok(token)) => execute(&spec, token),
+        (Err(error), _) => ChildMessage::Failed(format!("invalid run spec: {error}")),
+        (_, Err(error)) => ChildMessage::Failed(error.to_string()),
+    };
+    let line = serde_json::to_string(&message).context("could not encode the result")?;
+    writeln!(io::stdout().lock(), "{line}").context("could not write the result")
+}
+
+fn execute(spec: &RunSpec, token: Secret) -> ChildMessage {
+    match scenario::execute(spec, token) {
+        Ok(outcome) => ChildMessage::Done(outcome),
+        Err(error) => ChildMessage::Failed(error.to_string()),
+    }
+}

@@ -1,0 +1,230 @@
+//! The result of one run configuration: a [`Row`], printed as one JSON object per line
+//! ([`Row::to_json`]) or as a markdown table ([`markdown`]).
+//!
+//! With `--repeat N` the row reports the run with the **median** wall time (the lower median
+//! for an even N, so that the row is one real run): its wall, ideal and CPU time and its peak
+//! RSS. `wall_seconds_runs` lists every run's wall time. The correctness counts are the worst
+//! over all runs (`ok` the fewest, `errors`, `lost` and `duplicated` the most, `verified` only
+//! if every run verified), so a repetition that went wrong is never hidden by the median.
+
+use serde::Serialize;
+
+use crate::executor::ExecutorKind;
+use crate::run::Measured;
+use crate::scenario::{Queue, RunSpec, Scenario};
+
+/// One run configuration's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The executor kind.
+    pub executor: ExecutorKind,
+    /// Workers of the (outer) executor: 1 for serial.
+    pub workers: usize,
+    /// Jobs (tickets for the migration).
+    pub jobs: usize,
+    /// The server's time scale.
+    pub time_scale: f64,
+    /// Median wall time, from building the executor to its shutdown.
+    pub wall_seconds: f64,
+    /// The ideal time of the median run.
+    pub ideal_seconds: f64,
+    /// `ideal_seconds / wall_seconds`.
+    pub efficiency: f64,
+    /// Correct results (fewest over the runs).
+    pub ok: usize,
+    /// Failed or wrong results (most over the runs).
+    pub errors: usize,
+    /// Missing results (most over the runs).
+    pub lost: usize,
+    /// Repeated results (most over the runs).
+    pub duplicated: usize,
+    /// CPU time of the median run's client (run child and descendants) over the timed window.
+    pub cpu_seconds: f64,
+    /// Peak of the summed RSS of the median run's child and descendants.
+    pub peak_rss_bytes: u64,
+    /// Number of runs.
+    pub repeat: usize,
+    /// Whether jobs run a nested executor (the migration).
+    pub nested: bool,
+    /// Workers of the nested executor, for the migration (1 for serial).
+    pub inner_workers: Option<usize>,
+    /// The migration's queue.
+    pub queue: Option<Queue>,
+    /// Whether every run's end state matched the expected one exactly.
+    pub verified: bool,
+    /// Every run's wall time, in run order.
+    pub wall_seconds_runs: Vec<f64>,
+    /// CPU time of the whole median run child, setup and verification included.
+    pub process_cpu_seconds: f64,
+    /// The first error of any run, if any.
+    pub first_error: Option<String>,
+}
+
+fn micros(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e6
+}
+
+impl Row {
+    /// Summarizes the runs of `spec` (see the module docs); `None` without runs.
+    pub fn from_runs(spec: &RunSpec, time_scale: f64, runs: &[Measured]) -> Option<Self> {
+        let mut by_wall: Vec<&Measured> = runs.iter().collect();
+        by_wall.sort_by(|a, b| a.outcome.wall_seconds.total_cmp(&b.outcome.wall_seconds));
+        let median = *by_wall.get(runs.len().checked_sub(1)? / 2)?;
+        let outcomes = || runs.iter().map(|run| &run.outcome);
+        let wall = median.outcome.wall_seconds;
+        let migration = spec.scenario == Scenario::TicketMigration;
+        Some(Self {
+            scenario: spec.scenario,
+            executor: spec.executor,
+            workers: spec.effective_workers(),
+            jobs: spec.jobs,
+            time_scale,
+            wall_seconds: micros(wall),
+            ideal_seconds: micros(median.outcome.ideal_seconds),
+            efficiency: if wall > 0.0 {
+                (median.outcome.ideal_seconds / wall * 1e4).round() / 1e4
+            } else {
+                0.0
+            },
+            ok: outcomes().map(|o| o.ok).min().unwrap_or(0),
+            errors: outcomes().map(|o| o.errors).max().unwrap_or(0),
+            lost: outcomes().map(|o| o.lost).max().unwrap_or(0),
+            duplicated: outcomes().map(|o| o.duplicated).max().unwrap_or(0),
+            cpu_seconds: micros(median.outcome.cpu_seconds),
+            peak_rss_bytes: median.peak_rss_bytes,
+            repeat: runs.len(),
+            nested: migration,
+            inner_workers: migration.then(|| spec.effective_inner_workers()),
+            queue: migration.then_some(spec.queue),
+            verified: outcomes().all(|o| o.verified),
+            wall_seconds_runs: outcomes().map(|o| micros(o.wall_seconds)).collect(),
+            process_cpu_seconds: micros(median.process_cpu_seconds),
+            first_error: outcomes().find_map(|o| o.first_error.clone()),
+        })
+    }
+
+    /// The row as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The rows as a markdown table, header included.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut table = String::from(
+        "| scenario | executor | workers | jobs | time scale | wall s | ideal s | efficiency | ok | errors | lost | duplicated | cpu s | peak RSS MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let executor = match row.inner_workers {
+            Some(inner) => format!("{} (nested, {inner} inner)", row.executor),
+            None => row.executor.to_string(),
+        };
+        table.push_str(&format!(
+            "| {} | {executor} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {} | {} | {} | {} | {:.3} | {:.1} |\n",
+            row.scenario,
+            row.workers,
+            row.jobs,
+            row.time_scale,
+            row.wall_seconds,
+            row.ideal_seconds,
+            row.efficiency,
+            row.ok,
+            row.errors,
+            row.lost,
+            row.duplicated,
+            row.cpu_seconds,
+            row.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::RunOutcome;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            scenario: Scenario::ApiCalls,
+            executor: ExecutorKind::Thread,
+            workers: 8,
+            jobs: 10,
+            queue: Queue::Support,
+            inner_workers: 4,
+            seed: 42,
+            url: String::new(),
+        }
+    }
+
+    fn run(wall: f64, ok: usize, rss: u64) -> Measured {
+        Measured {
+            outcome: RunOutcome {
+                wall_seconds: wall,
+                ideal_seconds: 0.5,
+                cpu_seconds: 0.1,
+                ok,
+                errors: 10 - ok,
+                lost: 0,
+                duplicated: 0,
+                verified: ok == 10,
+                first_error: None,
+            },
+            peak_rss_bytes: rss,
+            process_cpu_seconds: 0.2,
+        }
+    }
+
+    #[test]
+    fn the_median_run_is_reported_and_the_worst_counts() {
+        let runs = [run(3.0, 10, 3), run(1.0, 10, 1), run(2.0, 9, 2)];
+        let row = Row::from_runs(&spec(), 0.01, &runs);
+        assert_eq!(
+            row.as_ref().map(|r| (r.wall_seconds, r.peak_rss_bytes, r.efficiency)),
+            Some((2.0, 2, 0.25))
+        );
+        assert_eq!(row.as_ref().map(|r| (r.ok, r.errors, r.verified)), Some((9, 1, false)));
+        assert_eq!(row.as_ref().map(|r| r.wall_seconds_runs.clone()), Some(vec![3.0, 1.0, 2.0]));
+        let even = Row::from_runs(&spec(), 0.01, &runs[..2]);
+        assert_eq!(even.map(|r| r.wall_seconds), Some(1.0));
+        assert_eq!(Row::from_runs(&spec(), 0.01, &[]), None);
+    }
+
+    #[test]
+    fn json_has_the_contract_keys() {
+        let row = Row::from_runs(&spec(), 0.01, &[run(1.0, 10, 1)]);
+        let json: serde_json::Value =
+            serde_json::from_str(&row.map(|r| r.to_json()).unwrap_or_default()).unwrap_or_default();
+        for key in [
+            "scenario",
+            "executor",
+            "workers",
+            "jobs",
+            "time_scale",
+            "wall_seconds",
+            "ideal_seconds",
+            "efficiency",
+            "ok",
+            "errors",
+            "lost",
+            "duplicated",
+            "cpu_seconds",
+            "peak_rss_bytes",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(json["scenario"], "api-calls");
+        assert_eq!(json["queue"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn markdown_has_a_header_and_a_row() {
+        let rows: Vec<Row> = Row::from_runs(&spec(), 0.01, &[run(1.0, 10, 1 << 20)]).into_iter().collect();
+        let table = markdown(&rows);
+        assert_eq!(table.lines().count(), 3);
+        assert!(table.contains("| api-calls | thread | 8 | 10 |"));
+    }
+}

@@ -1,0 +1,191 @@
+//! The orchestrator's side of `fanout bench`: the mock API in its own process
+//! ([`MockServerProcess`]) and each measured repetition in a fresh run child ([`measure`]).
+//!
+//! Both children are this same executable (`std::env::current_exe()`): `fanout mock-api` and
+//! the hidden `fanout __run SPEC`. Keeping the server out of the measured process means the
+//! client's CPU time and memory are the client's alone, and that a process pool built in the
+//! run child never forks from a process running tokio's threads. A fresh server per repetition
+//! starts every run from an empty new system (the migration's POSTs are not idempotent across
+//! runs) and with no connection left over.
+//!
+//! The token reaches both children through the `FANOUT_TOKEN` environment variable, never on a
+//! command line (which `ps` shows to everyone). Children still running when the orchestrator
+//! stops are killed: by the guards' `Drop` on every return path, by [`kill_live_children`] from
+//! a Ctrl-C handler, and the server also exits when its standard input closes, which covers an
+//! orchestrator killed with no chance to clean up.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+
+use crate::http::Secret;
+use crate::scenario::{ChildMessage, RunOutcome, RunSpec};
+use crate::usage::{self, RssSampler};
+
+/// The environment variable that carries the token to `fanout` and its children.
+pub const TOKEN_ENV: &str = "FANOUT_TOKEN";
+
+/// The first line `fanout mock-api` prints, before the URL.
+pub const LISTENING_PREFIX: &str = "listening on ";
+
+/// Why a repetition could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A child process could not be started.
+    #[error("could not start {what}: {source}")]
+    Spawn {
+        /// Which child.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The mock API did not announce its address.
+    #[error("the mock API process did not start: {0}")]
+    ServerStart(String),
+    /// The run child ended without a result.
+    #[error("the measured run ended without a result ({0}); its error, if any, is printed above")]
+    ChildDied(String),
+    /// The run child reported that the run could not be carried out.
+    #[error("{0}")]
+    Run(String),
+    /// Talking to a child failed.
+    #[error("could not {action}: {source}")]
+    Io {
+        /// What the orchestrator was doing.
+        action: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Pids of the children alive right now, for [`kill_live_children`].
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn register(pid: u32) {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner).push(pid);
+}
+
+fn unregister(pid: u32) {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner).retain(|&live| live != pid);
+}
+
+/// Kills every child this module started that is still running (for a Ctrl-C handler; the
+/// caller exits right after, and the system reaps what remains).
+pub fn kill_live_children() {
+    let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    for &pid in live.iter() {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: `kill` takes no pointers and touches no memory of this process. `pid` is a
+            // child of ours that has not been reaped (the server's pid leaves the list before
+            // it is waited for, the run child's right after `wait4`, long before the system
+            // could reuse it), so the signal reaches no unrelated process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// `fanout mock-api` running as a child process; killed and reaped on drop.
+#[derive(Debug)]
+pub struct MockServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl MockServerProcess {
+    /// Starts `exe mock-api` on a free loopback port and waits for its address.
+    pub fn start(exe: &Path, time_scale: f64, seed: u64, token: &Secret) -> Result<Self, RunError> {
+        let child = Command::new(exe)
+            .args(["mock-api", "--addr", "127.0.0.1:0", "--exit-on-stdin-eof"])
+            .args(["--time-scale", &time_scale.to_string(), "--seed", &seed.to_string()])
+            .env(TOKEN_ENV, token.expose())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| RunError::Spawn { what: "the mock API process", source })?;
+        register(child.id());
+        let mut server = Self { child, url: String::new() };
+        let stdout = server.child.stdout.take();
+        let mut line = String::new();
+        if let Some(stdout) = stdout {
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .map_err(|source| RunError::Io { action: "read the mock API's address", source })?;
+        }
+        match line.trim().strip_prefix(LISTENING_PREFIX) {
+            Some(url) if url.starts_with("http://") => server.url = url.to_owned(),
+            _ if line.is_empty() => {
+                return Err(RunError::ServerStart("it exited before printing its address".to_owned()));
+            }
+            _ => return Err(RunError::ServerStart(format!("unexpected first line {:?}", line.trim()))),
+        }
+        Ok(server)
+    }
+
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for MockServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        unregister(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// One measured repetition: the run child's outcome plus what the orchestrator observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// What the run child measured and verified.
+    pub outcome: RunOutcome,
+    /// Peak of the summed RSS of the run child and its descendants, in bytes.
+    pub peak_rss_bytes: u64,
+    /// CPU time of the whole run child (setup and verification included) and its reaped
+    /// descendants, from `wait4`.
+    pub process_cpu_seconds: f64,
+}
+
+/// Runs `spec` in a fresh `exe __run` child, sampling its memory, and reaps it with `wait4`.
+pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, RunError> {
+    let spec_json = serde_json::to_string(spec).unwrap_or_default();
+    let mut child = Command::new(exe)
+        .args(["__run", &spec_json])
+        .env(TOKEN_ENV, token.expose())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|source| RunError::Spawn { what: "the measured run", source })?;
+    let pid = child.id();
+    register(pid);
+    let sampler = RssSampler::start(pid);
+    let output = read_all(child.stdout.take());
+    let reaped = usage::wait4(pid);
+    unregister(pid);
+    let sampled = sampler.map(RssSampler::finish).unwrap_or(0);
+    let reaped = reaped.map_err(|source| RunError::Io { action: "wait for the measured run", source })?;
+    let output =
+        output.map_err(|source| RunError::Io { action: "read the measured run's result", source })?;
+    let last_line = output.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
+    match serde_json::from_str::<ChildMessage>(last_line) {
+        Ok(ChildMessage::Done(outcome)) if reaped.success() => Ok(Measured {
+            outcome,
+            peak_rss_bytes: sampled.max(reaped.max_rss_bytes),
+            process_cpu_seconds: reaped.cpu.as_secs_f64(),
+        }),
+        Ok(ChildMessage::Failed(message)) => Err(RunError::Run(message)),
+        _ => Err(RunError::ChildDied(reaped.describe())),
+    }
+}
+
+fn read_all(stdout: Option<ChildStdout>) -> io::Result<String> {
+    let mut output = String::new();
+    if let Some(mut stdout) = stdout {
+        stdout.read_to_string(&mut output)?;
+    }
+    Ok(output)
+}

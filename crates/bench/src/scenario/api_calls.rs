@@ -1,0 +1,96 @@
+//! `api-calls` (article 1): `GET /api/items/{id}` for ids `1..=jobs`, results in input order,
+//! every item checked against the dataset the server serves.
+
+use fanout_core::{JobError, Stateful, StatefulJob};
+use fanout_mock_api::{Dataset, Item};
+use serde::{Deserialize, Serialize};
+
+use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed};
+use crate::executor::MapAll;
+use crate::http::{Api, HttpError};
+use crate::ideal::{self, Applied};
+
+/// Jobs when `--jobs` is not given: the article's 200 calls.
+pub const DEFAULT_JOBS: usize = 200;
+
+/// The job: fetch one item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchItem {
+    /// The server.
+    pub api: Api,
+}
+
+impl StatefulJob<u64> for FetchItem {
+    type Output = Result<Item, HttpError>;
+
+    fn call(&self, id: u64) -> Self::Output {
+        self.api.get_json(&format!("/api/items/{id}"))
+    }
+}
+
+/// Fetches items `1..=spec.jobs` and verifies them.
+pub(super) fn run(
+    spec: &RunSpec,
+    api: Api,
+    latency: &Applied,
+    data: &Dataset,
+) -> Result<RunOutcome, ScenarioError> {
+    let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
+    let task = MapAll { job: Stateful(FetchItem { api }), inputs: ids };
+    let (results, timing) = timed(spec.executor, spec.workers, task)?;
+    let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
+    Ok(verify(results, data).outcome(timing, ideal))
+}
+
+/// Checks that result `i` is item `i + 1`, and that every item arrived exactly once.
+fn verify(results: Vec<Result<Result<Item, HttpError>, JobError>>, data: &Dataset) -> Tally {
+    let mut tally = Tally::default();
+    let mut arrivals = vec![0_usize; results.len()];
+    for (id, result) in (1_u64..).zip(results) {
+        match flatten(result) {
+            Ok(item) => {
+                let slot = usize::try_from(item.id).ok().and_then(|id| arrivals.get_mut(id.checked_sub(1)?));
+                if let Some(count) = slot {
+                    *count += 1;
+                }
+                if data.item(id).as_ref() == Some(&item) {
+                    tally.ok += 1;
+                } else {
+                    tally.error(format!("item {id}: the server's answer differs from the dataset: {item:?}"));
+                }
+            }
+            Err(error) => tally.error(format!("item {id}: {error}")),
+        }
+    }
+    tally.lost = arrivals.iter().filter(|&&count| count == 0).count();
+    tally.duplicated = arrivals.iter().map(|&count| count.saturating_sub(1)).sum();
+    tally.verified = tally.ok == arrivals.len() && tally.lost == 0 && tally.duplicated == 0;
+    tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(data: &Dataset, id: u64) -> Result<Result<Item, HttpError>, JobError> {
+        data.item(id).ok_or(JobError::Cancelled).map(Ok)
+    }
+
+    #[test]
+    fn correct_results_verify() {
+        let data = Dataset::new(3);
+        let tally = verify((1..=5).map(|id| fetched(&data, id)).collect(), &data);
+        assert_eq!((tally.ok, tally.errors, tally.lost, tally.duplicated), (5, 0, 0, 0));
+        assert!(tally.verified);
+    }
+
+    #[test]
+    fn a_repeated_item_is_a_duplicate_and_a_loss() {
+        let data = Dataset::new(3);
+        let results = vec![fetched(&data, 1), fetched(&data, 1), Err(JobError::Cancelled)];
+        let tally = verify(results, &data);
+        assert_eq!((tally.ok, tally.errors, tally.lost, tally.duplicated), (1, 2, 2, 1));
+        assert!(!tally.verified);
+        assert!(tally.first_error.is_some_and(|e| e.starts_with("item 2:")));
+    }
+}

@@ -1,0 +1,347 @@
+//! `ticket-migration` (article 2): move a queue's tickets from the old system to the new one,
+//! nested as in the article: an outer executor over the tickets, and inside each ticket's job
+//! an inner executor **of the same kind** over that ticket's attachments.
+//!
+//! Per ticket ([`MigrateTicket`]): `GET /old/tickets/{id}`, `GET /old/tickets/{id}/attachments`,
+//! `POST /new/tickets` with the ticket's JSON exactly as fetched and `Idempotency-Key: <old id>`;
+//! then per attachment ([`CopyAttachment`], on the inner executor): `GET /old/attachments/{id}`
+//! and `POST /new/tickets/{new_id}/attachments` with `X-Attachment-Name`. The job carries the
+//! executor kind and the inner worker count as fields and builds its inner executor with
+//! [`dispatch`] (a serial run nests a serial executor).
+//!
+//! The timed window covers the queue listing and the migration. Verification compares
+//! `GET /new/tickets/summary` with the summary a correct migration of exactly these tickets
+//! produces ([`expected_summary`]), and counts what the jobs themselves reported: a ticket or
+//! attachment that was already there (`200` instead of `201`) is a duplicate, one that was
+//! never stored is lost.
+
+use std::collections::HashMap;
+
+use fanout_core::{Executor, JobError, Stateful, StatefulJob};
+use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
+use serde::{Deserialize, Serialize};
+
+use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed};
+use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
+use crate::http::{Api, HttpError};
+use crate::ideal::{self, Applied};
+
+/// The outer job: migrates one ticket, its attachments on a nested executor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateTicket {
+    /// The server.
+    pub api: Api,
+    /// The kind of the nested executor: the same as the outer one.
+    pub executor: ExecutorKind,
+    /// Workers of the nested executor.
+    pub inner_workers: usize,
+}
+
+/// The inner job: copies one attachment to the new ticket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyAttachment {
+    /// The server.
+    pub api: Api,
+    /// The ticket's id in the new system.
+    pub new_ticket_id: u64,
+}
+
+/// What migrating one ticket did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrated {
+    /// The ticket's id in the new system.
+    pub new_id: u64,
+    /// `true` when the POST created the ticket (`201`), `false` when it already existed.
+    pub created: bool,
+    /// Attachments the old system listed.
+    pub listed: usize,
+    /// Attachments created (`201`).
+    pub copied: usize,
+    /// Attachments that were already there (`200`).
+    pub already_there: usize,
+    /// Attachments that failed, with the reason.
+    pub failures: Vec<String>,
+}
+
+/// Why a ticket could not be migrated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MigrationError {
+    /// A request of the ticket itself failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The nested executor could not be built.
+    #[error("nested executor: {0}")]
+    Inner(String),
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: u64,
+}
+
+impl StatefulJob<u64> for MigrateTicket {
+    type Output = Result<Migrated, MigrationError>;
+
+    fn call(&self, id: u64) -> Self::Output {
+        let api = &self.api;
+        let details = api.get_bytes(&format!("/old/tickets/{id}"))?;
+        let attachments: Vec<Attachment> = api.get_json(&format!("/old/tickets/{id}/attachments"))?;
+        let key = id.to_string();
+        let headers = [("Idempotency-Key", key.as_str()), ("Content-Type", "application/json")];
+        let answer = api.post("/new/tickets", &headers, &details)?;
+        let Created { id: new_id } = answer.json(|| "POST /new/tickets".to_owned())?;
+        let mut migrated = Migrated {
+            new_id,
+            created: answer.status == 201,
+            listed: attachments.len(),
+            copied: 0,
+            already_there: 0,
+            failures: Vec::new(),
+        };
+        let copy = MapAll {
+            job: Stateful(CopyAttachment { api: api.clone(), new_ticket_id: new_id }),
+            inputs: attachments,
+        };
+        let results = dispatch(self.executor, self.inner_workers, copy)
+            .map_err(|e| MigrationError::Inner(e.to_string()))?;
+        for result in results {
+            match flatten(result) {
+                Ok(true) => migrated.copied += 1,
+                Ok(false) => migrated.already_there += 1,
+                Err(error) => migrated.failures.push(error),
+            }
+        }
+        Ok(migrated)
+    }
+}
+
+impl StatefulJob<Attachment> for CopyAttachment {
+    type Output = Result<bool, HttpError>;
+
+    /// Copies the attachment; `true` when the new system created it.
+    fn call(&self, attachment: Attachment) -> Self::Output {
+        let bytes = self.api.get_bytes(&format!("/old/attachments/{}", attachment.id))?;
+        let path = format!("/new/tickets/{}/attachments", self.new_ticket_id);
+        let headers =
+            [("X-Attachment-Name", attachment.name.as_str()), ("Content-Type", "application/octet-stream")];
+        Ok(self.api.post(&path, &headers, &bytes)?.status == 201)
+    }
+}
+
+type TicketResult = Result<Result<Migrated, MigrationError>, JobError>;
+
+/// The timed part: list the queue, migrate its first `limit` tickets.
+struct Migration {
+    job: MigrateTicket,
+    queue: &'static str,
+    limit: usize,
+}
+
+impl WithExecutor for Migration {
+    type Output = Result<Vec<(u64, TicketResult)>, HttpError>;
+
+    fn run<E: Executor>(self, executor: &E) -> Self::Output {
+        let listing: Vec<QueueEntry> =
+            self.job.api.get_json(&format!("/old/queues/{}/tickets", self.queue))?;
+        let ids: Vec<u64> = listing.into_iter().take(self.limit).map(|entry| entry.id).collect();
+        let results = executor.map(Stateful(self.job), ids.iter().copied());
+        Ok(ids.into_iter().zip(results).collect())
+    }
+}
+
+/// Migrates the first `spec.jobs` tickets of `spec.queue` and verifies the new system.
+pub(super) fn run(
+    spec: &RunSpec,
+    api: Api,
+    latency: &Applied,
+    data: &Dataset,
+) -> Result<RunOutcome, ScenarioError> {
+    let queue = spec.queue.name();
+    let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
+    let job = MigrateTicket { api: api.clone(), executor: spec.executor, inner_workers: spec.inner_workers };
+    let task = Migration { job, queue, limit: spec.jobs };
+    let (results, timing) = timed(spec.executor, spec.workers, task)?;
+    let results = results?;
+    let summary: Summary = api.get_json("/new/tickets/summary")?;
+    let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
+    let ideal =
+        ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
+    let tally = verify(results, ids, data, &summary);
+    Ok(tally.outcome(timing, ideal))
+}
+
+/// Counts correct, failed, lost and duplicated tickets and attachments.
+fn verify(results: Vec<(u64, TicketResult)>, ids: &[u64], data: &Dataset, summary: &Summary) -> Tally {
+    let mut tally = Tally::default();
+    let listed = |id: u64| data.attachments(id).map_or(0, <[_]>::len);
+    let (mut lost, mut duplicated) = (0, 0);
+    let mut reported: HashMap<u64, usize> = HashMap::new();
+    for (id, result) in results {
+        *reported.entry(id).or_default() += 1;
+        match flatten(result) {
+            Ok(migrated) => {
+                duplicated += usize::from(!migrated.created) + migrated.already_there;
+                lost += listed(id).saturating_sub(migrated.copied + migrated.already_there);
+                if let Some(failure) = migrated.failures.first() {
+                    tally.error(format!("ticket {id}: attachment: {failure}"));
+                } else if !migrated.created || migrated.copied != listed(id) {
+                    tally.error(format!("ticket {id}: migrated twice or incompletely: {migrated:?}"));
+                } else {
+                    tally.ok += 1;
+                }
+            }
+            Err(error) => {
+                lost += 1 + listed(id);
+                tally.error(format!("ticket {id}: {error}"));
+            }
+        }
+    }
+    for &id in ids {
+        match reported.get(&id).copied().unwrap_or(0) {
+            0 => lost += 1 + listed(id),
+            n => duplicated += n - 1,
+        }
+    }
+    let expected = expected_summary(data, ids);
+    let difference = |got: u64, want: u64| usize::try_from(got.saturating_sub(want)).unwrap_or(usize::MAX);
+    let missing =
+        difference(expected.tickets, summary.tickets) + difference(expected.attachments, summary.attachments);
+    let extra =
+        difference(summary.tickets, expected.tickets) + difference(summary.attachments, expected.attachments);
+    tally.lost = lost.max(missing);
+    tally.duplicated = duplicated.max(extra);
+    tally.verified = *summary == expected;
+    if !tally.verified && tally.first_error.is_none() {
+        tally.first_error =
+            Some(format!("the new system holds {summary:?}, a correct migration gives {expected:?}"));
+    }
+    tally
+}
+
+/// The summary a fresh server reports after a correct migration of exactly the tickets `ids`.
+///
+/// [`Dataset::expected_summary`] covers whole queues only, so this recomputes the checksum the
+/// way the mock API documents it (`fanout_mock_api::checksum`): the wrapping sum of a 64-bit
+/// FNV-1a digest per ticket and per attachment over framed fields. A test pins it to
+/// `Dataset::expected_summary` on a whole queue.
+pub fn expected_summary(data: &Dataset, ids: &[u64]) -> Summary {
+    let (mut tickets, mut attachments, mut sum) = (0_u64, 0_u64, 0_u64);
+    for &id in ids {
+        let Some(ticket) = data.ticket(id) else { continue };
+        tickets += 1;
+        sum = sum.wrapping_add(ticket_digest(ticket));
+        for attachment in data.attachments(id).unwrap_or_default() {
+            let bytes = data.attachment_bytes(attachment.id).unwrap_or_default();
+            attachments += 1;
+            sum = sum.wrapping_add(attachment_digest(id, &attachment.name, &bytes));
+        }
+    }
+    Summary { tickets, attachments, checksum: format!("{sum:016x}") }
+}
+
+/// 64-bit FNV-1a over framed values: a `u64` is 8 little-endian bytes, a blob its length as a
+/// `u64` and then its bytes.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new(tag: &[u8]) -> Self {
+        let mut hash = Self(0xcbf2_9ce4_8422_2325);
+        hash.write(tag);
+        hash
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.write(&value.to_le_bytes());
+    }
+
+    fn write_blob(&mut self, bytes: &[u8]) {
+        self.write_u64(bytes.len() as u64);
+        self.write(bytes);
+    }
+}
+
+fn ticket_digest(ticket: &Ticket) -> u64 {
+    let mut hash = Fnv1a::new(b"ticket\0");
+    hash.write_u64(ticket.id); // the Idempotency-Key
+    hash.write_u64(ticket.id);
+    for field in [&ticket.subject, &ticket.body, &ticket.requester, &ticket.created_at, &ticket.status] {
+        hash.write_blob(field.as_bytes());
+    }
+    hash.0
+}
+
+fn attachment_digest(ticket_id: u64, name: &str, bytes: &[u8]) -> u64 {
+    let mut hash = Fnv1a::new(b"attachment\0");
+    hash.write_u64(ticket_id);
+    hash.write_blob(name.as_bytes());
+    hash.write_blob(bytes);
+    hash.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn support(data: &Dataset) -> &[u64] {
+        data.queue("support").unwrap_or_default()
+    }
+
+    fn perfect(data: &Dataset, ids: &[u64]) -> Vec<(u64, TicketResult)> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let listed = data.attachments(id).map_or(0, <[_]>::len);
+                let migrated = Migrated {
+                    new_id: 5_000_001 + i as u64,
+                    created: true,
+                    listed,
+                    copied: listed,
+                    already_there: 0,
+                    failures: Vec::new(),
+                };
+                (id, Ok(Ok(migrated)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_client_side_summary_matches_the_datasets_for_whole_queues() {
+        let data = Dataset::new(42);
+        for queue in ["support", "archive"] {
+            let ids = data.queue(queue).unwrap_or_default();
+            assert_eq!(Some(expected_summary(&data, ids)), data.expected_summary(queue), "{queue}");
+        }
+    }
+
+    #[test]
+    fn a_perfect_migration_verifies() {
+        let data = Dataset::new(42);
+        let ids = &support(&data)[..10];
+        let tally = verify(perfect(&data, ids), ids, &data, &expected_summary(&data, ids));
+        assert_eq!((tally.ok, tally.errors, tally.lost, tally.duplicated), (10, 0, 0, 0));
+        assert!(tally.verified);
+    }
+
+    #[test]
+    fn failed_and_repeated_tickets_are_lost_and_duplicated() {
+        let data = Dataset::new(42);
+        let ids = &support(&data)[..3];
+        let mut results = perfect(&data, ids);
+        results[1].1 = Err(JobError::Cancelled);
+        if let Ok(Ok(migrated)) = &mut results[2].1 {
+            migrated.created = false;
+        }
+        let summary = expected_summary(&data, &ids[..1]);
+        let tally = verify(results, ids, &data, &summary);
+        let lost_expected = 1 + data.attachments(ids[1]).map_or(0, <[_]>::len);
+        assert_eq!((tally.ok, tally.errors, tally.duplicated), (1, 2, 1));
+        assert!(tally.lost >= lost_expected);
+        assert!(!tally.verified);
+    }
+}
