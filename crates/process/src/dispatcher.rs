@@ -259,7 +259,12 @@ impl Dispatcher {
                 let Some(index) = self.worker_index(id) else { return };
                 match message.to::<WorkerReply>() {
                     Ok(WorkerReply::Done { outcome, last }) => {
-                        self.workers[index].retiring |= last;
+                        if last {
+                            // Its replacement starts now, before the caller hears of the result.
+                            self.workers[index].retiring = true;
+                            self.forget_pid(self.workers[index].pid);
+                            self.replenish();
+                        }
                         self.task_done(index, outcome);
                     }
                     Ok(WorkerReply::InitFailed { message }) => {
@@ -314,29 +319,39 @@ impl Dispatcher {
         Ok(bytes)
     }
 
-    /// Reaps a worker whose channel closed (or that must go), reports its task as lost, and
-    /// starts a replacement.
+    /// Reaps a worker whose channel closed (or that must go), starts a replacement, and
+    /// reports the worker's task as lost; by then the pool is whole again.
     fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
         let worker = self.workers.swap_remove(index);
-        if let Ok(mut pids) = self.shared.pids.lock() {
-            pids.retain(|&pid| pid != worker.pid);
-        }
+        self.forget_pid(worker.pid);
         let exit = match self.server.call(ServerRequest::Reap { pid: worker.pid }) {
             Ok(ServerReply::Reaped { exit }) => exit,
             Ok(_) => WorkerExit::Unknown { detail: "the fork server answered out of turn".to_owned() },
             Err(error) => WorkerExit::Unknown { detail: error },
         };
+        self.replenish();
         if let Some(reply) = worker.running {
             // A worker whose initializer failed exits without running its task: say why.
             let broken = self.broken.clone().map(|detail| WorkerExit::Unknown { detail });
             reply.send(Err(lost(reason.or(broken).unwrap_or(exit))));
         }
-        if self.broken.is_none()
+    }
+
+    /// Starts workers until the pool has its size again, unless it is broken or closing.
+    fn replenish(&mut self) {
+        while self.broken.is_none()
             && !self.queue_closed
-            && self.workers.len() < self.size
-            && let Err(error) = self.spawn_worker()
+            && self.workers.iter().filter(|w| !w.retiring).count() < self.size
         {
-            self.broken = Some(format!("could not start a replacement worker: {error}"));
+            if let Err(error) = self.spawn_worker() {
+                self.broken = Some(format!("could not start a replacement worker: {error}"));
+            }
+        }
+    }
+
+    fn forget_pid(&self, pid: i32) {
+        if let Ok(mut pids) = self.shared.pids.lock() {
+            pids.retain(|&other| other != pid);
         }
     }
 

@@ -4,6 +4,7 @@
 //! of chunks in flight, and hands back each chunk's results as one message. Memory stays
 //! bounded by the window whatever the length of the input.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::vec;
@@ -16,7 +17,36 @@ use crate::ThreadPool;
 /// The results of one chunk: the index of its first input, then one result per input.
 pub(crate) struct Chunk<O> {
     pub(crate) start: usize,
-    pub(crate) results: Vec<Result<O, JobError>>,
+    pub(crate) results: Batch<Result<O, JobError>>,
+}
+
+/// The values of one chunk. A chunk of one, the default, needs no allocation.
+pub(crate) enum Batch<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+type BatchIter<T> = std::iter::Chain<std::option::IntoIter<T>, vec::IntoIter<T>>;
+
+impl<T> Batch<T> {
+    fn map<U>(self, mut f: impl FnMut(T) -> U) -> Batch<U> {
+        match self {
+            Self::One(value) => Batch::One(f(value)),
+            Self::Many(values) => Batch::Many(values.into_iter().map(f).collect()),
+        }
+    }
+}
+
+impl<T> IntoIterator for Batch<T> {
+    type Item = T;
+    type IntoIter = BatchIter<T>;
+
+    fn into_iter(self) -> BatchIter<T> {
+        match self {
+            Self::One(value) => Some(value).into_iter().chain(Vec::new()),
+            Self::Many(values) => None.into_iter().chain(values),
+        }
+    }
 }
 
 /// Chunks in flight per worker at least: a worker finds the next chunk queued when it
@@ -44,7 +74,7 @@ pub(crate) struct Batches<'p, 'env, O, C, It> {
     next_index: usize,
     receiver: Receiver<Chunk<O>>,
     /// The chunk being yielded item by item by `Iterator::next`.
-    ready: vec::IntoIter<Result<O, JobError>>,
+    ready: BatchIter<Result<O, JobError>>,
     ready_index: usize,
     in_flight: usize,
     window: usize,
@@ -97,7 +127,7 @@ where
             inputs,
             next_index: 0,
             receiver,
-            ready: Vec::new().into_iter(),
+            ready: Batch::Many(Vec::new()).into_iter(),
             ready_index: 0,
             in_flight: 0,
             window,
@@ -110,11 +140,18 @@ where
     fn fill(&mut self) {
         while self.in_flight < self.window {
             let Some(call) = &self.call else { return };
-            let chunk: Vec<I> = self.inputs.by_ref().take(self.pool.chunk_size()).collect();
-            let exhausted = chunk.len() < self.pool.chunk_size();
-            if !chunk.is_empty() {
+            let chunk_size = self.pool.chunk_size();
+            let (chunk, len) = if chunk_size == 1 {
+                self.inputs.next().map_or((Batch::Many(Vec::new()), 0), |input| (Batch::One(input), 1))
+            } else {
+                let inputs: Vec<I> = self.inputs.by_ref().take(chunk_size).collect();
+                let len = inputs.len();
+                (Batch::Many(inputs), len)
+            };
+            let exhausted = len < chunk_size;
+            if len > 0 {
                 let start = self.next_index;
-                self.next_index += chunk.len();
+                self.next_index += len;
                 let task = Box::new(run_chunk(Arc::clone(call), start, chunk));
                 // SAFETY: the task borrows from `'env` at most; `Self::with_wait`'s contract
                 // makes sure that either `'env` is `'static` or `Drop` waits for the task.
@@ -140,41 +177,41 @@ where
     }
 
     /// Runs all inputs and returns the results in input order.
+    ///
+    /// Chunks that arrive in order are appended at once, while their results are still in
+    /// the cache; the few that overtake wait in a reorder buffer bounded by the window.
     pub(crate) fn collect_ordered(mut self) -> Vec<Result<O, JobError>> {
-        let chunk_size = self.pool.chunk_size();
-        // Chunks hold consecutive inputs, so chunk `k` starts at input `k * chunk_size`.
-        let mut chunks: Vec<Option<Vec<Result<O, JobError>>>> = Vec::new();
+        let mut ordered = Vec::with_capacity(self.inputs.size_hint().0);
+        let mut early: BTreeMap<usize, Batch<Result<O, JobError>>> = BTreeMap::new();
         while let Some(Chunk { start, results }) = self.next_chunk() {
-            let slot = start / chunk_size;
-            if slot >= chunks.len() {
-                chunks.resize_with(slot + 1, || None);
+            if start != ordered.len() {
+                early.insert(start, results);
+                continue;
             }
-            chunks[slot] = Some(results);
+            ordered.extend(results);
+            while let Some(next) = early.remove(&ordered.len()) {
+                ordered.extend(next);
+            }
         }
-        let mut ordered = Vec::with_capacity(self.next_index);
-        for chunk in chunks {
-            // Every task reports its chunk, so a gap cannot happen; were it to, the positions
-            // of later results must still be right.
-            ordered
-                .extend(chunk.unwrap_or_else(|| (0..chunk_size).map(|_| Err(JobError::Cancelled)).collect()));
+        // Every task reports its chunk, so nothing is left waiting; were a chunk missing, the
+        // later results must still land at their own positions.
+        for (start, results) in early {
+            ordered.resize_with(start, || Err(JobError::Cancelled));
+            ordered.extend(results);
         }
         ordered
     }
 }
 
 /// The task for one chunk: runs it, or reports it cancelled, and sends its results back.
-fn run_chunk<I, O, C>(call: Arc<Call<C, O>>, start: usize, chunk: Vec<I>) -> impl FnOnce(bool) + Send
+fn run_chunk<I, O, C>(call: Arc<Call<C, O>>, start: usize, chunk: Batch<I>) -> impl FnOnce(bool) + Send
 where
     I: Send,
     O: Send,
     C: Fn(I) -> Result<O, JobError> + Send + Sync,
 {
     move |cancelled: bool| {
-        let results = if cancelled {
-            chunk.into_iter().map(|_| Err(JobError::Cancelled)).collect()
-        } else {
-            chunk.into_iter().map(&call.run).collect()
-        };
+        let results = if cancelled { chunk.map(|_| Err(JobError::Cancelled)) } else { chunk.map(&call.run) };
         // The caller may have stopped listening (a dropped `map_unordered`): that is fine.
         let _ = call.results.send(Chunk { start, results });
     }
