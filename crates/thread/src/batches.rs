@@ -4,13 +4,13 @@
 //! of chunks in flight, and hands back each chunk's results as one message. Memory stays
 //! bounded by the window whatever the length of the input.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::vec;
 
 use crossbeam_channel::{Receiver, Sender, select};
-use fanout_core::{Executor, JobError};
+use fanout_core::{Executor, JobError, catch_panic};
 
 use crate::ThreadPool;
 
@@ -56,7 +56,7 @@ const MIN_CHUNKS_PER_WORKER: usize = 4;
 /// Jobs in flight at least, whatever the chunk size: with tiny jobs the caller, which both
 /// feeds and drains, is the bottleneck, and a deep queue keeps it from parking and waking
 /// workers on every chunk (one futex call costs more than a hundred empty jobs).
-const MIN_JOBS_IN_FLIGHT: usize = 1024;
+const MIN_JOBS_IN_FLIGHT: usize = 4096;
 
 /// What every task of one call shares: the code to run and the way back. One reference count
 /// per task instead of one per field.
@@ -87,7 +87,7 @@ impl<'p, I, O, C, It> Batches<'p, 'static, O, C, It>
 where
     I: Send + 'static,
     O: Send + 'static,
-    C: Fn(I) -> Result<O, JobError> + Send + Sync + 'static,
+    C: Fn(I) -> O + Send + Sync + 'static,
     It: Iterator<Item = I>,
 {
     /// Batches whose tasks own everything they use.
@@ -101,7 +101,7 @@ impl<'p, 'env, I, O, C, It> Batches<'p, 'env, O, C, It>
 where
     I: Send + 'env,
     O: Send + 'env,
-    C: Fn(I) -> Result<O, JobError> + Send + Sync + 'env,
+    C: Fn(I) -> O + Send + Sync + 'env,
     It: Iterator<Item = I>,
 {
     /// Batches whose tasks borrow from `'env`: they wait for every task when they end.
@@ -179,25 +179,31 @@ where
     /// Runs all inputs and returns the results in input order.
     ///
     /// Chunks that arrive in order are appended at once, while their results are still in
-    /// the cache; the few that overtake wait in a reorder buffer bounded by the window.
+    /// the cache; those that overtake wait in a reorder ring, bounded by the window.
     pub(crate) fn collect_ordered(mut self) -> Vec<Result<O, JobError>> {
+        let chunk_size = self.pool.chunk_size();
         let mut ordered = Vec::with_capacity(self.inputs.size_hint().0);
-        let mut early: BTreeMap<usize, Batch<Result<O, JobError>>> = BTreeMap::new();
+        // Slot `k` holds the chunk `k` places after the next one `ordered` expects.
+        let mut early: VecDeque<Option<Batch<Result<O, JobError>>>> = VecDeque::new();
         while let Some(Chunk { start, results }) = self.next_chunk() {
-            if start != ordered.len() {
-                early.insert(start, results);
-                continue;
+            let offset = (start - ordered.len()) / chunk_size;
+            if offset >= early.len() {
+                early.resize_with(offset + 1, || None);
             }
-            ordered.extend(results);
-            while let Some(next) = early.remove(&ordered.len()) {
+            early[offset] = Some(results);
+            while let Some(Some(next)) = early.front_mut().map(Option::take) {
+                early.pop_front();
                 ordered.extend(next);
             }
         }
         // Every task reports its chunk, so nothing is left waiting; were a chunk missing, the
         // later results must still land at their own positions.
-        for (start, results) in early {
-            ordered.resize_with(start, || Err(JobError::Cancelled));
-            ordered.extend(results);
+        let base = ordered.len();
+        for (offset, results) in early.into_iter().enumerate() {
+            if let Some(results) = results {
+                ordered.resize_with(base + offset * chunk_size, || Err(JobError::Cancelled));
+                ordered.extend(results);
+            }
         }
         ordered
     }
@@ -208,13 +214,30 @@ fn run_chunk<I, O, C>(call: Arc<Call<C, O>>, start: usize, chunk: Batch<I>) -> i
 where
     I: Send,
     O: Send,
-    C: Fn(I) -> Result<O, JobError> + Send + Sync,
+    C: Fn(I) -> O + Send + Sync,
 {
     move |cancelled: bool| {
-        let results = if cancelled { chunk.map(|_| Err(JobError::Cancelled)) } else { chunk.map(&call.run) };
+        let results = match chunk {
+            _ if cancelled => chunk.map(|_| Err(JobError::Cancelled)),
+            Batch::One(input) => Batch::One(catch_panic(|| (call.run)(input))),
+            Batch::Many(inputs) => Batch::Many(run_caught_all(inputs, &call.run)),
+        };
         // The caller may have stopped listening (a dropped `map_unordered`): that is fine.
         let _ = call.results.send(Chunk { start, results });
     }
+}
+
+/// Runs `f` on every input, turning a panic into that input's [`JobError::Panicked`].
+///
+/// One unwinding guard covers the whole chunk; only a panic costs a new one, for the inputs
+/// after it. The panicking input is the one whose result is missing, so positions stay right.
+fn run_caught_all<I, O>(inputs: Vec<I>, f: &impl Fn(I) -> O) -> Vec<Result<O, JobError>> {
+    let mut results = Vec::with_capacity(inputs.len());
+    let mut inputs = inputs.into_iter();
+    while let Err(panicked) = catch_panic(|| results.extend(inputs.by_ref().map(|input| Ok(f(input))))) {
+        results.push(Err(panicked));
+    }
+    results
 }
 
 impl<O, C, It> Batches<'_, '_, O, C, It> {
@@ -243,7 +266,7 @@ impl<'env, I, O, C, It> Iterator for Batches<'_, 'env, O, C, It>
 where
     I: Send + 'env,
     O: Send + 'env,
-    C: Fn(I) -> Result<O, JobError> + Send + Sync + 'env,
+    C: Fn(I) -> O + Send + Sync + 'env,
     It: Iterator<Item = I>,
 {
     type Item = (usize, Result<O, JobError>);

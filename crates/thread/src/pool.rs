@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use fanout_core::{
-    BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown, catch_panic, job_handle, run_caught,
+    BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown, job_handle, run_caught,
 };
 
 use crate::batches::Batches;
@@ -147,7 +147,7 @@ impl ThreadPool {
         O: Send + 'env,
     {
         let f = &f;
-        let call = move |input: I| catch_panic(|| f(input));
+        let call = move |input: I| f(input);
         // SAFETY: `Batches::new_scoped` requires that the tasks' borrows outlive them. They
         // borrow `f` and the caller's environment, both alive for this whole call, and the
         // scoped batches wait for every task to be dropped, when they finish and when they are
@@ -220,7 +220,7 @@ impl Executor for ThreadPool {
         I: Payload,
         J::Output: Payload,
     {
-        Batches::new(self, move |input| run_caught(&job, input), inputs.into_iter())
+        Batches::new(self, move |input| job.call(input), inputs.into_iter())
     }
 
     fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
@@ -229,7 +229,7 @@ impl Executor for ThreadPool {
         I: Payload,
         J::Output: Payload,
     {
-        Batches::new(self, move |input| run_caught(&job, input), inputs.into_iter()).collect_ordered()
+        Batches::new(self, move |input| job.call(input), inputs.into_iter()).collect_ordered()
     }
 
     fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
