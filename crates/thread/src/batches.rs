@@ -37,6 +37,16 @@ impl<T> Batch<T> {
     }
 }
 
+impl<T> Batch<T> {
+    /// Moves the values to the end of `out`; a whole chunk is one copy.
+    fn append_to(self, out: &mut Vec<T>) {
+        match self {
+            Self::One(value) => out.push(value),
+            Self::Many(mut values) => out.append(&mut values),
+        }
+    }
+}
+
 impl<T> IntoIterator for Batch<T> {
     type Item = T;
     type IntoIter = BatchIter<T>;
@@ -193,7 +203,7 @@ where
             early[offset] = Some(results);
             while let Some(Some(next)) = early.front_mut().map(Option::take) {
                 early.pop_front();
-                ordered.extend(next);
+                next.append_to(&mut ordered);
             }
         }
         // Every task reports its chunk, so nothing is left waiting; were a chunk missing, the
@@ -202,7 +212,7 @@ where
         for (offset, results) in early.into_iter().enumerate() {
             if let Some(results) = results {
                 ordered.resize_with(base + offset * chunk_size, || Err(JobError::Cancelled));
-                ordered.extend(results);
+                results.append_to(&mut ordered);
             }
         }
         ordered
