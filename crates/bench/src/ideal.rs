@@ -2,9 +2,9 @@
 //! request cost anything but the server's wait, and the server answered every request at once.
 //!
 //! The latencies are the ones the server **applies** ([`Applied`], read from `GET /health`'s
-//! `latency_us`): the configured latency times the time scale, rounded up to whole milliseconds
-//! by the server (tokio's timer granularity). At time scale 0.01 an item takes 11 ms, not
-//! 10.465 ms, and the ideal says so.
+//! `latency_us`): the configured latency times the time scale, rounded to the microsecond by
+//! the server, whose precise timer then waits exactly that long. At time scale 0.01 an item
+//! takes 10.465 ms.
 //!
 //! - `api-calls`: `ceil(jobs / workers)` rounds of one item request ([`api_calls`]).
 //! - `ticket-migration`: the queue listing, then a greedy simulation of the outer workers
@@ -119,13 +119,14 @@ mod tests {
     #[test]
     fn api_calls_counts_rounds_of_the_applied_latency() {
         let latency = at(0.01);
-        assert_eq!(latency.get(Route::Items), Duration::from_millis(11));
-        assert_eq!(api_calls(&latency, 200, 1), Duration::from_millis(2200));
-        assert_eq!(api_calls(&latency, 200, 32), Duration::from_millis(77));
-        assert_eq!(api_calls(&latency, 200, 200), Duration::from_millis(11));
-        assert_eq!(api_calls(&latency, 200, 1000), Duration::from_millis(11));
-        // The article's figure at scale 1: 7 rounds of ~1.0465 s.
-        assert_eq!(api_calls(&at(1.0), 200, 32), Duration::from_millis(7 * 1047));
+        assert_eq!(latency.get(Route::Items), Duration::from_micros(10_465));
+        // The article's 209.3 s serial, at a hundredth of the time.
+        assert_eq!(api_calls(&latency, 200, 1), Duration::from_micros(2_093_000));
+        assert_eq!(api_calls(&latency, 200, 32), Duration::from_micros(7 * 10_465));
+        assert_eq!(api_calls(&latency, 200, 200), Duration::from_micros(10_465));
+        assert_eq!(api_calls(&latency, 200, 1000), Duration::from_micros(10_465));
+        // The article's figure at scale 1: 7 rounds of 1.0465 s.
+        assert_eq!(api_calls(&at(1.0), 200, 32), Duration::from_micros(7 * 1_046_500));
     }
 
     #[test]

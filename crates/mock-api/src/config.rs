@@ -1,6 +1,6 @@
 //! Server configuration: the seed, the time scale, the bearer token, the address, the
 //! per-route latencies and the body limit, plus the quantization rule that turns a configured
-//! latency into the latency the server actually applies.
+//! latency into the latency the server actually applies (scaled, to the nearest microsecond).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -277,26 +277,29 @@ impl Config {
     }
 
     /// The latency the server actually applies to `route`: the configured latency times
-    /// `time_scale`, rounded **up** to a whole millisecond (tokio's timer granularity); a
-    /// zero latency stays zero. An invalid (negative or non-finite) scale counts as zero
-    /// here; [`Config::validate`] rejects it before a server starts.
+    /// `time_scale`, rounded to the **nearest microsecond** (half a microsecond rounds up), so
+    /// 1046.5 ms at scale 0.01 is 10.465 ms. A zero latency stays zero (and so does a scaled
+    /// latency under 0.5 µs). An invalid (negative or non-finite) scale counts as zero here;
+    /// [`Config::validate`] rejects it before a server starts. The server waits this long on
+    /// its own precise timer (tokio's would round up to whole milliseconds), and `/health`
+    /// reports it in `latency_us`.
     pub fn applied_latency(&self, route: Route) -> Duration {
         quantize(self.latencies.get(route), self.time_scale)
     }
 }
 
-/// Scales `latency` and rounds it up to whole milliseconds.
+/// Scales `latency` and rounds it to the nearest microsecond (halves round up).
 ///
 /// The scaled value is first rounded to the nearest nanosecond, so floating-point noise such
-/// as `2000 ms * 0.01 = 20.000000000000004 ms` does not bump it to the next millisecond.
+/// as `1046.5 ms * 0.01 = 10465000.000000002 ns` cannot move it across a rounding boundary.
 fn quantize(latency: Duration, time_scale: f64) -> Duration {
     if !time_scale.is_finite() || time_scale <= 0.0 || latency.is_zero() {
         return Duration::ZERO;
     }
     // `as` from f64 saturates at the bounds, which is the behaviour wanted for huge values.
     let nanos = (latency.as_nanos() as f64 * time_scale).round() as u64;
-    let millis = nanos.div_ceil(1_000_000);
-    Duration::from_millis(millis)
+    let micros = nanos / 1_000 + u64::from(nanos % 1_000 >= 500);
+    Duration::from_micros(micros)
 }
 
 #[cfg(test)]
@@ -304,18 +307,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantizes_up_to_whole_milliseconds() {
+    fn quantizes_to_the_nearest_microsecond() {
         let c = Config::default().with_time_scale(0.01);
-        assert_eq!(c.applied_latency(Route::Items), Duration::from_millis(11));
+        assert_eq!(c.applied_latency(Route::Items), Duration::from_micros(10_465));
         assert_eq!(c.applied_latency(Route::QueueTickets), Duration::from_millis(20));
         assert_eq!(c.applied_latency(Route::Summary), Duration::ZERO);
+        // 104.65 µs rounds up, 1.0465 µs down, 0.10465 µs to zero.
         let c = Config::default().with_time_scale(0.0001);
-        assert_eq!(c.applied_latency(Route::Items), Duration::from_millis(1));
+        assert_eq!(c.applied_latency(Route::Items), Duration::from_micros(105));
+        let c = Config::default().with_time_scale(0.000_001);
+        assert_eq!(c.applied_latency(Route::Items), Duration::from_micros(1));
+        let c = Config::default().with_time_scale(0.000_000_1);
+        assert_eq!(c.applied_latency(Route::Items), Duration::ZERO);
+        // Exactly half a microsecond rounds up.
+        let c = Config::default().with_latency(Route::Items, Duration::from_nanos(2_500));
+        assert_eq!(c.applied_latency(Route::Items), Duration::from_micros(3));
         let c = Config::default().with_time_scale(0.1);
         assert_eq!(c.applied_latency(Route::PostTicket), Duration::from_millis(300));
         let c = Config::default();
-        assert_eq!(c.applied_latency(Route::Items), Duration::from_millis(1047));
+        assert_eq!(c.applied_latency(Route::Items), Duration::from_micros(1_046_500));
+        // 2000 ms / 3 = 666666.67 µs.
+        let c = Config::default().with_time_scale(1.0 / 3.0);
+        assert_eq!(c.applied_latency(Route::QueueTickets), Duration::from_micros(666_667));
         assert_eq!(Config::default().with_time_scale(0.0).applied_latency(Route::Items), Duration::ZERO);
+        let huge = Config::default().with_time_scale(1e30);
+        assert_eq!(huge.applied_latency(Route::Items), Duration::from_micros(u64::MAX / 1000 + 1));
     }
 
     #[test]

@@ -240,8 +240,10 @@ impl Dataset {
     /// The time a serial migration of queue `name` spends waiting on the server under
     /// `config`: one queue listing, then per ticket GET details + GET attachment list +
     /// POST ticket, and per attachment GET bytes + POST attachment, each at its
-    /// [`Config::applied_latency`]. (Reading the summary is not included.) At scale 1 this
-    /// is 1802 s for `support` and 36002 s for `archive`.
+    /// [`Config::applied_latency`] (each route's scaled latency rounded to the nearest
+    /// microsecond, exactly what the server waits). (Reading the summary is not included.) At
+    /// scale 1 this is 1802 s for `support` and 36002 s for `archive`; at scale 0.01, 18.02 s
+    /// for `support`.
     pub fn serial_migration_cost(&self, name: &str, config: &Config) -> Option<Duration> {
         let tickets = u32::try_from(self.queue(name)?.len()).ok()?;
         let attachments = u32::try_from(self.attachment_total(name)?).ok()?;
@@ -503,5 +505,17 @@ mod tests {
         let config = Config::default();
         assert_eq!(data.serial_migration_cost("support", &config), Some(Duration::from_secs(1802)));
         assert_eq!(data.serial_migration_cost("archive", &config), Some(Duration::from_secs(36_002)));
+    }
+
+    #[test]
+    fn serial_cost_sums_the_microsecond_latencies_of_each_route() {
+        let data = Dataset::new(42);
+        let config = Config::default().with_time_scale(0.01);
+        assert_eq!(data.serial_migration_cost("support", &config), Some(Duration::from_millis(18_020)));
+        // At scale 1/3 every route rounds on its own: listing 666667 µs, per ticket
+        // 666667 + 333333 + 1000000 µs, per attachment 500000 + 333333 µs.
+        let config = Config::default().with_time_scale(1.0 / 3.0);
+        let expected = 666_667 + 80 * 2_000_000 + 528 * 833_333;
+        assert_eq!(data.serial_migration_cost("support", &config), Some(Duration::from_micros(expected)));
     }
 }

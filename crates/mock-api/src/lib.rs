@@ -2,8 +2,9 @@
 //!
 //! It serves the routes of the contract in `shared/mock-api.md`: deterministic items
 //! (`GET /api/items/{id}`) and a ticket migration from an "old" system to a "new" one, each
-//! route waiting its configured latency times a time scale (rounded up to whole
-//! milliseconds) with tokio timers, so thousands of requests can wait at once.
+//! route waiting its configured latency times a time scale (rounded to the nearest
+//! microsecond) on a precise timer thread of its own, without blocking the async runtime, so
+//! thousands of requests can wait at once.
 //!
 //! - [`config`]: [`Config`], [`Latencies`], [`Route`] and the latency quantization rule.
 //! - [`data`]: the pure [`Dataset`] (items, queues, tickets, attachments, the expected
@@ -44,6 +45,7 @@ pub mod error;
 mod prng;
 mod routes;
 pub mod server;
+mod timer;
 
 pub use checksum::Summary;
 pub use config::{Config, Latencies, Route};

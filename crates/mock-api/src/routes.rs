@@ -18,6 +18,8 @@ use serde_json::json;
 use crate::checksum::{self, Accumulator};
 use crate::config::{Config, Route};
 use crate::data::{Dataset, ITEM_ID_MAX, QUEUES, Ticket};
+use crate::error::Error;
+use crate::timer::Timer;
 
 /// Ids the new system gives to created tickets start here (far from every old id).
 const FIRST_NEW_TICKET_ID: u64 = 5_000_001;
@@ -25,6 +27,8 @@ const FIRST_NEW_TICKET_ID: u64 = 5_000_001;
 const FIRST_NEW_ATTACHMENT_ID: u64 = 7_000_001;
 /// Longest accepted `X-Attachment-Name`, in bytes.
 const MAX_ATTACHMENT_NAME: usize = 255;
+/// Name of the latency timer's thread (at most 15 bytes, so Linux shows it whole).
+const TIMER_THREAD: &str = "mock-api-timer";
 
 type Shared = Arc<AppState>;
 
@@ -32,14 +36,21 @@ struct AppState {
     config: Config,
     dataset: Dataset,
     store: Mutex<Store>,
+    /// The precise timer of the latencies; `None` when every applied latency is zero. Its
+    /// thread stops when the last clone of the state (router or request) is dropped.
+    timer: Option<Timer>,
 }
 
 impl AppState {
-    /// Waits the applied latency of `route` without blocking other requests.
+    /// Waits the applied latency of `route` without blocking other requests, on the precise
+    /// timer (microsecond latencies; tokio's timer would round up to whole milliseconds).
     async fn delay(&self, route: Route) {
         let latency = self.config.applied_latency(route);
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+        if latency.is_zero() {
+            return;
+        }
+        if let Some(timer) = &self.timer {
+            timer.sleep(latency).await;
         }
     }
 
@@ -142,13 +153,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Builds the router of a validated `config` (see [`crate::router`]).
-pub(crate) fn build(config: Config) -> Router {
+/// Builds the router of a validated `config` (see [`crate::router`]); fails only if the timer
+/// thread cannot be started.
+pub(crate) fn build(config: Config) -> Result<Router, Error> {
     let body_limit = config.body_limit;
+    let needs_timer = Route::ALL.iter().any(|&route| !config.applied_latency(route).is_zero());
+    let timer = if needs_timer { Some(Timer::new(TIMER_THREAD).map_err(Error::Runtime)?) } else { None };
     let state = Arc::new(AppState {
         dataset: Dataset::new(config.seed),
         config,
         store: Mutex::new(Store::default()),
+        timer,
     });
     let protected = Router::new()
         .route("/api/items/{id}", get(item))
@@ -160,13 +175,13 @@ pub(crate) fn build(config: Config) -> Router {
         .route("/new/tickets/summary", get(summary))
         .route("/new/tickets/{id}/attachments", post(post_attachment))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    Ok(Router::new()
         .route("/health", get(health))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state))
 }
 
 async fn require_token(State(state): State<Shared>, request: Request, next: Next) -> Response {

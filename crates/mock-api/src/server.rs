@@ -35,10 +35,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 /// The axum router of the mock API for `config`, for embedding in another server.
-/// Fails only on an invalid config (see [`Config::validate`]).
+/// Fails on an invalid config (see [`Config::validate`]) or, when some latency is non-zero, if
+/// the router's timer thread cannot be started ([`Error::Runtime`]). That thread stops once the
+/// router and every request it is serving are dropped.
 pub fn router(config: Config) -> Result<Router, Error> {
     config.validate()?;
-    Ok(routes::build(config))
+    routes::build(config)
 }
 
 /// Serves the mock API on `listener` until `shutdown` completes, then lets in-flight requests

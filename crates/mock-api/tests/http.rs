@@ -139,7 +139,7 @@ fn health_needs_no_auth_and_reports_applied_latencies() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["time_scale"], 0.01);
     let latency = &health["latency_us"];
-    assert_eq!(latency["items"], 11_000, "1046.5 ms * 0.01 rounds up to 11 ms");
+    assert_eq!(latency["items"], 10_465, "1046.5 ms * 0.01 is 10465 µs");
     assert_eq!(latency["queue_tickets"], 20_000);
     assert_eq!(latency["summary"], 0);
     for route in Route::ALL {
@@ -151,7 +151,7 @@ fn health_needs_no_auth_and_reports_applied_latencies() {
     let tiny = Config::default().with_time_scale(0.0001).with_token(TOKEN);
     let server = start(tiny);
     let (_, health) = Client::new(&server).get_json("/health");
-    assert_eq!(health["latency_us"]["items"], 1_000, "0.1 ms rounds up to 1 ms");
+    assert_eq!(health["latency_us"]["items"], 105, "104.65 µs rounds to 105 µs");
     assert_eq!(health["latency_us"]["health"], 0);
 }
 
@@ -369,7 +369,7 @@ fn queue_totals_and_serial_cost_model() {
     assert_eq!(archive, Duration::from_secs(36_002));
     assert!((support.as_secs_f64() / 1800.0 - 1.0).abs() < 0.05);
     assert!((archive.as_secs_f64() / 36_000.0 - 1.0).abs() < 0.05);
-    // Uses the applied (ms-rounded) latencies: 20 + 80 * 60 + 528 * 25 ms.
+    // Uses the applied (µs-rounded) latencies: 20 + 80 * 60 + 528 * 25 ms.
     let scaled = Config::default().with_time_scale(0.01);
     assert_eq!(data.serial_migration_cost("support", &scaled), Some(Duration::from_millis(18_020)));
     assert_eq!(data.serial_migration_cost("nope", &scale_one), None);
