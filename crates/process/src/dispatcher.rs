@@ -14,7 +14,9 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use fanout_core::{JobError, WorkerExit};
 use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult, IpcSender};
 
-use crate::protocol::{ServerReply, ServerRequest, WorkerReply, WorkerRequest, WorkerSettings};
+use crate::protocol::{
+    MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings,
+};
 use crate::server::ServerLink;
 
 /// What a task produced: an encoded `Vec<Result<Output, JobError>>`, or why the whole chunk
@@ -148,11 +150,9 @@ impl Dispatcher {
             shared: Arc::clone(&shared),
             broken: None,
         };
-        for _ in 0..size {
-            if let Err(error) = dispatcher.spawn_worker() {
-                dispatcher.stop_workers();
-                return Err(error);
-            }
+        if let Err(error) = dispatcher.spawn_workers(size) {
+            dispatcher.stop_workers();
+            return Err(error);
         }
         Ok((dispatcher, shared))
     }
@@ -324,11 +324,9 @@ impl Dispatcher {
     fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
         let worker = self.workers.swap_remove(index);
         self.forget_pid(worker.pid);
-        let exit = match self.server.call(ServerRequest::Reap { pid: worker.pid }) {
-            Ok(ServerReply::Reaped { exit }) => exit,
-            Ok(_) => WorkerExit::Unknown { detail: "the fork server answered out of turn".to_owned() },
-            Err(error) => WorkerExit::Unknown { detail: error },
-        };
+        let exit = self.reap(vec![worker.pid]).pop().unwrap_or_else(|| WorkerExit::Unknown {
+            detail: "the fork server did not say how the worker ended".to_owned(),
+        });
         self.replenish();
         if let Some(reply) = worker.running {
             // A worker whose initializer failed exits without running its task: say why.
@@ -339,13 +337,13 @@ impl Dispatcher {
 
     /// Starts workers until the pool has its size again, unless it is broken or closing.
     fn replenish(&mut self) {
-        while self.broken.is_none()
+        let active = self.workers.iter().filter(|w| !w.retiring).count();
+        if self.broken.is_none()
             && !self.queue_closed
-            && self.workers.iter().filter(|w| !w.retiring).count() < self.size
+            && active < self.size
+            && let Err(error) = self.spawn_workers(self.size - active)
         {
-            if let Err(error) = self.spawn_worker() {
-                self.broken = Some(format!("could not start a replacement worker: {error}"));
-            }
+            self.broken = Some(format!("could not start a replacement worker: {error}"));
         }
     }
 
@@ -355,26 +353,51 @@ impl Dispatcher {
         }
     }
 
-    fn spawn_worker(&mut self) -> Result<(), String> {
-        let channel_error = |e: std::io::Error| format!("could not create a channel: {e}");
-        let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(channel_error)?;
-        let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(channel_error)?;
-        // The worker's ends travel to the fork server inside the request and are closed here
-        // once sent, so that the worker alone holds them.
-        let request =
-            ServerRequest::Spawn { jobs: jobs_receiver, replies: replies_sender, settings: self.settings };
-        let pid = match self.server.call(request)? {
-            ServerReply::Spawned { pid } => pid,
-            ServerReply::SpawnFailed { error } => return Err(format!("fork failed: {error}")),
-            ServerReply::Reaped { .. } => return Err("the fork server answered out of turn".to_owned()),
-        };
-        let replies =
-            self.set.add(replies).map_err(|e| format!("could not watch a worker's channel: {e}"))?;
-        self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false });
-        if let Ok(mut pids) = self.shared.pids.lock() {
-            pids.push(pid);
+    /// Forks `count` workers, in as few requests to the fork server as ipc-channel allows.
+    fn spawn_workers(&mut self, count: usize) -> Result<(), String> {
+        let mut left = count;
+        while left > 0 {
+            let batch = left.min(MAX_SPAWN_BATCH);
+            left -= batch;
+            let channel_error = |e: std::io::Error| format!("could not create a channel: {e}");
+            let mut ours = Vec::with_capacity(batch);
+            let mut theirs = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(channel_error)?;
+                let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(channel_error)?;
+                ours.push((jobs, replies));
+                theirs.push(WorkerEnds { jobs: jobs_receiver, replies: replies_sender });
+            }
+            // The workers' ends travel to the fork server inside the request and are closed
+            // here once sent, so that each worker alone holds its own.
+            let pids =
+                match self.server.call(ServerRequest::Spawn { workers: theirs, settings: self.settings })? {
+                    ServerReply::Spawned { pids } if pids.len() == batch => pids,
+                    _ => return Err("the fork server answered out of turn".to_owned()),
+                };
+            for ((jobs, replies), pid) in ours.into_iter().zip(pids) {
+                let pid = pid.map_err(|error| format!("fork failed: {error}"))?;
+                let replies =
+                    self.set.add(replies).map_err(|e| format!("could not watch a worker's channel: {e}"))?;
+                self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false });
+                if let Ok(mut live) = self.shared.pids.lock() {
+                    live.push(pid);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Kills (if needed) and reaps workers through the fork server; how each ended, in order.
+    fn reap(&self, pids: Vec<i32>) -> Vec<WorkerExit> {
+        let count = pids.len();
+        match self.server.call(ServerRequest::Reap { pids }) {
+            Ok(ServerReply::Reaped { exits }) if exits.len() == count => exits,
+            Ok(_) => {
+                vec![WorkerExit::Unknown { detail: "the fork server answered out of turn".to_owned() }; count]
+            }
+            Err(error) => vec![WorkerExit::Unknown { detail: error }; count],
+        }
     }
 
     fn fail_queued(&mut self) {
@@ -416,10 +439,8 @@ impl Dispatcher {
                 Err(_) => continue,
             }
         }
-        for pid in pids {
-            // Kills the ones that did not go on their own, then reaps.
-            let _ = self.server.call(ServerRequest::Reap { pid });
-        }
+        // Kills the ones that did not go on their own, then reaps them all.
+        self.reap(pids);
         if let Ok(mut pids) = self.shared.pids.lock() {
             pids.clear();
         }

@@ -28,10 +28,10 @@ pub(crate) enum Hello {
 /// What a pool asks its fork server.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ServerRequest {
-    /// Fork a worker that takes jobs from `jobs` and answers on `replies`.
-    Spawn { jobs: IpcReceiver<WorkerRequest>, replies: IpcSender<WorkerReply>, settings: WorkerSettings },
-    /// Make sure the worker is gone (kill it if it is not) and reap it.
-    Reap { pid: i32 },
+    /// Fork one worker per entry of `workers` (at most [`MAX_SPAWN_BATCH`]).
+    Spawn { workers: Vec<WorkerEnds>, settings: WorkerSettings },
+    /// Make sure these workers are gone (kill those that are not) and reap them.
+    Reap { pids: Vec<i32> },
     /// Exit; the pool has reaped every worker already.
     Shutdown,
 }
@@ -39,10 +39,22 @@ pub(crate) enum ServerRequest {
 /// The fork server's answers, one per request.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ServerReply {
-    Spawned { pid: i32 },
-    SpawnFailed { error: String },
-    Reaped { exit: WorkerExit },
+    /// One entry per requested worker: its pid, or why `fork` failed.
+    Spawned { pids: Vec<Result<i32, String>> },
+    /// One entry per reaped pid, in order.
+    Reaped { exits: Vec<WorkerExit> },
 }
+
+/// A worker's ends of its two channels: it takes jobs from `jobs` and answers on `replies`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerEnds {
+    pub(crate) jobs: IpcReceiver<WorkerRequest>,
+    pub(crate) replies: IpcSender<WorkerReply>,
+}
+
+/// The most workers one `Spawn` may carry: each brings two descriptors, and ipc-channel
+/// passes at most 64 descriptors in one message.
+pub(crate) const MAX_SPAWN_BATCH: usize = 32;
 
 /// Settings every worker of a pool starts with.
 #[derive(Clone, Copy, Serialize, Deserialize)]

@@ -101,33 +101,46 @@ fn serve(name: String) -> Result<(), IpcError> {
         // An error means the pool is gone (it exited or was killed): end everything.
         let Ok(request) = requests.recv() else { break };
         let reply = match request {
-            ServerRequest::Spawn { jobs, replies: worker_replies, settings } => {
-                // SAFETY: the fork server has a single thread (it runs before `main`, and
-                // nothing here starts a thread), so the child is a complete copy with no lock
-                // held by a vanished thread. The child runs `worker::run` only, which never
-                // returns: it leaves with `_exit`.
-                match unsafe { fork() } {
-                    Ok(ForkResult::Child) => {
-                        // The worker keeps its own channel ends only: a copy of the server's
-                        // would keep the pool's control channel open after the server died.
-                        drop(requests);
-                        drop(replies);
-                        worker::run(server, jobs, worker_replies, settings)
+            ServerRequest::Spawn { workers: requested, settings } => {
+                let mut pids = Vec::with_capacity(requested.len());
+                let mut requested = requested.into_iter();
+                while let Some(ends) = requested.next() {
+                    // SAFETY: the fork server has a single thread (it runs before `main`, and
+                    // nothing here starts a thread), so the child is a complete copy with no
+                    // lock held by a vanished thread. The child runs `worker::run` only, which
+                    // never returns: it leaves with `_exit`.
+                    match unsafe { fork() } {
+                        Ok(ForkResult::Child) => {
+                            // The worker keeps its own channel ends only: copies of the
+                            // server's, or of the workers forked after it, would keep those
+                            // channels open after their owners died.
+                            drop(requested);
+                            drop(requests);
+                            drop(replies);
+                            worker::run(server, ends.jobs, ends.replies, settings)
+                        }
+                        Ok(ForkResult::Parent { child }) => {
+                            workers.insert(child);
+                            pids.push(Ok(child.as_raw()));
+                        }
+                        Err(error) => pids.push(Err(error.to_string())),
                     }
-                    Ok(ForkResult::Parent { child }) => {
-                        workers.insert(child);
-                        ServerReply::Spawned { pid: child.as_raw() }
-                    }
-                    Err(error) => ServerReply::SpawnFailed { error: error.to_string() },
+                    // The server's copies of this worker's ends are dropped here, so that only
+                    // the worker holds them and its death closes the pool's side of its
+                    // channel (ipc-channel issue 281).
                 }
-                // The server's copies of the worker's ends are dropped here, so that only the
-                // worker holds them and its death closes the pool's side of its channel
-                // (ipc-channel issue 281).
+                ServerReply::Spawned { pids }
             }
-            ServerRequest::Reap { pid } => {
-                let pid = Pid::from_raw(pid);
-                workers.remove(&pid);
-                ServerReply::Reaped { exit: kill_and_reap(pid) }
+            ServerRequest::Reap { pids } => {
+                let exits = pids
+                    .into_iter()
+                    .map(|pid| {
+                        let pid = Pid::from_raw(pid);
+                        workers.remove(&pid);
+                        kill_and_reap(pid)
+                    })
+                    .collect();
+                ServerReply::Reaped { exits }
             }
             ServerRequest::Shutdown => break,
         };
