@@ -29,6 +29,13 @@ pub(crate) enum Batch<T> {
 type BatchIter<T> = std::iter::Chain<std::option::IntoIter<T>, vec::IntoIter<T>>;
 
 impl<T> Batch<T> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(values) => values.len(),
+        }
+    }
+
     fn map<U>(self, mut f: impl FnMut(T) -> U) -> Batch<U> {
         match self {
             Self::One(value) => Batch::One(f(value)),
@@ -66,7 +73,12 @@ const MIN_CHUNKS_PER_WORKER: usize = 4;
 /// Jobs in flight at least, whatever the chunk size: with tiny jobs the caller, which both
 /// feeds and drains, is the bottleneck, and a deep queue keeps it from parking and waking
 /// workers on every chunk (one futex call costs more than a hundred empty jobs).
-const MIN_JOBS_IN_FLIGHT: usize = 4096;
+const MIN_JOBS_IN_FLIGHT: usize = 16384;
+
+/// How many chunks of one call may be in flight at once.
+pub(crate) fn window_chunks(pool: &ThreadPool) -> usize {
+    (pool.workers() * MIN_CHUNKS_PER_WORKER).max(MIN_JOBS_IN_FLIGHT.div_ceil(pool.chunk_size()))
+}
 
 /// What every task of one call shares: the code to run and the way back. One reference count
 /// per task instead of one per field.
@@ -129,8 +141,7 @@ where
     /// caller keeps the contract of `new_scoped`.
     unsafe fn with_wait(pool: &'p ThreadPool, run: C, inputs: It, wait_on_drop: bool) -> Self {
         let (results, receiver) = crossbeam_channel::unbounded();
-        let window =
-            (pool.workers() * MIN_CHUNKS_PER_WORKER).max(MIN_JOBS_IN_FLIGHT.div_ceil(pool.chunk_size()));
+        let window = window_chunks(pool);
         Self {
             pool,
             call: Some(Arc::new(Call { run, results })),

@@ -23,6 +23,7 @@
 //! ```
 
 mod batches;
+mod in_place;
 mod pool;
 
 pub use pool::{ThreadPool, ThreadPoolBuilder};

@@ -12,6 +12,7 @@ use fanout_core::{
 };
 
 use crate::batches::Batches;
+use crate::in_place::map_in_place;
 
 /// A unit of work for a worker thread. The flag says whether the pool was cancelled: a
 /// cancelled task reports [`JobError::Cancelled`] for its jobs instead of running them.
@@ -156,6 +157,21 @@ impl ThreadPool {
         batches.collect_ordered()
     }
 
+    /// Runs `f` over `inputs`, results in input order: written in place when the input's
+    /// length is known (and the caller is not one of this pool's workers, which must not park),
+    /// streamed through [`Batches`] otherwise.
+    fn ordered<I, O, F>(&self, f: F, inputs: impl Iterator<Item = I>) -> Vec<Result<O, JobError>>
+    where
+        I: Send + 'static,
+        O: Send + 'static,
+        F: Fn(I) -> O + Send + Sync + 'static,
+    {
+        match inputs.size_hint() {
+            (low, Some(high)) if low == high && !self.is_own_worker() => map_in_place(self, f, inputs, low),
+            _ => Batches::new(self, f, inputs).collect_ordered(),
+        }
+    }
+
     /// Queues a task for the workers.
     pub(crate) fn spawn(&self, task: Task) {
         if let Some(sender) = &self.sender {
@@ -229,7 +245,7 @@ impl Executor for ThreadPool {
         I: Payload,
         J::Output: Payload,
     {
-        Batches::new(self, move |input| job.call(input), inputs.into_iter()).collect_ordered()
+        self.ordered(move |input| job.call(input), inputs.into_iter())
     }
 
     fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
