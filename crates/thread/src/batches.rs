@@ -73,11 +73,12 @@ const MIN_CHUNKS_PER_WORKER: usize = 4;
 /// Jobs in flight at least, whatever the chunk size: with tiny jobs the caller, which both
 /// feeds and drains, is the bottleneck, and a deep queue keeps it from parking and waking
 /// workers on every chunk (one futex call costs more than a hundred empty jobs).
-const MIN_JOBS_IN_FLIGHT: usize = 16384;
+const MIN_JOBS_IN_FLIGHT: usize = 4096;
 
-/// How many chunks of one call may be in flight at once.
-pub(crate) fn window_chunks(pool: &ThreadPool) -> usize {
-    (pool.workers() * MIN_CHUNKS_PER_WORKER).max(MIN_JOBS_IN_FLIGHT.div_ceil(pool.chunk_size()))
+/// How many chunks of one call may be in flight at once, for a call that keeps at least
+/// `min_jobs` jobs in flight.
+pub(crate) fn window_chunks(pool: &ThreadPool, min_jobs: usize) -> usize {
+    (pool.workers() * MIN_CHUNKS_PER_WORKER).max(min_jobs.div_ceil(pool.chunk_size()))
 }
 
 /// What every task of one call shares: the code to run and the way back. One reference count
@@ -141,7 +142,7 @@ where
     /// caller keeps the contract of `new_scoped`.
     unsafe fn with_wait(pool: &'p ThreadPool, run: C, inputs: It, wait_on_drop: bool) -> Self {
         let (results, receiver) = crossbeam_channel::unbounded();
-        let window = window_chunks(pool);
+        let window = window_chunks(pool, MIN_JOBS_IN_FLIGHT);
         Self {
             pool,
             call: Some(Arc::new(Call { run, results })),

@@ -14,6 +14,11 @@ use fanout_core::{JobError, catch_panic};
 use crate::ThreadPool;
 use crate::batches::{Batch, Batches, window_chunks};
 
+/// Jobs in flight at least. Deeper than the streaming window: results take no memory in
+/// flight here (their slots exist already), and the queue must outlast the caller's wake-up
+/// after it parked on a full window, or the workers run dry and park too.
+const IN_PLACE_JOBS_IN_FLIGHT: usize = 16384;
+
 /// The start of the output's buffer, shared with the tasks that fill it.
 struct Slots<O>(*mut Result<O, JobError>);
 
@@ -86,7 +91,7 @@ where
     It: Iterator<Item = I>,
 {
     let chunk_size = pool.chunk_size();
-    let window = window_chunks(pool);
+    let window = window_chunks(pool, IN_PLACE_JOBS_IN_FLIGHT);
     let mut out: Vec<Result<O, JobError>> = Vec::with_capacity(len);
     let slots = Slots(out.as_mut_ptr());
     let progress = Progress {
