@@ -13,6 +13,25 @@ use crate::executor::ExecutorKind;
 use crate::run::Measured;
 use crate::scenario::{Queue, RunSpec, Scenario};
 
+/// The keys every JSON line must have: the CLI contract of `shared/DESIGN.md`, which other
+/// tools read. [`Row`] has more.
+pub const CONTRACT_KEYS: [&str; 14] = [
+    "scenario",
+    "executor",
+    "workers",
+    "jobs",
+    "time_scale",
+    "wall_seconds",
+    "ideal_seconds",
+    "efficiency",
+    "ok",
+    "errors",
+    "lost",
+    "duplicated",
+    "cpu_seconds",
+    "peak_rss_bytes",
+];
+
 /// One run configuration's result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
@@ -198,22 +217,7 @@ mod tests {
         let row = Row::from_runs(&spec(), 0.01, &[run(1.0, 10, 1)]);
         let json: serde_json::Value =
             serde_json::from_str(&row.map(|r| r.to_json()).unwrap_or_default()).unwrap_or_default();
-        for key in [
-            "scenario",
-            "executor",
-            "workers",
-            "jobs",
-            "time_scale",
-            "wall_seconds",
-            "ideal_seconds",
-            "efficiency",
-            "ok",
-            "errors",
-            "lost",
-            "duplicated",
-            "cpu_seconds",
-            "peak_rss_bytes",
-        ] {
+        for key in CONTRACT_KEYS {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["scenario"], "api-calls");

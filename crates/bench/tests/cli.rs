@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 
+use fanout_bench::report::CONTRACT_KEYS;
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-7c1e-never-printed";
@@ -38,26 +39,7 @@ fn bench(args: &[&str]) -> Value {
 }
 
 fn assert_correct(row: &Value, jobs: u64) {
-    for key in [
-        "scenario",
-        "executor",
-        "workers",
-        "jobs",
-        "time_scale",
-        "wall_seconds",
-        "ideal_seconds",
-        "efficiency",
-        "ok",
-        "errors",
-        "lost",
-        "duplicated",
-        "cpu_seconds",
-        "peak_rss_bytes",
-        "repeat",
-        "nested",
-        "inner_workers",
-        "queue",
-    ] {
+    for key in CONTRACT_KEYS.into_iter().chain(["repeat", "nested", "inner_workers", "queue"]) {
         assert!(row.get(key).is_some(), "missing key {key} in {row}");
     }
     assert_eq!(row["jobs"], jobs, "{row}");

@@ -111,25 +111,16 @@ impl Timer {
 
     /// Registers a sleeper for `deadline` (even a past one); `None` once the timer is stopped.
     fn register(&self, deadline: Instant) -> Option<Sleeper> {
-        let (tx, rx) = oneshot::channel();
-        let mut state = self.shared.lock();
-        if state.stopped {
-            return None;
-        }
-        let id = state.next_id;
-        state.next_id += 1;
-        let earliest = state.heap.peek().is_none_or(|Reverse((first, _))| deadline < *first);
-        state.heap.push(Reverse((deadline, id)));
-        state.pending.insert(id, tx);
-        drop(state);
-        if earliest {
-            self.shared.wake.notify_one();
-        }
-        Some(Sleeper { shared: Arc::clone(&self.shared), id, rx, done: false })
+        self.register_at(Some(deadline))
     }
 
     /// Registers a sleeper that only the shutdown wakes.
     fn register_far_future(&self) -> Option<Sleeper> {
+        self.register_at(None)
+    }
+
+    /// Registers a sleeper, on the heap when it has a deadline; `None` once the timer is stopped.
+    fn register_at(&self, deadline: Option<Instant>) -> Option<Sleeper> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.shared.lock();
         if state.stopped {
@@ -138,6 +129,15 @@ impl Timer {
         let id = state.next_id;
         state.next_id += 1;
         state.pending.insert(id, tx);
+        let earliest = deadline.is_some_and(|deadline| {
+            let earliest = state.heap.peek().is_none_or(|Reverse((first, _))| deadline < *first);
+            state.heap.push(Reverse((deadline, id)));
+            earliest
+        });
+        drop(state);
+        if earliest {
+            self.shared.wake.notify_one();
+        }
         Some(Sleeper { shared: Arc::clone(&self.shared), id, rx, done: false })
     }
 

@@ -409,16 +409,8 @@ fn same_seed_same_data_other_seed_other_data() {
     assert_ne!(Dataset::new(7).expected_summary("support"), Dataset::new(8).expected_summary("support"));
 }
 
-#[test]
-fn many_concurrent_sleeping_requests_overlap() {
-    let latencies = Latencies::uniform(Duration::ZERO);
-    let config = fast_config()
-        .with_time_scale(1.0)
-        .with_latencies(latencies)
-        .with_latency(Route::Items, Duration::from_millis(50));
-    let server = start(config);
-    let client = Client::new(&server);
-    let requests = 500;
+/// Sends `requests` item GETs at once, one thread each; their statuses and the time they took.
+fn concurrent_item_gets(client: &Client, requests: usize) -> (Vec<u16>, Duration) {
     let barrier = Arc::new(Barrier::new(requests));
     let started = Instant::now();
     let handles: Vec<_> = (0..requests)
@@ -431,8 +423,21 @@ fn many_concurrent_sleeping_requests_overlap() {
             })
         })
         .collect();
-    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
-    let elapsed = started.elapsed();
+    let statuses = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
+    (statuses, started.elapsed())
+}
+
+#[test]
+fn many_concurrent_sleeping_requests_overlap() {
+    let latencies = Latencies::uniform(Duration::ZERO);
+    let config = fast_config()
+        .with_time_scale(1.0)
+        .with_latencies(latencies)
+        .with_latency(Route::Items, Duration::from_millis(50));
+    let server = start(config);
+    let client = Client::new(&server);
+    let requests = 500;
+    let (statuses, elapsed) = concurrent_item_gets(&client, requests);
     assert!(statuses.iter().all(|&s| s == 200), "all requests answer 200");
     // Serially this would take 500 * 50 ms = 25 s; loose bound for a shared 2-core box.
     assert!(elapsed < Duration::from_secs(5), "500 concurrent 50 ms requests took {elapsed:?}");
@@ -477,20 +482,8 @@ fn two_thousand_concurrent_sleeping_requests() {
     let server = start(config);
     let client = Client::new(&server);
     let requests = 2000;
-    let barrier = Arc::new(Barrier::new(requests));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..requests)
-        .map(|i| {
-            let client = client.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                barrier.wait();
-                client.get(&format!("/api/items/{}", i + 1)).0
-            })
-        })
-        .collect();
-    let ok = handles.into_iter().map(|h| h.join().unwrap_or(0)).filter(|&s| s == 200).count();
-    let elapsed = started.elapsed();
+    let (statuses, elapsed) = concurrent_item_gets(&client, requests);
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
     assert_eq!(ok, requests);
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
 }

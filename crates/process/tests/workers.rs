@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fanout_core::{Executor, JobError, WorkerExit};
+use fanout_core::{Executor, JobError, PayloadPart, WorkerExit};
 use fanout_process::ProcessPool;
 use fanout_thread::ThreadPool;
 use nix::sys::signal::{Signal, raise};
@@ -173,10 +173,12 @@ fn a_result_that_fails_to_deserialize_fails_its_job_only() {
     let results = pool(2).map(Picky, 10..16);
     for (x, result) in (10..16).zip(results) {
         if x == 13 {
-            let Err(JobError::Serialization { encoding: false, message, .. }) = result else {
+            // postcard reports a custom serde error without its text, so the part is what is
+            // checked: the output failed to decode, in the caller.
+            let Err(JobError::Serialization { encoding: false, part, .. }) = result else {
                 panic!("expected a decoding error, got {result:?}");
             };
-            assert!(message.contains("13 is refused") || !message.is_empty(), "{message}");
+            assert_eq!(part, PayloadPart::Output);
         } else {
             assert_eq!(result, Ok(Picky(x)));
         }
