@@ -1,6 +1,7 @@
 //! [`ThreadPool`]: fanout's thread-pool executor.
 //!
-//! `n` worker threads take boxed tasks from one crossbeam channel. A task is a chunk of inputs
+//! Up to `n` worker threads, started on demand, take boxed tasks from one crossbeam channel.
+//! A task is a chunk of inputs
 //! (one input by default); its results go back as one message, so batching small jobs
 //! ([`ThreadPoolBuilder::chunk_size`]) amortizes every channel operation.
 //!

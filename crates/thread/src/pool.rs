@@ -2,8 +2,8 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -31,13 +31,29 @@ thread_local! {
 
 /// A pool of worker threads that runs fanout jobs.
 ///
+/// Threads start on demand, like Python's `ThreadPoolExecutor`: the first one when the pool is
+/// built (so that an OS refusal is a [`BuildError`]), each further one when a task is queued
+/// and finds no thread free to take it, up to `workers`. A pool of 200 threads for 10 jobs
+/// therefore starts about 10, and the first jobs run while later threads are still being
+/// started: on the 2-core VM this was measured on, starting a thread costs 70–100 µs, so
+/// starting 200 up front cost more than the 10 ms jobs they were for. If the OS refuses a
+/// later thread, the pool goes on with the threads it has.
+///
 /// Dropping the pool runs its queued jobs, then joins its threads;
 /// [`shutdown`](Executor::shutdown) with [`Shutdown::CancelQueued`] drops the queue instead.
 /// A panicking job becomes [`JobError::Panicked`] and the worker goes on.
 pub struct ThreadPool {
     shared: Arc<Shared>,
     sender: Option<Sender<Task>>,
-    threads: Vec<JoinHandle<()>>,
+    /// The most threads the pool starts.
+    workers: usize,
+    /// Whether another thread may start: `false` once `workers` run or the OS refused one.
+    /// Read on every submission, so that a fully started pool pays one relaxed load.
+    may_grow: AtomicBool,
+    /// The started threads. Only submissions (through `&self`) add to it and only `stop`
+    /// (through `&mut self`) drains it, so no thread can start behind a shutdown's back.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread_name: String,
     chunk_size: usize,
 }
 
@@ -50,7 +66,7 @@ pub struct ThreadPoolBuilder {
 }
 
 impl ThreadPoolBuilder {
-    /// How many worker threads to start (required, at least 1).
+    /// The most worker threads the pool runs (required, at least 1). They start on demand.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
@@ -69,7 +85,7 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Starts the worker threads.
+    /// Builds the pool and starts its first worker thread; the others start on demand.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         if self.workers == 0 {
             return Err(BuildError::ZeroWorkers);
@@ -79,16 +95,16 @@ impl ThreadPoolBuilder {
         }
         let (sender, tasks) = crossbeam_channel::unbounded::<Task>();
         let shared = Arc::new(Shared { tasks, cancelled: AtomicBool::new(false) });
-        let mut pool =
-            ThreadPool { shared, sender: Some(sender), threads: Vec::new(), chunk_size: self.chunk_size };
-        for index in 0..self.workers {
-            let shared = Arc::clone(&pool.shared);
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-{index}", self.thread_name))
-                .spawn(move || work(&shared))
-                .map_err(|source| BuildError::Os { action: "spawn a worker thread", source })?;
-            pool.threads.push(thread);
-        }
+        let pool = ThreadPool {
+            shared,
+            sender: Some(sender),
+            workers: self.workers,
+            may_grow: AtomicBool::new(true),
+            threads: Mutex::new(Vec::with_capacity(self.workers)),
+            thread_name: self.thread_name,
+            chunk_size: self.chunk_size,
+        };
+        pool.start_thread().map_err(|source| BuildError::Os { action: "spawn a worker thread", source })?;
         Ok(pool)
     }
 }
@@ -172,12 +188,67 @@ impl ThreadPool {
         }
     }
 
-    /// Queues a task for the workers.
+    /// How many worker threads have started so far (at most [`Executor::workers`]).
+    ///
+    /// ```
+    /// use fanout_core::Executor;
+    /// use fanout_thread::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(200)?;
+    /// assert_eq!(pool.threads_started(), 1); // the others start when jobs wait for them
+    /// assert_eq!(pool.map(|x: u64| x + 1, [1]), [Ok(2)]);
+    /// assert!(pool.threads_started() <= 2);
+    /// # Ok::<(), fanout_core::BuildError>(())
+    /// ```
+    pub fn threads_started(&self) -> usize {
+        self.lock_threads().len()
+    }
+
+    /// Queues a task for the workers, and starts another thread if the task found none free.
     pub(crate) fn spawn(&self, task: Task) {
         if let Some(sender) = &self.sender {
             // The receiver lives in `shared`, which `self` keeps alive: sending cannot fail.
             let _ = sender.send(task);
+            // A task still queued right after the send found no thread waiting for it. (A
+            // waiting thread that has not woken yet also leaves it queued: then one thread
+            // too many starts, which is cheaper than one too few for jobs that block.)
+            if self.may_grow.load(Ordering::Relaxed) && !self.shared.tasks.is_empty() {
+                // An OS refusal is not the task's failure: the started threads will run it.
+                let _ = self.start_thread();
+            }
         }
+    }
+
+    /// Starts one more worker thread, unless `workers` already run. On an OS refusal the pool
+    /// stops growing and keeps the threads it has.
+    fn start_thread(&self) -> std::io::Result<()> {
+        let mut threads = self.lock_threads();
+        let index = threads.len();
+        if index >= self.workers {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let started = std::thread::Builder::new()
+            .name(format!("{}-{index}", self.thread_name))
+            .spawn(move || work(&shared));
+        match started {
+            Ok(thread) => {
+                threads.push(thread);
+                if threads.len() == self.workers {
+                    self.may_grow.store(false, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.may_grow.store(false, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        // Nothing panics while the lock is held; a poisoned list is still the right list.
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a task that borrows from its caller.
@@ -208,7 +279,8 @@ impl ThreadPool {
         // Closing the channel lets the workers drain what is queued and then leave.
         self.sender = None;
         let current = std::thread::current().id();
-        for thread in self.threads.drain(..) {
+        let threads = std::mem::take(self.threads.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
             // A pool dropped by one of its own workers (a job that owned it) cannot join itself.
             if thread.thread().id() != current {
                 let _ = thread.join();
@@ -223,7 +295,7 @@ impl Executor for ThreadPool {
     }
 
     fn workers(&self) -> usize {
-        self.threads.len()
+        self.workers
     }
 
     fn map_unordered<'a, J, I>(
@@ -276,7 +348,8 @@ impl Drop for ThreadPool {
 impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPool")
-            .field("workers", &self.threads.len())
+            .field("workers", &self.workers)
+            .field("threads_started", &self.threads_started())
             .field("chunk_size", &self.chunk_size)
             .finish_non_exhaustive()
     }
