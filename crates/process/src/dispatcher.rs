@@ -4,9 +4,11 @@
 //! Only idle workers get a task (one chunk in flight per worker), because ipc-channel's
 //! channels are unbounded: the backlog stays in the pool's bounded queue, where shutdown can
 //! cancel it. A worker's death shows as its reply channel closing; the fork server then reaps
-//! it and says how it ended, and its task is reported as [`JobError::WorkerLost`].
+//! it and says how it ended, and its task is reported as [`JobError::WorkerLost`], or, with
+//! retries on, queued again ahead of the pool's queue with its attempt counted.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) closing: AtomicBool,
     /// The live workers' process ids.
     pub(crate) pids: Mutex<Vec<i32>>,
+    /// Tasks queued again because their worker died.
+    pub(crate) retried: AtomicU64,
     wake: Mutex<IpcSender<()>>,
 }
 
@@ -88,13 +92,28 @@ impl Shared {
     }
 }
 
+/// A task a worker runs.
+struct Running {
+    reply: Reply,
+    /// What the task sent, kept to send it again if the worker dies (only with retries on).
+    resend: Option<Resend>,
+}
+
+/// A task's request, kept for a retry, and the retries it had so far.
+struct Resend {
+    entry: isize,
+    state: Arc<[u8]>,
+    inputs: Vec<u8>,
+    retries: u32,
+}
+
 struct Worker {
     pid: i32,
     jobs: IpcSender<WorkerRequest>,
     /// The id of the worker's reply channel in the receiver set.
     replies: u64,
-    /// The reply of the task it runs, if any.
-    running: Option<Reply>,
+    /// The task it runs, if any.
+    running: Option<Running>,
     /// It said it is leaving (task limit reached, or its initializer failed).
     retiring: bool,
 }
@@ -117,6 +136,10 @@ pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     /// Why no worker can be started any more; queued tasks then fail with this.
     broken: Option<String>,
+    /// How many times a task may run again after its worker died.
+    retry_lost: u32,
+    /// Tasks whose worker died, to run again before the queue's.
+    retries: VecDeque<(Reply, Resend)>,
 }
 
 impl Dispatcher {
@@ -124,6 +147,7 @@ impl Dispatcher {
     pub(crate) fn start(
         size: usize,
         settings: WorkerSettings,
+        retry_lost: u32,
         queue: Receiver<Task>,
     ) -> Result<(Self, Arc<Shared>), String> {
         let server = ServerLink::start().map_err(|e| e.to_string())?;
@@ -136,6 +160,7 @@ impl Dispatcher {
             cancel: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             pids: Mutex::new(Vec::new()),
+            retried: AtomicU64::new(0),
             wake: Mutex::new(wake),
         });
         let mut dispatcher = Self {
@@ -149,6 +174,8 @@ impl Dispatcher {
             queue_closed: false,
             shared: Arc::clone(&shared),
             broken: None,
+            retry_lost,
+            retries: VecDeque::new(),
         };
         if let Err(error) = dispatcher.spawn_workers(size) {
             dispatcher.stop_workers();
@@ -170,7 +197,10 @@ impl Dispatcher {
             if self.shared.closing.load(Ordering::SeqCst) && self.queue.is_empty() {
                 self.queue_closed = true;
             }
-            if self.queue_closed && self.workers.iter().all(|w| w.running.is_none()) {
+            if self.queue_closed
+                && self.retries.is_empty()
+                && self.workers.iter().all(|w| w.running.is_none())
+            {
                 break;
             }
             if self.workers.is_empty() && self.broken.is_some() {
@@ -189,8 +219,8 @@ impl Dispatcher {
                 Err(error) => {
                     self.broken = Some(format!("the pool lost its channels: {error}"));
                     for worker in &mut self.workers {
-                        if let Some(reply) = worker.running.take() {
-                            reply.send(Err(lost(WorkerExit::Unknown { detail: format!("{error}") })));
+                        if let Some(running) = worker.running.take() {
+                            running.reply.send(Err(lost(WorkerExit::Unknown { detail: format!("{error}") })));
                         }
                     }
                     self.fail_queued();
@@ -204,16 +234,34 @@ impl Dispatcher {
         self.stop_workers();
     }
 
-    /// Hands queued tasks to idle workers.
+    /// Hands tasks to idle workers: those to run again first, then the queue's.
     fn dispatch(&mut self) {
         loop {
             if self.shared.cancel.load(Ordering::SeqCst) {
                 // Dropping a task answers `Cancelled` through its `Reply`.
+                self.retries.clear();
                 while self.queue.try_recv().is_ok() {}
             }
             let Some(worker) = self.workers.iter_mut().find(|w| w.is_idle()) else { return };
+            if let Some((reply, resend)) = self.retries.pop_front() {
+                let request = WorkerRequest::Run {
+                    entry: resend.entry,
+                    state: resend.state.to_vec(),
+                    inputs: resend.inputs.clone(),
+                };
+                let _ = worker.jobs.send(request);
+                worker.running = Some(Running { reply, resend: Some(resend) });
+                continue;
+            }
             match self.queue.try_recv() {
                 Ok(task) => {
+                    // The request is kept only when a dead worker's task may run again.
+                    let resend = (self.retry_lost > 0).then(|| Resend {
+                        entry: task.entry,
+                        state: Arc::clone(&task.state),
+                        inputs: task.inputs.clone(),
+                        retries: 0,
+                    });
                     let request = WorkerRequest::Run {
                         entry: task.entry,
                         state: task.state.to_vec(),
@@ -222,7 +270,7 @@ impl Dispatcher {
                     // A failed send means the worker is dying: its closed channel will report
                     // the task as lost with the worker's exit status.
                     let _ = worker.jobs.send(request);
-                    worker.running = Some(task.reply);
+                    worker.running = Some(Running { reply: task.reply, resend });
                 }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -238,6 +286,9 @@ impl Dispatcher {
         // A new task needs us when a worker is idle, or when there are no workers at all (a
         // broken pool fails queued tasks). Otherwise a busy worker's reply wakes the select.
         let task_needs_us = self.workers.is_empty() || self.workers.iter().any(Worker::is_idle);
+        if !self.retries.is_empty() && self.workers.iter().any(Worker::is_idle) {
+            return false;
+        }
         if self.queue_closed || !task_needs_us {
             return true;
         }
@@ -296,7 +347,7 @@ impl Dispatcher {
     fn task_done(&mut self, index: usize, outcome: Outcome) {
         let worker = &mut self.workers[index];
         match worker.running.take() {
-            Some(reply) => reply.send(outcome.and_then(|bytes| self.check_size(bytes))),
+            Some(running) => running.reply.send(outcome.and_then(|bytes| self.check_size(bytes))),
             None => {
                 let detail = "the worker answered a task it was not given, and was killed".to_owned();
                 self.worker_gone(index, Some(WorkerExit::Unknown { detail }));
@@ -320,26 +371,43 @@ impl Dispatcher {
     }
 
     /// Reaps a worker whose channel closed (or that must go), starts a replacement, and
-    /// reports the worker's task as lost; by then the pool is whole again.
+    /// reports the worker's task as lost (by then the pool is whole again) or queues it to run
+    /// again.
     fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
         let worker = self.workers.swap_remove(index);
         self.forget_pid(worker.pid);
         let exit = self.reap(vec![worker.pid]).pop().unwrap_or_else(|| WorkerExit::Unknown {
             detail: "the fork server did not say how the worker ended".to_owned(),
         });
+        let lost_task = match worker.running {
+            Some(Running { reply, resend: Some(mut resend) })
+                // A broken pool has no worker to retry on; a cancelled one runs nothing more.
+                if resend.retries < self.retry_lost
+                    && self.broken.is_none()
+                    && !self.shared.cancel.load(Ordering::SeqCst) =>
+            {
+                resend.retries += 1;
+                self.shared.retried.fetch_add(1, Ordering::Relaxed);
+                self.retries.push_back((reply, resend));
+                None
+            }
+            Some(running) => Some(running.reply),
+            None => None,
+        };
         self.replenish();
-        if let Some(reply) = worker.running {
+        if let Some(reply) = lost_task {
             // A worker whose initializer failed exits without running its task: say why.
             let broken = self.broken.clone().map(|detail| WorkerExit::Unknown { detail });
             reply.send(Err(lost(reason.or(broken).unwrap_or(exit))));
         }
     }
 
-    /// Starts workers until the pool has its size again, unless it is broken or closing.
+    /// Starts workers until the pool has its size again, unless it is broken, or closing with
+    /// no task left to run again.
     fn replenish(&mut self) {
         let active = self.workers.iter().filter(|w| !w.retiring).count();
         if self.broken.is_none()
-            && !self.queue_closed
+            && (!self.queue_closed || !self.retries.is_empty())
             && active < self.size
             && let Err(error) = self.spawn_workers(self.size - active)
         {
@@ -402,6 +470,9 @@ impl Dispatcher {
 
     fn fail_queued(&mut self) {
         let reason = self.broken.clone().unwrap_or_else(|| "the pool has no workers".to_owned());
+        for (reply, _) in self.retries.drain(..) {
+            reply.send(Err(lost(WorkerExit::Unknown { detail: reason.clone() })));
+        }
         loop {
             match self.queue.try_recv() {
                 Ok(task) => task.reply.send(Err(lost(WorkerExit::Unknown { detail: reason.clone() }))),

@@ -45,6 +45,7 @@ pub struct ProcessPoolBuilder {
     max_tasks_per_worker: Option<u64>,
     initializer: Option<fn()>,
     max_message_bytes: usize,
+    retry_lost: u32,
 }
 
 impl ProcessPoolBuilder {
@@ -65,6 +66,19 @@ impl ProcessPoolBuilder {
     /// `maxtasksperchild`): a bound on what leaks in job code can accumulate.
     pub fn max_tasks_per_worker(mut self, tasks: u64) -> Self {
         self.max_tasks_per_worker = Some(tasks.max(1));
+        self
+    }
+
+    /// Runs a task again, up to `retries` more times, when the worker running it dies (a
+    /// killed process, a crash in native code): what would otherwise be
+    /// [`JobError::WorkerLost`]. Off by default (0).
+    ///
+    /// Only for idempotent jobs: a job may have done some or all of its work before its worker
+    /// died, and with [`chunk_size`](Self::chunk_size) above 1 the whole chunk runs again. A
+    /// job that kills every worker it runs on fails with `WorkerLost` after `1 + retries`
+    /// workers. [`ProcessPool::retried_tasks`] counts the retries.
+    pub fn retry_lost(mut self, retries: u32) -> Self {
+        self.retry_lost = retries;
         self
     }
 
@@ -102,7 +116,7 @@ impl ProcessPoolBuilder {
         // The queue is bounded: `map` keeps a window of chunks in flight, and `submit` waits
         // when a backlog this deep is already queued.
         let (tasks, queue) = crossbeam_channel::bounded((self.workers * 64).max(1024));
-        let (dispatcher, shared) = Dispatcher::start(self.workers, settings, queue)
+        let (dispatcher, shared) = Dispatcher::start(self.workers, settings, self.retry_lost, queue)
             .map_err(|reason| BuildError::ForkServer { reason })?;
         let server_pid = dispatcher.server_pid();
         let dispatcher = std::thread::Builder::new()
@@ -135,12 +149,19 @@ impl ProcessPool {
             max_tasks_per_worker: None,
             initializer: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            retry_lost: 0,
         }
     }
 
     /// The process ids of the live workers (they change as workers die or retire).
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.pids.lock().map(|pids| pids.iter().map(|&pid| pid as u32).collect()).unwrap_or_default()
+    }
+
+    /// How many tasks ran again because their worker died (see
+    /// [`ProcessPoolBuilder::retry_lost`]).
+    pub fn retried_tasks(&self) -> u64 {
+        self.shared.retried.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The process id of the pool's fork server.

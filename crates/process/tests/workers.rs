@@ -65,6 +65,81 @@ fn an_aborting_worker_loses_only_its_job() {
     assert_only_input_3_lost(&pool.map(|x: u64| dies_at_3("abort", x), 0..8), &signaled(Signal::SIGABRT));
 }
 
+/// A scratch file unique to this test process and `name`, removed first.
+fn scratch_file(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("fanout-process-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_string_lossy().into_owned()
+}
+
+/// Appends one byte to `path` (counting the attempts), then kills its worker while the file
+/// has fewer than `deaths` bytes.
+fn dies_first((path, deaths): (String, u64)) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    file.write_all(b"x").unwrap();
+    drop(file);
+    let attempts = std::fs::metadata(&path).unwrap().len();
+    if attempts <= deaths {
+        let _ = raise(Signal::SIGKILL);
+    }
+    attempts
+}
+
+fn attempts(path: &str) -> u64 {
+    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
+}
+
+#[test]
+fn a_task_whose_worker_died_runs_again_when_retries_are_on() {
+    let pool = ProcessPool::builder().workers(2).retry_lost(2).build().unwrap();
+    let path = scratch_file("retry-twice");
+    // Two deaths, then the third attempt succeeds.
+    assert_eq!(pool.submit(dies_first, (path.clone(), 2)).wait(), Ok(3));
+    assert_eq!(pool.retried_tasks(), 2);
+    assert_eq!(pool.worker_pids().len(), 2);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn retries_are_bounded_and_then_the_task_is_lost() {
+    let pool = ProcessPool::builder().workers(1).retry_lost(2).build().unwrap();
+    let path = scratch_file("retry-bounded");
+    let results = pool.map(dies_first, [(path.clone(), u64::MAX), (scratch_file("retry-bounded-ok"), 0)]);
+    assert_eq!(results[0], Err(JobError::WorkerLost { exit: signaled(Signal::SIGKILL) }));
+    assert_eq!(results[1], Ok(1));
+    // 1 + 2 retries, each on a fresh worker.
+    assert_eq!(attempts(&path), 3);
+    assert_eq!(pool.retried_tasks(), 2);
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(scratch_file("retry-bounded-ok"));
+}
+
+#[test]
+fn without_retries_a_dead_workers_task_runs_once() {
+    let pool = pool(2);
+    let path = scratch_file("no-retry");
+    assert_eq!(
+        pool.submit(dies_first, (path.clone(), 1)).wait(),
+        Err(JobError::WorkerLost { exit: signaled(Signal::SIGKILL) })
+    );
+    assert_eq!(attempts(&path), 1);
+    assert_eq!(pool.retried_tasks(), 0);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_retry_pending_at_shutdown_still_runs() {
+    // The pool is dropped while its only worker dies: the retry needs a replacement worker
+    // even though the queue is closed.
+    let path = scratch_file("retry-at-shutdown");
+    let pool = ProcessPool::builder().workers(1).retry_lost(1).build().unwrap();
+    let handle = pool.submit(dies_first, (path.clone(), 1));
+    drop(pool);
+    assert_eq!(handle.wait(), Ok(2));
+    let _ = std::fs::remove_file(path);
+}
+
 #[test]
 fn exit_inside_a_job_loses_only_that_job_with_its_status() {
     let pool = pool(2);
