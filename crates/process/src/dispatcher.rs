@@ -245,6 +245,7 @@ impl Dispatcher {
             let Some(worker) = self.workers.iter_mut().find(|w| w.is_idle()) else { return };
             if let Some((reply, resend)) = self.retries.pop_front() {
                 let request = WorkerRequest::Run {
+                    key: self.settings.key,
                     entry: resend.entry,
                     state: resend.state.to_vec(),
                     inputs: resend.inputs.clone(),
@@ -263,6 +264,7 @@ impl Dispatcher {
                         retries: 0,
                     });
                     let request = WorkerRequest::Run {
+                        key: self.settings.key,
                         entry: task.entry,
                         state: task.state.to_vec(),
                         inputs: task.inputs,

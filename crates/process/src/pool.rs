@@ -112,6 +112,7 @@ impl ProcessPoolBuilder {
             initializer: self.initializer.map(|f| offset_of_code(f as usize)),
             max_tasks: self.max_tasks_per_worker,
             max_message_bytes: self.max_message_bytes,
+            key: WorkerSettings::new_key(),
         };
         // The queue is bounded: `map` keeps a window of chunks in flight, and `submit` waits
         // when a backlog this deep is already queued.

@@ -65,13 +65,28 @@ pub(crate) struct WorkerSettings {
     pub(crate) max_tasks: Option<u64>,
     /// The largest reply the worker may send, in bytes.
     pub(crate) max_message_bytes: usize,
+    /// A random number only this pool and its workers know, carried by every `Run`: a worker
+    /// calls code by address, so it runs only requests that prove they come from its pool,
+    /// and a malformed or stray frame that happens to decode as a `Run` is refused.
+    pub(crate) key: u64,
+}
+
+impl WorkerSettings {
+    /// A fresh random key for a new pool (from the OS-seeded hasher keys of the standard
+    /// library: 64 unpredictable bits, no extra dependency).
+    pub(crate) fn new_key() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(0x6661_6e6f_7574);
+        hasher.finish()
+    }
 }
 
 /// What a pool sends a worker.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum WorkerRequest {
     /// Run a chunk of inputs through the job at code offset `entry`.
-    Run { entry: isize, state: Vec<u8>, inputs: Vec<u8> },
+    Run { key: u64, entry: isize, state: Vec<u8>, inputs: Vec<u8> },
 }
 
 /// What a worker sends back.

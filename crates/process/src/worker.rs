@@ -53,10 +53,16 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
         }
     }
     let mut tasks: u64 = 0;
-    while let Ok(WorkerRequest::Run { entry, state, inputs }) = jobs.recv() {
+    // A frame that does not decode, or a `Run` without the pool's key, ends the worker: the
+    // pool sees its channel close and reports the task lost, like any other worker death.
+    while let Ok(WorkerRequest::Run { key, entry, state, inputs }) = jobs.recv() {
+        if key != settings.key {
+            return;
+        }
         // SAFETY: calling job code by address is sound here because the address names the same
-        // code as in the pool: `entry` is the offset of a monomorphized `EncodedEntry` taken
-        // by the pool from this very executable (the fork server is `/proc/self/exe` started
+        // code as in the pool: the request carries the pool's key, so it is the pool's, and
+        // `entry` is the offset of a monomorphized `EncodedEntry` taken by the pool from this
+        // very executable (the fork server is `/proc/self/exe` started
         // afresh, its code offsets checked by the handshake), and this process is a fork of
         // that single-threaded server, so no lock is held by a thread that fork left behind.
         // The entry point itself is safe Rust: it decodes, runs each input under
@@ -84,5 +90,64 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
         if replies.send(WorkerReply::Done { outcome, last }).is_err() || last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ipc_channel::ipc;
+
+    use super::*;
+
+    fn settings() -> WorkerSettings {
+        WorkerSettings { initializer: None, max_tasks: None, max_message_bytes: 1 << 20, key: 0x5eed }
+    }
+
+    /// Serves one frame of type `T` (re-typed on the way: the worker decodes it as a
+    /// `WorkerRequest`) and says whether the worker answered anything before it stopped.
+    fn serve_frame<T: serde::Serialize + for<'de> serde::Deserialize<'de>>(frame: T) -> bool {
+        let (jobs_sender, jobs) = ipc::channel::<WorkerRequest>().unwrap();
+        let (replies, replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
+        let frames: IpcSender<T> = jobs_sender.to_opaque().to();
+        frames.send(frame).unwrap();
+        drop(frames);
+        // `serve` returns once the frame is refused or the channel is closed: no hang.
+        serve(&jobs, &replies, settings());
+        drop(replies);
+        replies_receiver.recv().is_ok()
+    }
+
+    /// xorshift64*: a fixed sequence of bytes, so a failure reproduces.
+    fn bytes(seed: &mut u64) -> u8 {
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+    }
+
+    #[test]
+    fn malformed_frames_end_the_worker_without_running_anything() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..300 {
+            // Raw bytes with no length prefix: arbitrary first bytes, truncated varints,
+            // lengths past the end, and (rarely) a well-formed `Run` with the wrong key.
+            let mut raw = [0_u8; 32];
+            raw.iter_mut().for_each(|byte| *byte = bytes(&mut seed));
+            if round % 3 == 0 {
+                raw[0] = 0; // the `Run` variant, so that the fields are what is malformed
+            }
+            assert!(!serve_frame(raw), "raw frame {raw:?} was answered");
+            // Length-prefixed bytes of every length class.
+            let len = usize::from(bytes(&mut seed)) * (round % 5 + 1);
+            let prefixed: Vec<u8> = (0..len).map(|_| bytes(&mut seed)).collect();
+            assert!(!serve_frame(prefixed), "a {len}-byte frame was answered");
+        }
+    }
+
+    #[test]
+    fn a_well_formed_run_without_the_pools_key_is_refused() {
+        // An entry offset of 0 would call `code_anchor` as a job: never reached without the key.
+        let request = WorkerRequest::Run { key: 0xbad, entry: 0, state: Vec::new(), inputs: Vec::new() };
+        assert!(!serve_frame(request));
     }
 }
