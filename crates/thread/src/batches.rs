@@ -29,13 +29,6 @@ pub(crate) enum Batch<T> {
 type BatchIter<T> = std::iter::Chain<std::option::IntoIter<T>, vec::IntoIter<T>>;
 
 impl<T> Batch<T> {
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Many(values) => values.len(),
-        }
-    }
-
     fn map<U>(self, mut f: impl FnMut(T) -> U) -> Batch<U> {
         match self {
             Self::One(value) => Batch::One(f(value)),
@@ -276,7 +269,7 @@ impl<O, C, It> Batches<'_, '_, O, C, It> {
             select! {
                 recv(self.receiver) -> chunk => return chunk.ok(),
                 recv(tasks) -> task => match task {
-                    Ok(task) => task(false),
+                    Ok(task) => task.run(false),
                     Err(_) => return self.receiver.recv().ok(),
                 },
             }

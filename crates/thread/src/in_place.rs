@@ -1,37 +1,114 @@
-//! [`map_in_place`]: the ordered `map` of an input whose length is known, with every result
-//! written by its worker straight into its final slot of the output.
+//! [`map_in_place`]: the ordered `map` of an input whose length is known, with every input
+//! and every result in its final slot from the start.
 //!
-//! No result travels through a channel and none is copied: a worker runs a chunk, writes its
-//! results where they belong, and counts the chunk done. The caller only feeds chunks, waits
-//! when a window of them is in flight, and sets the output's length once all are done. This is
-//! the caller's cost that matters with tiny jobs (see `benches/overhead.rs`).
+//! No result travels through a channel and none is copied, and a chunk costs no allocation:
+//! the caller moves each input into its slot of one input buffer and sends a [`RangeTask`]
+//! (a pointer to the map's state on the caller's stack and a range of slots); a worker moves
+//! the range's inputs out, writes their results into the same slots of the output, and counts
+//! the range done. The caller only feeds ranges, waits when a window of them is in flight, and
+//! sets the output's length once all are done. This is the caller's cost that matters with
+//! tiny jobs (see `benches/overhead.rs`).
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, Thread};
 
 use fanout_core::{JobError, catch_panic};
 
 use crate::ThreadPool;
-use crate::batches::{Batch, Batches, window_chunks};
+use crate::batches::{Batches, window_chunks};
+use crate::pool::Task;
 
 /// Jobs in flight at least. Deeper than the streaming window: results take no memory in
 /// flight here (their slots exist already), and the queue must outlast the caller's wake-up
 /// after it parked on a full window, or the workers run dry and park too.
 const IN_PLACE_JOBS_IN_FLIGHT: usize = 16384;
 
-/// The start of the output's buffer, shared with the tasks that fill it.
-struct Slots<O>(*mut Result<O, JobError>);
+/// The part of an in-place map that its range tasks run.
+pub(crate) trait RunRange: Sync {
+    /// Runs the inputs in slots `start..end` (or reports them cancelled), writes their
+    /// results, then counts the range done; after that it never touches `self` again.
+    ///
+    /// # Safety
+    /// `start..end` must be a range of filled input slots that was handed to this call alone.
+    unsafe fn run_range(&self, start: usize, end: usize, cancelled: bool);
+}
 
-// SAFETY: the pointer is only used to move `Result<O, JobError>` values into disjoint slots,
-// one task per slot range, so sharing it is sharing those values across threads: sound
-// exactly when `O: Send` (`JobError` is `Send`).
-unsafe impl<O: Send> Send for Slots<O> {}
-// SAFETY: as above; no slot is ever read through a shared `Slots`.
-unsafe impl<O: Send> Sync for Slots<O> {}
+/// A task for the slots `start..end` of an in-place map.
+pub(crate) struct RangeTask {
+    /// The map's state, its lifetime erased: see [`map_in_place`] for why it outlives the task.
+    map: NonNull<dyn RunRange>,
+    start: usize,
+    end: usize,
+}
 
-/// Counts finished chunks and wakes the caller when the count it waits for is reached.
+// SAFETY: the task only lends its worker a shared reference to the map's state, which is
+// `Sync` (a bound of `RunRange`) and outlives the task (the map's caller waits for every
+// range to be released before its state goes away).
+unsafe impl Send for RangeTask {}
+
+impl RangeTask {
+    pub(crate) fn run(self, cancelled: bool) {
+        // SAFETY: the state is alive until this range is released, which `run_range` does as
+        // its very last access, so the reference is valid for the whole call.
+        let map = unsafe { self.map.as_ref() };
+        // SAFETY: the caller filled the slots `start..end` before it sent this task, and made
+        // one task per range, so the range is this call's alone.
+        unsafe { map.run_range(self.start, self.end, cancelled) };
+    }
+}
+
+/// The state of one in-place map, shared by its range tasks.
+struct InPlace<'f, I, O, F> {
+    f: &'f F,
+    /// The input slots (a buffer of capacity `len` whose `Vec` never holds them).
+    inputs: *mut I,
+    /// The output slots (the output's buffer).
+    slots: *mut Result<O, JobError>,
+    progress: Progress,
+}
+
+// SAFETY: the tasks that share an `InPlace` move inputs out of disjoint slots (they cross
+// threads: `I: Send`), write results into disjoint slots (`O: Send`; `JobError` is `Send`),
+// call `f` through a shared reference (`F: Sync`) and touch `progress` only through atomics
+// and `Thread::unpark` (`Thread` is `Sync`).
+unsafe impl<I: Send, O: Send, F: Sync> Sync for InPlace<'_, I, O, F> {}
+
+impl<I: Send, O: Send, F: Fn(I) -> O + Sync> RunRange for InPlace<'_, I, O, F> {
+    unsafe fn run_range(&self, start: usize, end: usize, cancelled: bool) {
+        let mut next = start;
+        // One unwinding guard for the range; a panic costs a new one for the inputs after it.
+        while next < end {
+            let finished = catch_panic(|| {
+                while next < end {
+                    // SAFETY: slot `next` is in this call's range (the caller's contract),
+                    // filled before the task was sent, and read only here, once.
+                    let input = unsafe { self.inputs.wrapping_add(next).read() };
+                    let result = if cancelled { Err(JobError::Cancelled) } else { Ok((self.f)(input)) };
+                    // SAFETY: output slot `next` lies in the output's capacity (`next < len`)
+                    // and belongs to this range alone; nothing reads it before the range is done.
+                    unsafe { self.slots.wrapping_add(next).write(result) };
+                    next += 1;
+                }
+            });
+            if let Err(panicked) = finished {
+                // `f` took input `next` and panicked: `next` did not move past its slot.
+                // SAFETY: as above.
+                unsafe { self.slots.wrapping_add(next).write(Err(panicked)) };
+                next += 1;
+            }
+        }
+        self.progress.finish_one();
+    }
+}
+
+/// Counts finished ranges and wakes the caller when the count it waits for is reached.
 struct Progress {
     done: AtomicUsize,
+    /// Ranges whose task will never touch the map's state again; the state may go away only
+    /// once every sent range is released (`done` alone is not enough: the task still reads
+    /// `wake_at` and `caller` after counting itself done).
+    released: AtomicUsize,
     /// The count the caller is parked for; `usize::MAX` when it is not waiting.
     wake_at: AtomicUsize,
     caller: Thread,
@@ -45,9 +122,11 @@ impl Progress {
         if done >= self.wake_at.load(Ordering::SeqCst) {
             self.caller.unpark();
         }
+        // The last access to the map's state by this task.
+        self.released.fetch_add(1, Ordering::Release);
     }
 
-    /// Blocks the caller until `target` chunks are done.
+    /// Blocks the caller until `target` ranges are done.
     fn wait_for(&self, target: usize) {
         while self.done.load(Ordering::SeqCst) < target {
             self.wake_at.store(target, Ordering::SeqCst);
@@ -58,18 +137,41 @@ impl Progress {
         }
         self.wake_at.store(usize::MAX, Ordering::SeqCst);
     }
+
+    /// Waits until `count` ranges are released: a task that counted itself done is between
+    /// two atomic operations, so this only ever waits for a few instructions (or a preempted
+    /// worker's next time slice).
+    fn wait_released(&self, count: usize) {
+        while self.released.load(Ordering::Acquire) < count {
+            std::hint::spin_loop();
+            thread::yield_now();
+        }
+    }
 }
 
-/// Waits for every submitted task when dropped, also while unwinding: the tasks write into
-/// the caller's output and borrow its job, which must outlive them.
-struct TasksGuard<'a> {
+/// Waits for every sent range when dropped, also while unwinding (the tasks use the map's
+/// state, the caller's output and its job), then drops the inputs that were moved into their
+/// slots but not yet sent (the input iterator panicked).
+struct TasksGuard<'a, I> {
     progress: &'a Progress,
-    submitted: usize,
+    inputs: *mut I,
+    /// Ranges sent.
+    sent: usize,
+    /// Input slots filled, and the end of the last range sent.
+    filled: usize,
+    sent_end: usize,
 }
 
-impl Drop for TasksGuard<'_> {
+impl<I> Drop for TasksGuard<'_, I> {
     fn drop(&mut self) {
-        self.progress.wait_for(self.submitted);
+        self.progress.wait_for(self.sent);
+        self.progress.wait_released(self.sent);
+        let unsent = std::ptr::slice_from_raw_parts_mut(
+            self.inputs.wrapping_add(self.sent_end),
+            self.filled - self.sent_end,
+        );
+        // SAFETY: slots `sent_end..filled` hold inputs that no task was given, each once.
+        unsafe { std::ptr::drop_in_place(unsent) };
     }
 }
 
@@ -93,84 +195,61 @@ where
     let chunk_size = pool.chunk_size();
     let window = window_chunks(pool, IN_PLACE_JOBS_IN_FLIGHT);
     let mut out: Vec<Result<O, JobError>> = Vec::with_capacity(len);
-    let slots = Slots(out.as_mut_ptr());
-    let progress = Progress {
-        done: AtomicUsize::new(0),
-        wake_at: AtomicUsize::new(usize::MAX),
-        caller: thread::current(),
+    // The inputs' slots. The `Vec` keeps length 0: it only owns the memory, and the slots'
+    // values are moved in by this function and out by the tasks (or the guard).
+    let mut buffer: Vec<I> = Vec::with_capacity(len);
+    let map = InPlace {
+        f: &f,
+        inputs: buffer.as_mut_ptr(),
+        slots: out.as_mut_ptr(),
+        progress: Progress {
+            done: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
+            wake_at: AtomicUsize::new(usize::MAX),
+            caller: thread::current(),
+        },
     };
-    let (f, slots, progress_ref) = (&f, &slots, &progress);
-    let mut guard = TasksGuard { progress: &progress, submitted: 0 };
-    let mut produced = 0;
-    while produced < len {
-        let wanted = chunk_size.min(len - produced);
-        let chunk = if wanted == 1 {
-            inputs.next().map(Batch::One)
-        } else {
-            let chunk: Vec<I> = inputs.by_ref().take(wanted).collect();
-            (!chunk.is_empty()).then_some(Batch::Many(chunk))
-        };
-        let Some(chunk) = chunk else { break };
-        let start = produced;
-        produced += chunk.len();
-        if guard.submitted - progress.done.load(Ordering::SeqCst) >= window {
-            progress.wait_for(guard.submitted - window / 2);
+    let state: NonNull<dyn RunRange + '_> = NonNull::from(&map as &dyn RunRange);
+    // SAFETY: only the lifetime bound of the trait object changes (same layout and vtable).
+    // The tasks that carry the pointer are all released before `map` (and `f`, `out` and
+    // `buffer`, which it points into) go away: `guard` waits for them on return and unwind.
+    let state = unsafe { std::mem::transmute::<NonNull<dyn RunRange + '_>, NonNull<dyn RunRange>>(state) };
+    let mut guard =
+        TasksGuard { progress: &map.progress, inputs: map.inputs, sent: 0, filled: 0, sent_end: 0 };
+    while guard.filled < len {
+        if guard.sent - map.progress.done.load(Ordering::SeqCst) >= window {
+            map.progress.wait_for(guard.sent - window / 2);
         }
-        let task = Box::new(move |cancelled: bool| {
-            // SAFETY: slots `start..start + chunk.len()` lie inside the output's capacity
-            // (`produced <= len`), belong to this task alone (chunks do not overlap), and
-            // nothing reads them before the caller has seen this task finish.
-            unsafe { write_results(chunk, f, slots.0.wrapping_add(start), cancelled) };
-            progress_ref.finish_one();
-        });
-        // SAFETY: the task borrows `f`, `slots` (the output) and `progress`, all of which live
-        // until `guard` has waited for every submitted task, on return and on unwind alike.
-        unsafe { pool.spawn_unchecked(task) };
-        guard.submitted += 1;
+        let start = guard.filled;
+        let end = start + chunk_size.min(len - start);
+        while guard.filled < end {
+            let Some(input) = inputs.next() else { break };
+            // SAFETY: `filled < len`, the buffer's capacity, and no task was given this slot.
+            unsafe { map.inputs.wrapping_add(guard.filled).write(input) };
+            guard.filled += 1;
+        }
+        if guard.filled > start {
+            pool.spawn(Task::Range(RangeTask { map: state, start, end: guard.filled }));
+            guard.sent += 1;
+            guard.sent_end = guard.filled;
+        }
+        if guard.filled < end {
+            break; // the iterator ended before its size hint said
+        }
     }
+    let produced = guard.filled;
     drop(guard);
-    // SAFETY: every task has finished (the guard waited, with `SeqCst` ordering after their
-    // writes), and the chunks covered slots `0..produced` contiguously, each slot written once.
+    drop(map);
+    // SAFETY: every range has finished (the guard waited, with `SeqCst` ordering after the
+    // tasks' writes), and the ranges covered slots `0..produced` contiguously, each written
+    // once.
     unsafe { out.set_len(produced) };
+    drop(buffer);
     if let Some(next) = inputs.next() {
         // SAFETY: `Batches` waits for its tasks when it is dropped, which `collect_ordered`
         // does before returning; `f` outlives this call.
-        let rest = unsafe { Batches::new_scoped(pool, f, std::iter::once(next).chain(inputs)) };
+        let rest = unsafe { Batches::new_scoped(pool, &f, std::iter::once(next).chain(inputs)) };
         out.extend(rest.collect_ordered());
     }
     out
-}
-
-/// Writes the results of a chunk into consecutive slots from `slot`, a panic becoming that
-/// input's [`JobError::Panicked`].
-///
-/// # Safety
-/// The `chunk.len()` slots from `slot` must be valid for writes and written by no one else.
-unsafe fn write_results<I, O>(
-    chunk: Batch<I>,
-    f: &impl Fn(I) -> O,
-    slot: *mut Result<O, JobError>,
-    cancelled: bool,
-) {
-    let mut written = 0;
-    let mut inputs = chunk.into_iter();
-    loop {
-        let finished = catch_panic(|| {
-            for input in inputs.by_ref() {
-                let result = if cancelled { Err(JobError::Cancelled) } else { Ok(f(input)) };
-                // SAFETY: `written < chunk.len()`, inside the caller's range.
-                unsafe { slot.wrapping_add(written).write(result) };
-                written += 1;
-            }
-        });
-        match finished {
-            Ok(()) => return,
-            Err(panicked) => {
-                // The input that panicked is the next slot's: `written` did not move past it.
-                // SAFETY: as above.
-                unsafe { slot.wrapping_add(written).write(Err(panicked)) };
-                written += 1;
-            }
-        }
-    }
 }

@@ -12,11 +12,27 @@ use fanout_core::{
 };
 
 use crate::batches::Batches;
-use crate::in_place::map_in_place;
+use crate::in_place::{RangeTask, map_in_place};
 
-/// A unit of work for a worker thread. The flag says whether the pool was cancelled: a
-/// cancelled task reports [`JobError::Cancelled`] for its jobs instead of running them.
-pub(crate) type Task = Box<dyn FnOnce(bool) + Send>;
+/// A unit of work for a worker thread. [`Task::run`]'s flag says whether the pool was
+/// cancelled: a cancelled task reports [`JobError::Cancelled`] for its jobs instead of running
+/// them.
+pub(crate) enum Task {
+    /// Any work, boxed.
+    Boxed(Box<dyn FnOnce(bool) + Send>),
+    /// A range of inputs of an in-place `map`, whose state lives with its caller: sending it
+    /// allocates nothing.
+    Range(RangeTask),
+}
+
+impl Task {
+    pub(crate) fn run(self, cancelled: bool) {
+        match self {
+            Self::Boxed(task) => task(cancelled),
+            Self::Range(range) => range.run(cancelled),
+        }
+    }
+}
 
 /// What the pool's workers share.
 pub(crate) struct Shared {
@@ -112,7 +128,7 @@ impl ThreadPoolBuilder {
 fn work(shared: &Arc<Shared>) {
     CURRENT_POOL.set(pool_id(shared));
     while let Ok(task) = shared.tasks.recv() {
-        task(shared.cancelled.load(Ordering::Acquire));
+        task.run(shared.cancelled.load(Ordering::Acquire));
     }
 }
 
@@ -259,8 +275,10 @@ impl ThreadPool {
         // SAFETY: the two types differ only in the lifetime bound of the trait object, so they
         // have the same layout and vtable; the caller guarantees that the borrows inside
         // outlive the task, which is all the `'static` bound would have promised.
-        let task: Task = unsafe { std::mem::transmute::<Box<dyn FnOnce(bool) + Send + 'env>, Task>(task) };
-        self.spawn(task);
+        let task = unsafe {
+            std::mem::transmute::<Box<dyn FnOnce(bool) + Send + 'env>, Box<dyn FnOnce(bool) + Send>>(task)
+        };
+        self.spawn(Task::Boxed(task));
     }
 
     /// Whether the calling thread is one of this pool's workers.
@@ -330,7 +348,7 @@ impl Executor for ThreadPool {
         let task = Box::new(move |cancelled: bool| {
             completer.complete(if cancelled { Err(JobError::Cancelled) } else { run_caught(&job, input) });
         });
-        self.spawn(task);
+        self.spawn(Task::Boxed(task));
         handle
     }
 

@@ -2,6 +2,7 @@
 //! hold it to its contract when the length is wrong or the input panics.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fanout_core::Executor;
 use fanout_thread::ThreadPool;
@@ -61,4 +62,46 @@ fn an_input_iterator_that_panics_unwinds_after_the_tasks_and_leaves_the_pool_who
     // The tasks already queued wrote into the dropped output only while it was alive, and the
     // pool serves the next call normally.
     assert_eq!(pool.map(triple, 0..10_000), expected(10_000));
+}
+
+/// Drops of [`Counted`] inputs (only the test below makes them).
+static DROPS: AtomicUsize = AtomicUsize::new(0);
+
+/// An input that counts its drops, for checking that every input is dropped exactly once.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Counted(u64);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Panics on every 5th input, while it owns it.
+fn fragile(input: Counted) -> u64 {
+    assert!(input.0 % 5 != 0, "input {} breaks the job", input.0);
+    input.0
+}
+
+#[test]
+fn every_input_is_dropped_once_when_jobs_panic_or_the_input_source_breaks() {
+    let pool = ThreadPool::builder().workers(2).chunk_size(7).build().expect("pool");
+    let results = pool.map(fragile, (0..1_000).map(Counted));
+    assert_eq!(results.iter().filter(|result| result.is_err()).count(), 200);
+    assert_eq!(results[6], Ok(6));
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1_000);
+
+    // The input source panics in the middle of a chunk: the inputs already moved into their
+    // slots of the chunk not yet sent are dropped too.
+    DROPS.store(0, Ordering::SeqCst);
+    let made = AtomicUsize::new(0);
+    let inputs = (0..10_000_u64).map(|x| {
+        assert!(x != 5_003, "input source broke");
+        made.fetch_add(1, Ordering::SeqCst);
+        Counted(x)
+    });
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| pool.map(fragile, inputs)));
+    assert!(outcome.is_err());
+    assert_eq!(made.load(Ordering::SeqCst), 5_003);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 5_003);
 }
