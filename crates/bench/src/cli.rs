@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fanout_bench::run::TOKEN_ENV;
 use fanout_bench::{ExecutorKind, Queue, RunSpec, Scenario, Secret};
-use fanout_mock_api::config::{DEFAULT_SEED, DEFAULT_TOKEN};
+use fanout_mock_api::config::{DEFAULT_BODY_LIMIT, DEFAULT_SEED, DEFAULT_TOKEN};
+use fanout_mock_api::faults::DEFAULT_SLOW_FACTOR;
+use fanout_mock_api::{FaultPoint, Faults, RateLimit};
 
 /// Run the same jobs serially, on a process pool, a thread pool or an async executor, and
 /// measure them against each other on real HTTP work.
@@ -105,15 +107,22 @@ pub(crate) struct MockApiArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) addr: SocketAddr,
-    /// Bearer token the server requires [default: a fixed development token].
-    #[arg(long, value_name = "T", env = TOKEN_ENV, hide_env_values = true)]
-    token: Option<String>,
+    /// Bearer token the server requires [default: a fixed development token]. Prefer the
+    /// environment variable: a command line is visible to every user of the machine.
+    #[arg(long, value_name = "T", env = TOKEN_ENV, hide_env_values = true, value_parser = secret)]
+    token: Option<Secret>,
     /// Factor applied to every latency (1 = the articles' timings, 0 = no waiting).
     #[arg(long, value_name = "F", default_value_t = 0.01, value_parser = time_scale_or_zero, allow_negative_numbers = true)]
     pub(crate) time_scale: f64,
-    /// Seed of the generated data.
+    /// Seed of the generated data and of the injected faults.
     #[arg(long, value_name = "S", default_value_t = DEFAULT_SEED)]
     pub(crate) seed: u64,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT, value_parser = at_least_one)]
+    pub(crate) body_limit: usize,
+    /// Fault injection (all off by default).
+    #[command(flatten)]
+    pub(crate) faults: FaultArgs,
     /// Exit when standard input closes (how `fanout bench` makes sure its server never
     /// outlives it).
     #[arg(long, hide = true)]
@@ -123,7 +132,150 @@ pub(crate) struct MockApiArgs {
 impl MockApiArgs {
     /// The token, checked.
     pub(crate) fn token(&self) -> anyhow::Result<Secret> {
-        checked_token(self.token.as_deref())
+        checked_token(self.token.as_ref().map(Secret::expose))
+    }
+}
+
+/// The mock API's fault injection flags (see `fanout_mock_api::faults`). A share is a number
+/// from 0 to 1. The fates of errors, drops and the slow tail follow from `--seed` and each
+/// request's identity, whatever the order requests arrive in.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Fault injection")]
+pub(crate) struct FaultArgs {
+    /// Share of requests answered 500.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = share)]
+    error_rate: f64,
+    /// Share of requests whose connection is closed without an answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = share)]
+    drop_rate: f64,
+    /// Share of requests that are --slow-factor times slower (a slow tail).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = share)]
+    slow_rate: f64,
+    /// How much slower the slow tail is.
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_SLOW_FACTOR, value_parser = slow_factor)]
+    slow_factor: f64,
+    /// When an error or a drop strikes: before the request is applied, after it was (a POST
+    /// then exists although its client saw a failure), or either, drawn per request.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = FaultPointArg::After)]
+    fault_point: FaultPointArg,
+    /// At most this many errors and drops for one request; later attempts of it succeed.
+    #[arg(long, value_name = "N")]
+    max_faults_per_request: Option<u32>,
+    /// Rate limit, in requests per second at time scale 1 (scaled like the latencies);
+    /// requests over it get 429 with Retry-After and Retry-After-Ms.
+    #[arg(long, value_name = "R", value_parser = positive)]
+    rate_limit: Option<f64>,
+    /// Requests the rate limit admits back to back [default: one second's worth, at least 1].
+    #[arg(long, value_name = "N", requires = "rate_limit", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: Option<u32>,
+    /// Requests in flight at once before new ones get 503 with Retry-After.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    max_concurrent: Option<usize>,
+}
+
+/// `--fault-point`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FaultPointArg {
+    /// Before the request is applied.
+    Before,
+    /// After the request was applied.
+    After,
+    /// Before or after, drawn per request.
+    Either,
+}
+
+impl FaultArgs {
+    /// The faults these flags describe, checked.
+    pub(crate) fn faults(&self) -> anyhow::Result<Faults> {
+        let point = match self.fault_point {
+            FaultPointArg::Before => FaultPoint::Before,
+            FaultPointArg::After => FaultPoint::After,
+            FaultPointArg::Either => FaultPoint::Either,
+        };
+        let mut faults = Faults::none()
+            .with_error_rate(self.error_rate)
+            .with_drop_rate(self.drop_rate)
+            .with_slow_tail(self.slow_rate, self.slow_factor)
+            .with_point(point);
+        if let Some(max) = self.max_faults_per_request {
+            faults = faults.with_max_per_request(max);
+        }
+        if let Some(rate) = self.rate_limit {
+            let one_second = u32::try_from(rate.ceil() as u64).unwrap_or(u32::MAX).max(1);
+            faults = faults.with_rate_limit(RateLimit::new(rate, self.rate_burst.unwrap_or(one_second)));
+        }
+        if let Some(max) = self.max_concurrent {
+            faults = faults.with_max_concurrent(max);
+        }
+        faults.validate().map_err(|error| anyhow::anyhow!("{error} (check the fault injection flags)"))?;
+        Ok(faults)
+    }
+
+    /// The flags again, as arguments of `fanout mock-api`, only those that differ from their
+    /// defaults: for a command that takes the same flags and forwards them to the server it
+    /// starts.
+    #[cfg_attr(not(test), allow(dead_code, reason = "for `fanout bench` to forward its fault flags"))]
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, value: String| {
+            args.push(format!("--{flag}"));
+            args.push(value);
+        };
+        for (flag, value, default) in [
+            ("error-rate", self.error_rate, 0.0),
+            ("drop-rate", self.drop_rate, 0.0),
+            ("slow-rate", self.slow_rate, 0.0),
+            ("slow-factor", self.slow_factor, DEFAULT_SLOW_FACTOR),
+        ] {
+            if value != default {
+                push(flag, value.to_string());
+            }
+        }
+        if let Some(value) =
+            self.fault_point.to_possible_value().filter(|_| self.fault_point != FaultPointArg::After)
+        {
+            push("fault-point", value.get_name().to_owned());
+        }
+        if let Some(max) = self.max_faults_per_request {
+            push("max-faults-per-request", max.to_string());
+        }
+        if let Some(rate) = self.rate_limit {
+            push("rate-limit", rate.to_string());
+        }
+        if let Some(burst) = self.rate_burst {
+            push("rate-burst", burst.to_string());
+        }
+        if let Some(max) = self.max_concurrent {
+            push("max-concurrent", max.to_string());
+        }
+        args
+    }
+}
+
+/// A token from the command line or the environment. Never fails: a parser that refused a
+/// value would have clap echo it in its error; [`checked_token`] checks it without echoing.
+fn secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err("must be a share from 0 to 1, such as 0.1 for 10% of requests".to_owned()),
+    }
+}
+
+fn slow_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(factor) if factor.is_finite() && factor >= 1.0 => Ok(factor),
+        _ => Err("must be a finite number of at least 1, such as 10".to_owned()),
+    }
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err("must be a finite number greater than 0".to_owned()),
     }
 }
 
@@ -183,6 +335,105 @@ mod tests {
             assert!(positive_time_scale(bad).is_err(), "{bad}");
         }
         assert_eq!(time_scale_or_zero("0"), Ok(0.0));
+    }
+
+    /// Parses `fanout mock-api ARGS`.
+    fn mock_api(args: &[&str]) -> Result<MockApiArgs, clap::Error> {
+        let argv = ["fanout", "mock-api"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv)?.command {
+            Command::MockApi(args) => Ok(args),
+            _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+        }
+    }
+
+    #[test]
+    fn mock_api_faults_are_off_by_default() -> anyhow::Result<()> {
+        let args = mock_api(&[])?;
+        assert_eq!(args.faults.faults()?, Faults::none());
+        assert!(args.faults.to_args().is_empty());
+        assert_eq!(args.body_limit, DEFAULT_BODY_LIMIT);
+        Ok(())
+    }
+
+    #[test]
+    fn mock_api_fault_flags_build_the_config_and_round_trip() -> anyhow::Result<()> {
+        let flags = [
+            "--error-rate",
+            "0.1",
+            "--drop-rate",
+            "0.02",
+            "--slow-rate",
+            "0.01",
+            "--slow-factor",
+            "20",
+            "--fault-point",
+            "either",
+            "--max-faults-per-request",
+            "3",
+            "--rate-limit",
+            "2.5",
+            "--max-concurrent",
+            "50",
+        ];
+        let args = mock_api(&flags)?;
+        let expected = Faults::none()
+            .with_error_rate(0.1)
+            .with_drop_rate(0.02)
+            .with_slow_tail(0.01, 20.0)
+            .with_point(FaultPoint::Either)
+            .with_max_per_request(3)
+            .with_rate_limit(RateLimit::new(2.5, 3))
+            .with_max_concurrent(50);
+        assert_eq!(args.faults.faults()?, expected, "the burst defaults to one second's worth");
+        let forwarded = args.faults.to_args();
+        let again = mock_api(&forwarded.iter().map(String::as_str).collect::<Vec<_>>())?;
+        assert_eq!(again.faults, args.faults);
+        let burst = mock_api(&["--rate-limit", "0.5", "--rate-burst", "4"])?;
+        assert_eq!(burst.faults.faults()?.rate_limit, Some(RateLimit::new(0.5, 4)));
+        assert_eq!(
+            mock_api(&["--rate-limit", "0.5"])?.faults.faults()?.rate_limit,
+            Some(RateLimit::new(0.5, 1))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn mock_api_refuses_bad_fault_flags() {
+        for bad in [
+            &["--error-rate", "1.5"][..],
+            &["--drop-rate", "-0.1"],
+            &["--slow-rate", "NaN"],
+            &["--slow-factor", "0.5"],
+            &["--rate-limit", "0"],
+            &["--rate-burst", "3"],
+            &["--rate-limit", "1", "--rate-burst", "0"],
+            &["--max-concurrent", "0"],
+            &["--fault-point", "sometimes"],
+            &["--body-limit", "0"],
+        ] {
+            assert!(mock_api(bad).is_err(), "{bad:?}");
+        }
+        // Each share is valid alone, but together they exceed 1.
+        let args = mock_api(&["--error-rate", "0.8", "--drop-rate", "0.5"]);
+        let error = args.map_err(anyhow::Error::from).and_then(|args| args.faults.faults());
+        assert!(error.is_err_and(|e| e.to_string().contains("at most 1")));
+    }
+
+    #[test]
+    fn the_mock_api_token_never_shows() -> anyhow::Result<()> {
+        let args = mock_api(&["--token", "s3cret-flag-token"])?;
+        assert_eq!(args.token()?.expose(), "s3cret-flag-token");
+        assert!(!format!("{args:?}").contains("s3cret-flag-token"));
+        // Refused without echoing, by clap or by the check.
+        let spaced =
+            mock_api(&["--token", "bad s3cret"]).map_err(anyhow::Error::from).and_then(|a| a.token());
+        let message = spaced.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!message.is_empty() && !message.contains("s3cret"), "{message}");
+        // The help shows neither the value of the environment variable nor a default token.
+        let help = mock_api(&["--help"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(help.contains(TOKEN_ENV), "{help}");
+        assert!(!help.contains(DEFAULT_TOKEN));
+        Ok(())
     }
 
     #[test]

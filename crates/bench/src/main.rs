@@ -92,6 +92,8 @@ fn mock_api(args: &MockApiArgs) -> anyhow::Result<()> {
         .with_addr(args.addr)
         .with_time_scale(args.time_scale)
         .with_seed(args.seed)
+        .with_body_limit(args.body_limit)
+        .with_faults(args.faults.faults()?)
         .with_token(args.token()?.expose());
     let server = MockServer::start(config).context("could not start the mock API")?;
     {

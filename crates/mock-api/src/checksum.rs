@@ -28,13 +28,13 @@ pub struct Summary {
 
 /// 64-bit FNV-1a over framed values.
 #[derive(Debug, Clone)]
-struct Fnv1a(u64);
+pub(crate) struct Fnv1a(u64);
 
 impl Fnv1a {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
 
-    fn new(tag: &[u8]) -> Self {
+    pub(crate) fn new(tag: &[u8]) -> Self {
         let mut h = Self(Self::OFFSET);
         h.write(tag);
         h
@@ -47,13 +47,18 @@ impl Fnv1a {
         }
     }
 
-    fn write_u64(&mut self, v: u64) {
+    pub(crate) fn write_u64(&mut self, v: u64) {
         self.write(&v.to_le_bytes());
     }
 
-    fn write_blob(&mut self, bytes: &[u8]) {
+    pub(crate) fn write_blob(&mut self, bytes: &[u8]) {
         self.write_u64(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         self.write(bytes);
+    }
+
+    /// The hash of everything written so far.
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
     }
 }
 

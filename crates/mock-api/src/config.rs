@@ -1,5 +1,6 @@
 //! Server configuration: the seed, the time scale, the bearer token, the address, the
-//! per-route latencies and the body limit, plus the quantization rule that turns a configured
+//! per-route latencies, the body limit and the injected faults ([`Faults`], off by default),
+//! plus the quantization rule that turns a configured
 //! latency into the latency the server actually applies (scaled, to the nearest microsecond).
 
 use std::fmt;
@@ -7,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::faults::Faults;
 
 /// Every route of the mock API, as named in the contract (`/work/shared/mock-api.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,8 +171,13 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Per-route latencies at scale 1.
     pub latencies: Latencies,
-    /// Largest accepted request body in bytes; larger bodies get `413`. Default 8 MiB.
+    /// Largest accepted request body in bytes; larger bodies get `413` (on any route, from the
+    /// declared `Content-Length` or, for a body without one, once it grows past the limit).
+    /// Default 8 MiB: the contract sets no limit, and the largest legitimate body (an
+    /// attachment, at most 16 KiB) is far below it.
     pub body_limit: usize,
+    /// Injected faults; [`Faults::default`] (none) by default.
+    pub faults: Faults,
 }
 
 /// Default seed of the generated data.
@@ -189,6 +196,7 @@ impl Default for Config {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             latencies: Latencies::default(),
             body_limit: DEFAULT_BODY_LIMIT,
+            faults: Faults::default(),
         }
     }
 }
@@ -202,6 +210,7 @@ impl fmt::Debug for Config {
             .field("addr", &self.addr)
             .field("latencies", &self.latencies)
             .field("body_limit", &self.body_limit)
+            .field("faults", &self.faults)
             .finish()
     }
 }
@@ -249,6 +258,12 @@ impl Config {
         self
     }
 
+    /// Sets the injected faults.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
     /// Checks the configuration; the server refuses to start with an invalid one.
     pub fn validate(&self) -> Result<(), Error> {
         if !self.time_scale.is_finite() || self.time_scale < 0.0 {
@@ -273,7 +288,7 @@ impl Config {
                 "body_limit must be at least 1 byte; the default is 8 MiB".to_owned(),
             ));
         }
-        Ok(())
+        self.faults.validate()
     }
 
     /// The latency the server actually applies to `route`: the configured latency times

@@ -7,6 +7,9 @@
 //! thousands of requests can wait at once.
 //!
 //! - [`config`]: [`Config`], [`Latencies`], [`Route`] and the latency quantization rule.
+//! - [`faults`]: [`Faults`] (errors, dropped connections, a slow tail, a rate limit, a
+//!   concurrency cap; all off by default), what each answers, and how fates are drawn
+//!   deterministically from the seed.
 //! - [`data`]: the pure [`Dataset`] (items, queues, tickets, attachments, the expected
 //!   summary of a full migration and the serial-cost model).
 //! - [`checksum`]: the [`Summary`] and its order-independent checksum.
@@ -42,6 +45,7 @@ pub mod checksum;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod faults;
 mod prng;
 mod routes;
 pub mod server;
@@ -51,4 +55,5 @@ pub use checksum::Summary;
 pub use config::{Config, Latencies, Route};
 pub use data::{Attachment, Dataset, Item, QueueEntry, Ticket};
 pub use error::Error;
+pub use faults::{FaultPoint, Faults, RateLimit};
 pub use server::{MockServer, bind, router, serve};

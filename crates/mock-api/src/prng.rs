@@ -11,6 +11,8 @@ pub(crate) enum Kind {
     AttachmentCountAdjust = 4,
     AttachmentMeta = 5,
     AttachmentBytes = 6,
+    /// The fate of one attempt of one request (fault injection).
+    Fault = 7,
 }
 
 /// One step of splitmix64's output function (a strong 64-bit mixer).
@@ -39,6 +41,11 @@ impl SplitMix64 {
     pub(crate) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(Self::GAMMA);
         mix64(self.state)
+    }
+
+    /// A uniform number in `[0, 1)` (53 random bits).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A number in `0..n` (`0` when `n == 0`); the tiny modulo bias does not matter here.
