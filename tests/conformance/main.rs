@@ -7,7 +7,7 @@ mod jobs;
 #[macro_use]
 mod suite;
 
-use fanout::{ProcessPool, Serial, ThreadPool};
+use fanout::{AsyncExecutor, ProcessPool, Serial, ThreadPool};
 
 conformance_suite!(serial, Serial, |_workers| Ok(Serial::new()), inline = true);
 conformance_suite!(thread, ThreadPool, ThreadPool::new, inline = false);
@@ -22,5 +22,12 @@ conformance_suite!(
     process_chunked,
     ProcessPool,
     |workers| ProcessPool::builder().workers(workers).chunk_size(7).build(),
+    inline = false
+);
+conformance_suite!(async_current, AsyncExecutor, AsyncExecutor::new, inline = false);
+conformance_suite!(
+    async_multi,
+    AsyncExecutor,
+    |workers| AsyncExecutor::builder().workers(workers).worker_threads(2).build(),
     inline = false
 );

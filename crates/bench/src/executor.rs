@@ -7,9 +7,15 @@
 //! Adding an execution model is one match arm there. The ticket migration uses the same
 //! function to build its nested, per-ticket executor, so inner and outer are always the same
 //! kind.
+//!
+//! `Async` through [`dispatch`] is an [`AsyncExecutor`] running the blocking jobs on its
+//! blocking pool (how the `cpu` scenario runs on it). The HTTP scenarios' native-async versions
+//! use [`dispatch_async`] instead, which hands the task the `AsyncExecutor` itself, for its
+//! futures.
 
 use std::fmt;
 
+use fanout_async::AsyncExecutor;
 use fanout_core::{BuildError, Executor, Job, JobError, Payload, Serial, Shutdown};
 use fanout_process::ProcessPool;
 use fanout_thread::ThreadPool;
@@ -67,8 +73,8 @@ pub enum ExecError {
         #[source]
         source: BuildError,
     },
-    /// This execution model is not part of the workspace yet.
-    #[error("the {0} executor is not built yet; use --executor serial or --executor thread for now")]
+    /// This execution model is not part of this build.
+    #[error("the {0} executor is not part of this build; pick another --executor")]
     NotBuilt(ExecutorKind),
 }
 
@@ -94,8 +100,19 @@ pub fn dispatch<T: WithExecutor>(
         ExecutorKind::Serial => Ok(run_then_shutdown(Serial::new(), task)),
         ExecutorKind::Thread => Ok(run_then_shutdown(ThreadPool::new(workers).map_err(build)?, task)),
         ExecutorKind::Process => Ok(run_then_shutdown(ProcessPool::new(workers).map_err(build)?, task)),
-        ExecutorKind::Async => Err(ExecError::NotBuilt(kind)),
+        ExecutorKind::Async => Ok(run_then_shutdown(AsyncExecutor::new(workers).map_err(build)?, task)),
     }
+}
+
+/// Builds a current-thread [`AsyncExecutor`] with at most `workers` futures in flight, runs
+/// `task` on it and shuts it down (waiting for its futures): the native-async counterpart of
+/// [`dispatch`], timed the same way.
+pub fn dispatch_async<T>(workers: usize, task: impl FnOnce(&AsyncExecutor) -> T) -> Result<T, ExecError> {
+    let executor = AsyncExecutor::new(workers)
+        .map_err(|source| ExecError::Build { kind: ExecutorKind::Async, source })?;
+    let output = task(&executor);
+    executor.shutdown(Shutdown::Finish);
+    Ok(output)
 }
 
 fn run_then_shutdown<E: Executor, T: WithExecutor>(executor: E, task: T) -> T::Output {
@@ -135,13 +152,18 @@ mod tests {
     }
 
     #[test]
-    fn dispatch_runs_serial_thread_and_process_and_refuses_async() {
-        for kind in [ExecutorKind::Serial, ExecutorKind::Thread, ExecutorKind::Process] {
+    fn dispatch_runs_every_kind() {
+        for kind in [ExecutorKind::Serial, ExecutorKind::Thread, ExecutorKind::Process, ExecutorKind::Async] {
             let out = dispatch(kind, 3, MapAll { job: double, inputs: vec![1, 2, 3] });
-            assert_eq!(out.ok(), Some(vec![Ok(2), Ok(4), Ok(6)]));
+            assert_eq!(out.ok(), Some(vec![Ok(2), Ok(4), Ok(6)]), "{kind}");
         }
-        let error = dispatch(ExecutorKind::Async, 3, MapAll { job: double, inputs: vec![1] }).err();
-        assert!(error.is_some_and(|e| e.to_string().contains("not built yet")));
+    }
+
+    #[test]
+    fn dispatch_async_hands_over_the_async_executor() {
+        let out = dispatch_async(2, |executor| executor.map_async(|x: u64| async move { x * 2 }, [1, 2]));
+        assert_eq!(out.ok(), Some(vec![Ok(2), Ok(4)]));
+        assert!(matches!(dispatch_async(0, |_| ()), Err(ExecError::Build { .. })));
     }
 
     #[test]

@@ -13,13 +13,17 @@
 //! The URL and the token reach jobs as fields of their serde structs, never through globals set
 //! by the parent, which a worker process started from a fork server would not see.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ureq::Agent;
+
+use crate::retry::{
+    self, Deadline, Decision, Failure, GiveUp, Jitter, RETRY_AFTER, RETRY_AFTER_MS, RetryPolicy,
+};
 
 /// How long each phase of a request (connect, send, wait for the answer, read it) may take
 /// before it fails; the slowest route waits 3 s at time scale 1.
@@ -88,11 +92,33 @@ pub enum HttpError {
     },
 }
 
-/// The mock API as a job sees it: a base URL and a token. Cheap to clone and to serialize.
+/// The mock API as a job sees it: a base URL, a token and how to retry. Cheap to clone and to
+/// serialize.
+///
+/// Every request retries what [`crate::retry`] says may succeed again (a connection refused, an
+/// injected `500`, a dropped connection, a `429` after its `Retry-After`), and only when it is
+/// idempotent: a `GET`, or a `POST` with an `Idempotency-Key` or an `X-Attachment-Name`. A
+/// deadline ([`Api::with_deadline`], set by a job for its own requests) bounds the retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Api {
     base: String,
     token: Secret,
+    #[serde(default)]
+    retry: RetryPolicy,
+    /// Set by a job in its worker; an `Instant` means nothing in another process.
+    #[serde(skip)]
+    deadline: Option<Deadline>,
+}
+
+thread_local! {
+    /// Retries made by requests on this thread (see [`retries_on_this_thread`]).
+    static RETRIES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times requests made on the calling thread were retried so far. A job reads it
+/// before and after its requests to report its own retries, whichever worker it ran on.
+pub fn retries_on_this_thread() -> u64 {
+    RETRIES.get()
 }
 
 /// A successful answer: its status (`201` created or `200` already there) and body.
@@ -115,12 +141,40 @@ impl Answer {
 impl Api {
     /// The API at `base` (`http://127.0.0.1:PORT`, no trailing slash) with `token`.
     pub fn new(base: impl Into<String>, token: Secret) -> Self {
-        Self { base: base.into(), token }
+        Self { base: base.into(), token, retry: RetryPolicy::default(), deadline: None }
+    }
+
+    /// The same API with `policy` for its retries (typically `RetryPolicy::default()` scaled by
+    /// the server's time scale).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The same API with a deadline for every request and retry made through it.
+    pub fn with_deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.deadline
     }
 
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The token (for the async client of [`crate::http_async`]).
+    pub fn token(&self) -> &Secret {
+        &self.token
     }
 
     /// `GET path`, the body as bytes.
@@ -138,6 +192,7 @@ impl Api {
         self.send("POST", path, headers, Some(body))
     }
 
+    /// Sends the request, retrying it as [`crate::retry`] decides.
     fn send(
         &self,
         method: &str,
@@ -145,9 +200,45 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Answer, HttpError> {
+        let keyed = headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("idempotency-key") || name.eq_ignore_ascii_case("x-attachment-name")
+        });
+        let idempotent = retry::is_idempotent(method, keyed);
+        let mut retrier = self.retry.start(self.deadline, Jitter::from_entropy());
+        loop {
+            if retrier.next_timeout(Instant::now()).is_none() {
+                return Err(HttpError::Transport {
+                    request: format!("{method} {path}"),
+                    message: format!("{} after {} attempts", GiveUp::Deadline, retrier.failed_attempts()),
+                });
+            }
+            let (error, failure) = match self.send_once(method, path, headers, body) {
+                Ok(answer) => return Ok(answer),
+                Err(failed) => failed,
+            };
+            match retrier.on_failure(&failure, idempotent, Instant::now()) {
+                Decision::Retry(wait) => {
+                    RETRIES.set(RETRIES.get() + 1);
+                    std::thread::sleep(wait);
+                }
+                Decision::GiveUp(_) => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt; a failure comes with how [`crate::retry`] classifies it.
+    fn send_once(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Answer, (HttpError, Failure)> {
         let request = || format!("{method} {path}");
-        let transport =
-            |error: ureq::Error| HttpError::Transport { request: request(), message: error.to_string() };
+        let transport = |error: ureq::Error| {
+            let failure = classify(&error);
+            (HttpError::Transport { request: request(), message: error.to_string() }, failure)
+        };
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token.expose());
         let headers = [("Authorization", auth.as_str())].into_iter().chain(headers.iter().copied());
@@ -162,13 +253,31 @@ impl Api {
         }
         .map_err(transport)?;
         let status = response.status().as_u16();
-        let body = response.body_mut().read_to_vec().map_err(transport)?;
+        let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok());
+        let wait = retry::retry_after(header(RETRY_AFTER), header(RETRY_AFTER_MS), SystemTime::now());
+        // A body cut short (a dropped connection) is a transport failure like any other.
+        let body = response.body_mut().read_to_vec().map_err(|error| {
+            (HttpError::Transport { request: request(), message: error.to_string() }, Failure::Transport)
+        })?;
         if !(200..300).contains(&status) {
             let text = String::from_utf8_lossy(&body);
             let body = text.chars().take(ERROR_BODY_LIMIT).collect();
-            return Err(HttpError::Status { request: request(), status, body });
+            let failure = Failure::Status { status, retry_after: wait };
+            return Err((HttpError::Status { request: request(), status, body }, failure));
         }
         Ok(Answer { status, body })
+    }
+}
+
+/// How a failed `ureq` call counts for retries: nothing was sent when no connection opened.
+fn classify(error: &ureq::Error) -> Failure {
+    use ureq::Timeout as Phase;
+    match error {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => Failure::Connect,
+        ureq::Error::Timeout(Phase::Connect | Phase::Resolve) => Failure::Connect,
+        ureq::Error::Timeout(_) => Failure::Timeout,
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Failure::Connect,
+        _ => Failure::Transport,
     }
 }
 

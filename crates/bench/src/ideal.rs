@@ -6,7 +6,9 @@
 //! the server, whose precise timer then waits exactly that long. At time scale 0.01 an item
 //! takes 10.465 ms.
 //!
-//! - `api-calls`: `ceil(jobs / workers)` rounds of one item request ([`api_calls`]).
+//! - `api-calls`: `ceil(jobs / workers)` rounds of one item request ([`api_calls`]); also the
+//!   ideal of `blocking-on-loop`, the same requests, which is what its futures would take if
+//!   they awaited instead of blocking.
 //! - `ticket-migration`: the queue listing, then a greedy simulation of the outer workers
 //!   taking tickets in queue order, each ticket costing details + attachment list + POST plus
 //!   `ceil(attachments / inner workers)` rounds of download + upload ([`migration`]). A serial

@@ -190,9 +190,9 @@ fn bad_flags_fail_with_a_helpful_message() {
     assert!(stderr(&output).contains("80 tickets"), "{}", stderr(&output));
 
     let output =
-        fanout(&["bench", "--scenario", "cpu", "--executor", "async", "--workers", "2", "--jobs", "1"]);
+        fanout(&["bench", "--scenario", "blocking-on-loop", "--executor", "thread", "--workers", "2"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("not built yet"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--executor async"), "{}", stderr(&output));
 }
 
 /// Kills the child on drop, so a failing assertion leaves no server behind.

@@ -1,13 +1,22 @@
 //! `api-calls` (article 1): `GET /api/items/{id}` for ids `1..=jobs`, results in input order,
 //! every item checked against the dataset the server serves.
+//!
+//! Three versions of the same requests, verified by the same code:
+//! - `run`: a blocking job ([`FetchItem`], `ureq`) on any executor, through the trait;
+//! - `run_async` (`--executor async`): one future per item over one shared async client
+//!   ([`AsyncApi`]), at most `--workers` in flight on one thread;
+//! - `run_blocking_on_loop` (`--scenario blocking-on-loop`): the async version done wrong,
+//!   the blocking client called inside each future, so the event loop waits for every
+//!   request in turn and `--workers` futures in flight make no difference.
 
 use fanout_core::{JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Dataset, Item};
 use serde::{Deserialize, Serialize};
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed};
+use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed, timed_async};
 use crate::executor::MapAll;
 use crate::http::{Api, HttpError};
+use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
 
 /// Jobs when `--jobs` is not given: the article's 200 calls.
@@ -38,6 +47,51 @@ pub(super) fn run(
     let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
     let task = MapAll { job: Stateful(FetchItem { api }), inputs: ids };
     let (results, timing) = timed(spec.executor, spec.workers, task)?;
+    let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
+    Ok(verify(results, data).outcome(timing, ideal))
+}
+
+/// The native-async version: the same requests as futures on the async executor, sharing one
+/// client built inside the timed window (a user's program pays for it too).
+pub(super) fn run_async(
+    spec: &RunSpec,
+    api: Api,
+    latency: &Applied,
+    data: &Dataset,
+) -> Result<RunOutcome, ScenarioError> {
+    let (results, timing) = timed_async(spec.workers, |executor| {
+        let client = AsyncApi::new(&api)?;
+        Ok::<_, HttpError>(executor.map_async(
+            |id: u64| {
+                let client = client.clone();
+                async move { client.get_json::<Item>(&format!("/api/items/{id}")).await }
+            },
+            1..=spec.jobs as u64,
+        ))
+    })?;
+    let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
+    Ok(verify(results?, data).outcome(timing, ideal))
+}
+
+/// The mistake of bolting async onto blocking code: the futures call the blocking client, so
+/// each one holds the event loop for a whole request and the others wait. The ideal is still
+/// `api-calls`' (all `--workers` in flight), which is what the efficiency is measured against.
+pub(super) fn run_blocking_on_loop(
+    spec: &RunSpec,
+    api: Api,
+    latency: &Applied,
+    data: &Dataset,
+) -> Result<RunOutcome, ScenarioError> {
+    let (results, timing) = timed_async(spec.workers, |executor| {
+        executor.map_async(
+            |id: u64| {
+                let api = api.clone();
+                // No `.await` inside: the request blocks the loop thread until it is answered.
+                async move { api.get_json::<Item>(&format!("/api/items/{id}")) }
+            },
+            1..=spec.jobs as u64,
+        )
+    })?;
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
     Ok(verify(results, data).outcome(timing, ideal))
 }

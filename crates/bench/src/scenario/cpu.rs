@@ -6,6 +6,13 @@
 //! before the run (the fastest of [`CALIBRATION_RUNS`]), times `ceil(jobs / min(workers,
 //! cores))` with `cores` = [`std::thread::available_parallelism`]. Every output is checked
 //! against a serial computation after the run.
+//!
+//! With `--executor async` the jobs go through the `Executor` trait, like every executor's: to
+//! the async executor's blocking pool, at most `--workers` at a time (asyncio's
+//! `run_in_executor`). That is a thread pool with one more hop per job, and the row shows it:
+//! async cannot beat threads at CPU work. Hashing inside a future instead would hold the event
+//! loop, one job at a time on one core whatever `--workers` says: the stall that
+//! `--scenario blocking-on-loop` measures with blocking requests.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

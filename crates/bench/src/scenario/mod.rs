@@ -9,6 +9,13 @@
 //! - [`ticket_migration`]: a queue migrated from the old system to the new one, with a nested
 //!   executor over each ticket's attachments (article 2).
 //! - [`cpu`]: a fixed amount of hashing per job, where threads and processes differ.
+//! - `blocking-on-loop` (in [`api_calls`]): `api-calls` done wrong on `--executor async`, the
+//!   blocking client called inside futures on the event loop: where async loses.
+//!
+//! With `--executor async` the HTTP scenarios run their native-async versions
+//! ([`dispatch_async`]: futures on a current-thread runtime over one async client, `--workers`
+//! futures in flight); `cpu` runs its blocking jobs through the `Executor` trait, on the async
+//! executor's blocking pool.
 
 pub mod api_calls;
 pub mod cpu;
@@ -21,9 +28,12 @@ use fanout_core::JobError;
 use fanout_mock_api::Dataset;
 use serde::{Deserialize, Serialize};
 
-use crate::executor::{ExecError, ExecutorKind, WithExecutor, dispatch};
+use fanout_async::AsyncExecutor;
+
+use crate::executor::{ExecError, ExecutorKind, WithExecutor, dispatch, dispatch_async};
 use crate::http::{Api, HttpError, Secret};
 use crate::ideal::{Applied, Health, MissingRoute};
+use crate::retry::RetryPolicy;
 use crate::usage;
 
 /// The scenarios of `--scenario`.
@@ -36,6 +46,9 @@ pub enum Scenario {
     TicketMigration,
     /// CPU-bound jobs.
     Cpu,
+    /// `api-calls` with the blocking client called inside futures on the async executor's
+    /// event loop: each request stalls every other future (`--executor async` only).
+    BlockingOnLoop,
 }
 
 impl Scenario {
@@ -45,13 +58,14 @@ impl Scenario {
             Self::ApiCalls => "api-calls",
             Self::TicketMigration => "ticket-migration",
             Self::Cpu => "cpu",
+            Self::BlockingOnLoop => "blocking-on-loop",
         }
     }
 
     /// The number of jobs when `--jobs` is not given.
     pub fn default_jobs(self, queue: Queue) -> usize {
         match self {
-            Self::ApiCalls => api_calls::DEFAULT_JOBS,
+            Self::ApiCalls | Self::BlockingOnLoop => api_calls::DEFAULT_JOBS,
             Self::TicketMigration => queue.tickets(),
             Self::Cpu => cpu::DEFAULT_JOBS,
         }
@@ -60,7 +74,9 @@ impl Scenario {
     /// The most jobs the scenario can run.
     pub fn max_jobs(self, queue: Queue) -> usize {
         match self {
-            Self::ApiCalls => usize::try_from(fanout_mock_api::data::ITEM_ID_MAX).unwrap_or(usize::MAX),
+            Self::ApiCalls | Self::BlockingOnLoop => {
+                usize::try_from(fanout_mock_api::data::ITEM_ID_MAX).unwrap_or(usize::MAX)
+            }
             Self::TicketMigration => queue.tickets(),
             Self::Cpu => 1 << 20,
         }
@@ -138,6 +154,13 @@ impl RunSpec {
         }
         if self.workers == 0 || self.inner_workers == 0 {
             return invalid("--workers and --inner-workers must be at least 1".to_owned());
+        }
+        if self.scenario == Scenario::BlockingOnLoop && self.executor != ExecutorKind::Async {
+            return invalid(
+                "--scenario blocking-on-loop shows a mistake of async code (blocking calls inside \
+                 futures); run it with --executor async, and --scenario api-calls for the others"
+                    .to_owned(),
+            );
         }
         Ok(())
     }
@@ -220,11 +243,17 @@ pub fn execute(spec: &RunSpec, token: Secret) -> Result<RunOutcome, ScenarioErro
         return Err(ScenarioError::SeedMismatch { server: health.seed, expected: spec.seed });
     }
     let latency = Applied::from_health(&health)?;
+    // Retries back off on the server's clock: a run at time scale 0.01 waits 100 times less.
+    let api = api.with_retry(RetryPolicy::default().scaled(health.time_scale));
     let data = Dataset::new(spec.seed);
+    let native_async = spec.executor == ExecutorKind::Async;
     match spec.scenario {
+        Scenario::ApiCalls if native_async => api_calls::run_async(spec, api, &latency, &data),
         Scenario::ApiCalls => api_calls::run(spec, api, &latency, &data),
+        Scenario::TicketMigration if native_async => ticket_migration::run_async(spec, api, &latency, &data),
         Scenario::TicketMigration => ticket_migration::run(spec, api, &latency, &data),
         Scenario::Cpu => cpu::run(spec),
+        Scenario::BlockingOnLoop => api_calls::run_blocking_on_loop(spec, api, &latency, &data),
     }
 }
 
@@ -243,9 +272,18 @@ fn timed<T: WithExecutor>(
     workers: usize,
     task: T,
 ) -> Result<(T::Output, Timing), ExecError> {
+    measure(|| dispatch(kind, workers, task))
+}
+
+/// Times [`dispatch_async`]: building the async executor, the task, the shutdown.
+fn timed_async<T>(workers: usize, task: impl FnOnce(&AsyncExecutor) -> T) -> Result<(T, Timing), ExecError> {
+    measure(|| dispatch_async(workers, task))
+}
+
+fn measure<T>(run: impl FnOnce() -> Result<T, ExecError>) -> Result<(T, Timing), ExecError> {
     let cpu = usage::cpu_time();
     let start = Instant::now();
-    let output = dispatch(kind, workers, task)?;
+    let output = run()?;
     let wall = start.elapsed();
     Ok((output, Timing { wall, cpu: usage::cpu_time().saturating_sub(cpu) }))
 }

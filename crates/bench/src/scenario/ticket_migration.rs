@@ -9,6 +9,13 @@
 //! executor kind and the inner worker count as fields and builds its inner executor with
 //! [`dispatch`] (a serial run nests a serial executor).
 //!
+//! **The async version** (`run_async`, `--executor async`) sends the same requests in the
+//! same order per ticket, as futures on the async executor over one shared client
+//! ([`AsyncApi`]): the outer executor keeps `--workers` tickets in flight, and each ticket's
+//! future copies its attachments `--inner-workers` at a time *inside itself*
+//! ([`map_concurrent`]), the async form of the nested pool: no executor is built per ticket,
+//! and `nested` in the output means this inner concurrency.
+//!
 //! The timed window covers the queue listing and the migration. Verification compares
 //! `GET /new/tickets/summary` with the summary a correct migration of exactly these tickets
 //! produces ([`expected_summary`]), and counts what the jobs themselves reported: a ticket or
@@ -17,13 +24,15 @@
 
 use std::collections::HashMap;
 
+use fanout_async::map_concurrent;
 use fanout_core::{Executor, JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
 use serde::{Deserialize, Serialize};
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed};
+use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed, timed_async};
 use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
 use crate::http::{Api, HttpError};
+use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
 
 /// The outer job: migrates one ticket, its attachments on a nested executor.
@@ -128,6 +137,49 @@ impl StatefulJob<Attachment> for CopyAttachment {
     }
 }
 
+/// The async version of [`MigrateTicket`]: the same requests in the same order, the
+/// attachments `inner_workers` at a time inside this ticket's future.
+async fn migrate_ticket(api: AsyncApi, id: u64, inner_workers: usize) -> Result<Migrated, MigrationError> {
+    let details = api.get_bytes(&format!("/old/tickets/{id}")).await?;
+    let attachments: Vec<Attachment> = api.get_json(&format!("/old/tickets/{id}/attachments")).await?;
+    let key = id.to_string();
+    let headers = [("Idempotency-Key", key.as_str()), ("Content-Type", "application/json")];
+    let answer = api.post("/new/tickets", &headers, details).await?;
+    let Created { id: new_id } = answer.json(|| "POST /new/tickets".to_owned())?;
+    let mut migrated = Migrated {
+        new_id,
+        created: answer.status == 201,
+        listed: attachments.len(),
+        copied: 0,
+        already_there: 0,
+        failures: Vec::new(),
+    };
+    let results =
+        map_concurrent(inner_workers, attachments, |attachment| copy_attachment(&api, new_id, attachment))
+            .await;
+    for result in results {
+        match flatten(result) {
+            Ok(true) => migrated.copied += 1,
+            Ok(false) => migrated.already_there += 1,
+            Err(error) => migrated.failures.push(error),
+        }
+    }
+    Ok(migrated)
+}
+
+/// The async version of [`CopyAttachment`]; `true` when the new system created it.
+async fn copy_attachment(
+    api: &AsyncApi,
+    new_ticket_id: u64,
+    attachment: Attachment,
+) -> Result<bool, HttpError> {
+    let bytes = api.get_bytes(&format!("/old/attachments/{}", attachment.id)).await?;
+    let path = format!("/new/tickets/{new_ticket_id}/attachments");
+    let headers =
+        [("X-Attachment-Name", attachment.name.as_str()), ("Content-Type", "application/octet-stream")];
+    Ok(api.post(&path, &headers, bytes).await?.status == 201)
+}
+
 type TicketResult = Result<Result<Migrated, MigrationError>, JobError>;
 
 /// The timed part: list the queue, migrate its first `limit` tickets.
@@ -161,6 +213,42 @@ pub(super) fn run(
     let job = MigrateTicket { api: api.clone(), executor: spec.executor, inner_workers: spec.inner_workers };
     let task = Migration { job, queue, limit: spec.jobs };
     let (results, timing) = timed(spec.executor, spec.workers, task)?;
+    let results = results?;
+    let summary: Summary = api.get_json("/new/tickets/summary")?;
+    let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
+    let ideal =
+        ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
+    let tally = verify(results, ids, data, &summary);
+    Ok(tally.outcome(timing, ideal))
+}
+
+/// The native-async migration: list the queue, then `spec.workers` ticket futures in flight,
+/// each with its attachments `spec.inner_workers` at a time; verified like [`run`].
+pub(super) fn run_async(
+    spec: &RunSpec,
+    api: Api,
+    latency: &Applied,
+    data: &Dataset,
+) -> Result<RunOutcome, ScenarioError> {
+    let queue = spec.queue.name();
+    let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
+    let (limit, inner_workers) = (spec.jobs, spec.inner_workers);
+    let (results, timing) = timed_async(spec.workers, |executor| {
+        let client = AsyncApi::new(&api)?;
+        let lister = client.clone();
+        let listing = executor
+            .block_on(async move {
+                lister.get_json::<Vec<QueueEntry>>(&format!("/old/queues/{queue}/tickets")).await
+            })
+            .map_err(|error| HttpError::Transport {
+                request: format!("GET /old/queues/{queue}/tickets"),
+                message: error.to_string(),
+            })??;
+        let ids: Vec<u64> = listing.into_iter().take(limit).map(|entry| entry.id).collect();
+        let results =
+            executor.map_async(|id| migrate_ticket(client.clone(), id, inner_workers), ids.iter().copied());
+        Ok::<_, HttpError>(ids.into_iter().zip(results).collect::<Vec<(u64, TicketResult)>>())
+    })?;
     let results = results?;
     let summary: Summary = api.get_json("/new/tickets/summary")?;
     let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
