@@ -2,8 +2,10 @@
 //!
 //! fanout's executors side by side with what a user would pick instead: rayon's
 //! `ThreadPool::spawn` and the `threadpool` crate's `execute`, each with a channel back, and
-//! rayon's `par_iter().map().collect()`, the chunked floor. Criterion reports time per job
-//! (throughput in elements). Run with `cargo bench --bench overhead`.
+//! rayon's `par_iter().map().collect()`, the chunked floor; and with the floor of a thread pool
+//! fed one job at a time, a bare crossbeam channel to long-lived threads and one back.
+//! Criterion reports time per job (throughput in elements). Run with
+//! `cargo bench --bench overhead`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -79,6 +81,33 @@ fn overhead(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("rayon-par_iter", workers), |b| {
             b.iter(|| pool.install(|| (0..JOBS).into_par_iter().map(empty_job).collect::<Vec<u64>>()))
         });
+
+        // The floor of fanout-thread's chunk-1 path: `workers` threads alive for the whole
+        // bench, one crossbeam message per job each way.
+        let (jobs, inbox) = crossbeam_channel::unbounded::<(usize, u64)>();
+        let (outbox, results) = crossbeam_channel::unbounded::<(usize, u64)>();
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                let (inbox, outbox) = (inbox.clone(), outbox.clone());
+                std::thread::spawn(move || {
+                    for (index, x) in inbox {
+                        let _ = outbox.send((index, empty_job(x)));
+                    }
+                })
+            })
+            .collect();
+        group.bench_function(BenchmarkId::new("bare-crossbeam-channel", workers), |b| {
+            b.iter(|| {
+                for x in 0..JOBS {
+                    jobs.send((x as usize, x)).expect("the threads are alive");
+                }
+                in_order(results.iter().take(JOBS as usize))
+            })
+        });
+        drop(jobs);
+        for thread in threads {
+            thread.join().expect("a bare worker thread");
+        }
     }
     group.finish();
 }

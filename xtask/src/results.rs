@@ -1,0 +1,186 @@
+//! What the report is made of: the measured rows `fanout bench --format json` prints, each
+//! point's [`Outcome`], and the [`Results`] file (`results.json`) the markdown and the plots
+//! are rendered from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::Machine;
+use crate::matrix::{Mode, Point, Section};
+
+/// One JSON line of `fanout bench` (the CLI contract's keys, and the extras the report uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Measurement {
+    pub(crate) workers: usize,
+    pub(crate) jobs: usize,
+    pub(crate) time_scale: f64,
+    /// Wall time of the median run.
+    pub(crate) wall_seconds: f64,
+    /// The ideal time of the median run.
+    pub(crate) ideal_seconds: f64,
+    /// `ideal_seconds / wall_seconds`.
+    pub(crate) efficiency: f64,
+    pub(crate) ok: usize,
+    pub(crate) errors: usize,
+    pub(crate) lost: usize,
+    pub(crate) duplicated: usize,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_bytes: u64,
+    #[serde(default)]
+    pub(crate) verified: Option<bool>,
+    #[serde(default)]
+    pub(crate) inner_workers: Option<usize>,
+    #[serde(default)]
+    pub(crate) wall_seconds_runs: Vec<f64>,
+    #[serde(default)]
+    pub(crate) first_error: Option<String>,
+}
+
+impl Measurement {
+    /// Every job correct, none lost or duplicated.
+    pub(crate) fn is_correct(&self) -> bool {
+        self.errors == 0 && self.lost == 0 && self.duplicated == 0 && self.verified != Some(false)
+    }
+}
+
+/// What became of a point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status", content = "value")]
+pub(crate) enum Outcome {
+    /// `fanout bench` measured it.
+    Measured(Measurement),
+    /// The executor is not part of the workspace yet (`fanout bench` says "not built yet").
+    NotBuilt(String),
+    /// `fanout bench` failed, timed out or printed something unreadable.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The outcome of a `fanout bench` invocation that ended with `success`, its standard output
+    /// and standard error.
+    pub(crate) fn from_invocation(success: bool, stdout: &str, stderr: &str) -> Self {
+        let last_line = stdout.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
+        if success {
+            return match serde_json::from_str::<Measurement>(last_line) {
+                Ok(measurement) => Self::Measured(measurement),
+                Err(error) => Self::Failed(format!("unreadable output {last_line:?}: {error}")),
+            };
+        }
+        let message = stderr
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .map(|line| line.trim().trim_start_matches("error: ").to_owned())
+            .unwrap_or_else(|| "failed without a message".to_owned());
+        match message.split(": ").find(|part| part.contains("not built yet")) {
+            Some(part) => Self::NotBuilt(part.split(';').next().unwrap_or(part).trim().to_owned()),
+            None => Self::Failed(message),
+        }
+    }
+
+    pub(crate) fn measured(&self) -> Option<&Measurement> {
+        match self {
+            Self::Measured(measurement) => Some(measurement),
+            Self::NotBuilt(_) | Self::Failed(_) => None,
+        }
+    }
+
+    /// Why the point has no correct measurement, if it has none.
+    pub(crate) fn problem(&self) -> Option<String> {
+        match self {
+            Self::Measured(m) if m.is_correct() => None,
+            Self::Measured(m) => Some(format!(
+                "{} errors, {} lost, {} duplicated{}",
+                m.errors,
+                m.lost,
+                m.duplicated,
+                m.first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            )),
+            Self::NotBuilt(message) | Self::Failed(message) => Some(message.clone()),
+        }
+    }
+}
+
+/// A point and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PointResult {
+    pub(crate) point: Point,
+    pub(crate) outcome: Outcome,
+    /// How long the `fanout bench` invocation took, all runs and servers included.
+    pub(crate) elapsed_seconds: f64,
+}
+
+/// Everything a report is rendered from; written as `results.json` beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Results {
+    pub(crate) mode: Mode,
+    pub(crate) repeat: usize,
+    pub(crate) machine: Machine,
+    /// Seconds the measurements took (the build excluded).
+    pub(crate) elapsed_seconds: f64,
+    pub(crate) sections: Vec<Section>,
+    pub(crate) points: Vec<PointResult>,
+}
+
+impl Results {
+    /// The outcome of `point`, if it ran.
+    pub(crate) fn outcome(&self, point: &Point) -> Option<&Outcome> {
+        self.points.iter().find(|result| result.point.same_as(point)).map(|result| &result.outcome)
+    }
+
+    /// The measurement of `point`, if it has one.
+    pub(crate) fn measured(&self, point: &Point) -> Option<&Measurement> {
+        self.outcome(point).and_then(Outcome::measured)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn measurement(workers: usize, jobs: usize, wall: f64, ideal: f64) -> Measurement {
+        Measurement {
+            workers,
+            jobs,
+            time_scale: 0.01,
+            wall_seconds: wall,
+            ideal_seconds: ideal,
+            efficiency: ideal / wall,
+            ok: jobs,
+            errors: 0,
+            lost: 0,
+            duplicated: 0,
+            cpu_seconds: 0.05,
+            peak_rss_bytes: 8 << 20,
+            verified: Some(true),
+            inner_workers: None,
+            wall_seconds_runs: vec![wall],
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn a_json_line_of_fanout_bench_parses() {
+        let line = r#"{"scenario":"api-calls","executor":"thread","workers":32,"jobs":200,"time_scale":0.01,"wall_seconds":0.081,"ideal_seconds":0.073255,"efficiency":0.9044,"ok":200,"errors":0,"lost":0,"duplicated":0,"cpu_seconds":0.04,"peak_rss_bytes":9000000,"repeat":3,"nested":false,"inner_workers":null,"queue":null,"verified":true,"wall_seconds_runs":[0.08,0.081,0.09],"process_cpu_seconds":0.05,"first_error":null}"#;
+        let outcome = Outcome::from_invocation(true, &format!("{line}\n"), "");
+        let measured = outcome.measured().cloned();
+        assert_eq!(measured.as_ref().map(|m| (m.workers, m.wall_seconds)), Some((32, 0.081)));
+        assert_eq!(outcome.problem(), None);
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let not_built = Outcome::from_invocation(
+            false,
+            "",
+            "error: run 1 of 3: api-calls on async: the async executor is not built yet; use --executor \
+             serial or --executor thread for now\n",
+        );
+        assert_eq!(not_built, Outcome::NotBuilt("the async executor is not built yet".to_owned()));
+        let failed = Outcome::from_invocation(false, "", "error: run 1 of 3: boom\n");
+        assert_eq!(failed, Outcome::Failed("run 1 of 3: boom".to_owned()));
+        assert!(matches!(Outcome::from_invocation(true, "garbage", ""), Outcome::Failed(_)));
+        let mut wrong = measurement(4, 10, 1.0, 0.5);
+        wrong.lost = 2;
+        assert!(Outcome::Measured(wrong).problem().is_some_and(|p| p.contains("2 lost")));
+    }
+}
