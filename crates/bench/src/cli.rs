@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fanout_bench::executor::Resilience;
 use fanout_bench::run::TOKEN_ENV;
 use fanout_bench::{ExecutorKind, Queue, RunSpec, Scenario, Secret};
 use fanout_mock_api::config::{DEFAULT_BODY_LIMIT, DEFAULT_SEED, DEFAULT_TOKEN};
@@ -79,6 +80,16 @@ pub(crate) struct BenchArgs {
     /// Bearer token between client and server [default: a fixed development token].
     #[arg(long, value_name = "T", env = TOKEN_ENV, hide_env_values = true)]
     token: Option<String>,
+    /// Run a task again, up to N more times, when its worker process dies (process only).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retry_lost: u32,
+    /// Fault drill: SIGKILL a random worker process every SECS seconds (process only; pair it
+    /// with --retry-lost).
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    kill_worker_every: Option<std::time::Duration>,
+    /// Fault injection in the mock API server the run starts.
+    #[command(flatten)]
+    pub(crate) faults: FaultArgs,
 }
 
 impl BenchArgs {
@@ -93,6 +104,7 @@ impl BenchArgs {
             inner_workers: self.inner_workers,
             seed: self.seed,
             url: String::new(),
+            resilience: Resilience { retry_lost: self.retry_lost, kill_worker_every: self.kill_worker_every },
         }
     }
 
@@ -214,7 +226,6 @@ impl FaultArgs {
     /// The flags again, as arguments of `fanout mock-api`, only those that differ from their
     /// defaults: for a command that takes the same flags and forwards them to the server it
     /// starts.
-    #[cfg_attr(not(test), allow(dead_code, reason = "for `fanout bench` to forward its fault flags"))]
     pub(crate) fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         let mut push = |flag: &str, value: String| {
@@ -256,6 +267,14 @@ impl FaultArgs {
 /// value would have clap echo it in its error; [`checked_token`] checks it without echoing.
 fn secret(text: &str) -> Result<Secret, String> {
     Ok(Secret::new(text))
+}
+
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .filter(|every| !every.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
 }
 
 fn share(text: &str) -> Result<f64, String> {

@@ -14,6 +14,7 @@
 //! futures.
 
 use std::fmt;
+use std::time::Duration;
 
 use fanout_async::AsyncExecutor;
 use fanout_core::{BuildError, Executor, Job, JobError, Payload, Serial, Shutdown};
@@ -101,6 +102,68 @@ pub fn dispatch<T: WithExecutor>(
         ExecutorKind::Thread => Ok(run_then_shutdown(ThreadPool::new(workers).map_err(build)?, task)),
         ExecutorKind::Process => Ok(run_then_shutdown(ProcessPool::new(workers).map_err(build)?, task)),
         ExecutorKind::Async => Ok(run_then_shutdown(AsyncExecutor::new(workers).map_err(build)?, task)),
+    }
+}
+
+/// How a run's (outer) executor copes with dying workers: `--retry-lost` and the fault drill
+/// `--kill-worker-every`. Both concern worker processes, so only [`ExecutorKind::Process`]
+/// uses them; the nested, per-ticket executors run without.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resilience {
+    /// How many times a task whose worker process died runs again.
+    pub retry_lost: u32,
+    /// Kill (`SIGKILL`) one of the pool's worker processes, picked at random, this often.
+    pub kill_worker_every: Option<Duration>,
+}
+
+/// [`dispatch`] with [`Resilience`]; also returns how many tasks ran again after their
+/// worker died (`None` for executors without worker processes).
+pub fn dispatch_resilient<T: WithExecutor>(
+    kind: ExecutorKind,
+    workers: usize,
+    resilience: Resilience,
+    task: T,
+) -> Result<(T::Output, Option<u64>), ExecError> {
+    if kind != ExecutorKind::Process {
+        return dispatch(kind, workers, task).map(|output| (output, None));
+    }
+    let pool = ProcessPool::builder()
+        .workers(workers)
+        .retry_lost(resilience.retry_lost)
+        .build()
+        .map_err(|source| ExecError::Build { kind, source })?;
+    let output = std::thread::scope(|scope| {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        if let Some(every) = resilience.kill_worker_every {
+            let pool = &pool;
+            scope.spawn(move || kill_workers(pool, every, &stopped));
+        }
+        let output = task.run(&pool);
+        drop(stop);
+        output
+    });
+    let retried = pool.retried_tasks();
+    pool.shutdown(Shutdown::Finish);
+    Ok((output, Some(retried)))
+}
+
+/// The fault drill: every `every`, `SIGKILL` one live worker of `pool`, until `stopped`
+/// disconnects.
+fn kill_workers(pool: &ProcessPool, every: Duration, stopped: &std::sync::mpsc::Receiver<()>) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut pick = std::collections::hash_map::RandomState::new().build_hasher();
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+        let pids = pool.worker_pids();
+        pick.write_usize(pids.len());
+        let Some(len) = u64::try_from(pids.len()).ok().filter(|&len| len > 0) else { continue };
+        let index = usize::try_from(pick.finish() % len).unwrap_or(0);
+        if let Some(pid) = pids.get(index).and_then(|&pid| libc::pid_t::try_from(pid).ok()) {
+            // SAFETY: `kill` takes no pointers and touches no memory of this process. `pid` is
+            // a worker the pool listed as live a moment ago; until the fork server reaps it
+            // (after the pool hears of its death), the pid cannot be reused, so the signal
+            // reaches that worker or, if it already exited, its zombie (a no-op).
+            let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 

@@ -19,7 +19,8 @@
 //! `AsyncApi` on one executor, as the scenarios do (one per run).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -32,6 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 
 use crate::http::{Answer, Api, HttpError};
+use crate::retry::{self, Decision, Failure, Jitter, RETRY_AFTER, RETRY_AFTER_MS, RetryPolicy};
 
 /// How long a request may take, connecting included, before it fails; the slowest route waits
 /// 3 s at time scale 1 (the blocking client allows the same per phase).
@@ -52,6 +54,10 @@ pub struct AsyncApi {
 struct Inner {
     client: Pool,
     base: String,
+    /// The same retry policy as the blocking [`Api`] it was made from.
+    retry: RetryPolicy,
+    /// Retries made through this client (all its clones).
+    retries: AtomicU64,
     /// `Bearer <token>`, marked sensitive so that no debug output shows it.
     auth: HeaderValue,
 }
@@ -88,7 +94,20 @@ impl AsyncApi {
             .pool_max_idle_per_host(usize::MAX)
             .pool_timer(TokioTimer::new())
             .build(https);
-        Ok(Self { inner: Arc::new(Inner { client, base: api.base().to_owned(), auth }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                base: api.base().to_owned(),
+                retry: api.retry(),
+                retries: AtomicU64::new(0),
+                auth,
+            }),
+        })
+    }
+
+    /// How many times requests through this client (and its clones) were retried.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     /// `GET path`, the body as bytes.
@@ -111,6 +130,8 @@ impl AsyncApi {
         self.send(Method::POST, path, headers, Bytes::from(body)).await
     }
 
+    /// Sends the request, retrying it as [`crate::retry`] decides: the same rules as the
+    /// blocking client (see [`Api`]), with the waits on the runtime's timer.
     async fn send(
         &self,
         method: Method,
@@ -118,31 +139,73 @@ impl AsyncApi {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, HttpError> {
+        let keyed = headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("idempotency-key") || name.eq_ignore_ascii_case("x-attachment-name")
+        });
+        let idempotent = retry::is_idempotent(method.as_str(), keyed);
+        let mut retrier = self.inner.retry.start(None, Jitter::from_entropy());
+        loop {
+            // `Bytes` clones share the buffer: a retry resends the same body without a copy.
+            let (error, failure) = match self.send_once(method.clone(), path, headers, body.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(failed) => failed,
+            };
+            match retrier.on_failure(&failure, idempotent, Instant::now()) {
+                Decision::Retry(wait) => {
+                    self.inner.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(wait).await;
+                }
+                Decision::GiveUp(_) => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt; a failure comes with how [`crate::retry`] classifies it.
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, (HttpError, Failure)> {
         let request = || format!("{method} {path}");
         let fail = |message: String| HttpError::Transport { request: request(), message };
+        let refused = |message: String| (fail(message), Failure::Invalid);
         let inner = &self.inner;
-        let uri: Uri =
-            format!("{}{path}", inner.base).parse().map_err(|error| fail(format!("invalid URL: {error}")))?;
+        let uri: Uri = format!("{}{path}", inner.base)
+            .parse()
+            .map_err(|error| refused(format!("invalid URL: {error}")))?;
         let mut builder =
             Request::builder().method(method.clone()).uri(uri).header(AUTHORIZATION, inner.auth.clone());
         for &(name, value) in headers {
             builder = builder.header(name, value);
         }
         let outgoing =
-            builder.body(Full::new(body)).map_err(|error| fail(format!("invalid request: {error}")))?;
+            builder.body(Full::new(body)).map_err(|error| refused(format!("invalid request: {error}")))?;
         let exchange = async {
-            let response = inner.client.request(outgoing).await.map_err(|error| fail(describe(&error)))?;
+            let response = inner.client.request(outgoing).await.map_err(|error| {
+                // Nothing was sent when no connection opened.
+                let failure = if error.is_connect() { Failure::Connect } else { Failure::Transport };
+                (fail(describe(&error)), failure)
+            })?;
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await.map_err(|error| fail(describe(&error)))?;
-            Ok::<_, HttpError>((status, body.to_bytes()))
+            let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok());
+            let wait = retry::retry_after(header(RETRY_AFTER), header(RETRY_AFTER_MS), SystemTime::now());
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| (fail(describe(&error)), Failure::Transport))?;
+            Ok::<_, (HttpError, Failure)>((status, wait, body.to_bytes()))
         };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let (status, wait, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| fail(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+            .map_err(|_| (fail(format!("no answer within {REQUEST_TIMEOUT:?}")), Failure::Timeout))??;
         if !(200..300).contains(&status) {
             let text = String::from_utf8_lossy(&body);
             let body = text.chars().take(ERROR_BODY_LIMIT).collect();
-            return Err(HttpError::Status { request: request(), status, body });
+            let failure = Failure::Status { status, retry_after: wait };
+            return Err((HttpError::Status { request: request(), status, body }, failure));
         }
         Ok(Answer { status, body: body.into() })
     }

@@ -50,11 +50,14 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     })
     .context("could not install the Ctrl-C handler")?;
 
+    // Checked before any process starts, so that a bad flag is one clear error.
+    args.faults.faults()?;
+    let fault_args = args.faults.to_args();
     let progress = progress_bar(args.repeat as u64);
     let mut runs = Vec::with_capacity(args.repeat);
     for repetition in 1..=args.repeat {
         progress.set_message(format!("{} on {} x{}", spec.scenario, spec.executor, spec.effective_workers()));
-        let server = MockServerProcess::start(&exe, args.time_scale, args.seed, &token)?;
+        let server = MockServerProcess::start(&exe, args.time_scale, args.seed, &token, &fault_args)?;
         let spec = RunSpec { url: server.url().to_owned(), ..spec.clone() };
         let measured = run::measure(&exe, &spec, &token).with_context(|| {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)

@@ -79,6 +79,10 @@ pub struct Row {
     pub process_cpu_seconds: f64,
     /// The first error of any run, if any.
     pub first_error: Option<String>,
+    /// HTTP requests retried by the median run (the migration; `null` where not counted).
+    pub http_retries: Option<u64>,
+    /// Tasks of the median run that ran again because their worker process died.
+    pub worker_retries: Option<u64>,
 }
 
 fn micros(seconds: f64) -> f64 {
@@ -121,6 +125,8 @@ impl Row {
             wall_seconds_runs: outcomes().map(|o| micros(o.wall_seconds)).collect(),
             process_cpu_seconds: micros(median.process_cpu_seconds),
             first_error: outcomes().find_map(|o| o.first_error.clone()),
+            http_retries: median.outcome.http_retries,
+            worker_retries: median.outcome.worker_retries,
         })
     }
 
@@ -176,6 +182,7 @@ mod tests {
             inner_workers: 4,
             seed: 42,
             url: String::new(),
+            resilience: Default::default(),
         }
     }
 
@@ -191,6 +198,8 @@ mod tests {
                 duplicated: 0,
                 verified: ok == 10,
                 first_error: None,
+                http_retries: None,
+                worker_retries: None,
             },
             peak_rss_bytes: rss,
             process_cpu_seconds: 0.2,

@@ -103,6 +103,9 @@ impl Default for RetryPolicy {
 /// What went wrong with one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// The request could not even be built (an invalid URL or header): trying again cannot
+    /// help.
+    Invalid,
     /// No connection could be opened (refused, unreachable): nothing was sent.
     Connect,
     /// The attempt ran out of its timeout; the server may have applied it.
@@ -326,6 +329,7 @@ impl RetryPolicy {
         jitter: &mut Jitter,
     ) -> Decision {
         let (transient, asked) = match *failure {
+            Failure::Invalid => (false, None),
             Failure::Connect | Failure::Timeout | Failure::Transport => (true, None),
             Failure::Status { status, retry_after } => (is_transient(status), retry_after),
         };

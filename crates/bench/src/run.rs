@@ -95,11 +95,19 @@ pub struct MockServerProcess {
 }
 
 impl MockServerProcess {
-    /// Starts `exe mock-api` on a free loopback port and waits for its address.
-    pub fn start(exe: &Path, time_scale: f64, seed: u64, token: &Secret) -> Result<Self, RunError> {
+    /// Starts `exe mock-api` on a free loopback port and waits for its address; `extra` are
+    /// more flags of `fanout mock-api` (its fault injection).
+    pub fn start(
+        exe: &Path,
+        time_scale: f64,
+        seed: u64,
+        token: &Secret,
+        extra: &[String],
+    ) -> Result<Self, RunError> {
         let child = Command::new(exe)
             .args(["mock-api", "--addr", "127.0.0.1:0", "--exit-on-stdin-eof"])
             .args(["--time-scale", &time_scale.to_string(), "--seed", &seed.to_string()])
+            .args(extra)
             .env(TOKEN_ENV, token.expose())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

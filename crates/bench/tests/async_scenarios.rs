@@ -27,6 +27,7 @@ fn spec(scenario: Scenario, url: &str, jobs: usize) -> RunSpec {
         inner_workers: 3,
         seed: DEFAULT_SEED,
         url: url.to_owned(),
+        resilience: Default::default(),
     }
 }
 

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use fanout_async::AsyncExecutor;
 
-use crate::executor::{ExecError, ExecutorKind, WithExecutor, dispatch, dispatch_async};
+use crate::executor::{
+    ExecError, ExecutorKind, Resilience, WithExecutor, dispatch, dispatch_async, dispatch_resilient,
+};
 use crate::http::{Api, HttpError, Secret};
 use crate::ideal::{Applied, Health, MissingRoute};
 use crate::retry::RetryPolicy;
@@ -136,6 +138,9 @@ pub struct RunSpec {
     pub seed: u64,
     /// The server's base URL (empty until the server runs).
     pub url: String,
+    /// How the outer executor copes with dying workers (process pools only).
+    #[serde(default)]
+    pub resilience: Resilience,
 }
 
 impl RunSpec {
@@ -154,6 +159,18 @@ impl RunSpec {
         }
         if self.workers == 0 || self.inner_workers == 0 {
             return invalid("--workers and --inner-workers must be at least 1".to_owned());
+        }
+        let resilience = self.resilience;
+        if (resilience.retry_lost > 0 || resilience.kill_worker_every.is_some())
+            && self.executor != ExecutorKind::Process
+        {
+            return invalid(
+                "--retry-lost and --kill-worker-every concern worker processes: use them with --executor process"
+                    .to_owned(),
+            );
+        }
+        if resilience.kill_worker_every.is_some_and(|every| every.is_zero()) {
+            return invalid("--kill-worker-every must be longer than 0 seconds".to_owned());
         }
         if self.scenario == Scenario::BlockingOnLoop && self.executor != ExecutorKind::Async {
             return invalid(
@@ -197,6 +214,12 @@ pub struct RunOutcome {
     pub verified: bool,
     /// The first error, to explain `errors`.
     pub first_error: Option<String>,
+    /// HTTP requests retried (counted by the migration).
+    #[serde(default)]
+    pub http_retries: Option<u64>,
+    /// Tasks that ran again because their worker process died.
+    #[serde(default)]
+    pub worker_retries: Option<u64>,
 }
 
 /// The run child's one line of output.
@@ -275,6 +298,18 @@ fn timed<T: WithExecutor>(
     measure(|| dispatch(kind, workers, task))
 }
 
+/// A task's output and how many of its tasks ran again after their worker died.
+type Resilient<O> = (O, Option<u64>);
+
+/// Times [`dispatch_resilient`]: as [`timed`], with the spec's [`Resilience`]; also returns
+/// how many tasks ran again after their worker died.
+fn timed_resilient<T: WithExecutor>(
+    spec: &RunSpec,
+    task: T,
+) -> Result<(Resilient<T::Output>, Timing), ExecError> {
+    measure(|| dispatch_resilient(spec.executor, spec.workers, spec.resilience, task))
+}
+
 /// Times [`dispatch_async`]: building the async executor, the task, the shutdown.
 fn timed_async<T>(workers: usize, task: impl FnOnce(&AsyncExecutor) -> T) -> Result<(T, Timing), ExecError> {
     measure(|| dispatch_async(workers, task))
@@ -291,6 +326,8 @@ fn measure<T>(run: impl FnOnce() -> Result<T, ExecError>) -> Result<(T, Timing),
 /// Counts of a run's results, turned into a [`RunOutcome`].
 #[derive(Debug, Default)]
 struct Tally {
+    http_retries: Option<u64>,
+    worker_retries: Option<u64>,
     ok: usize,
     errors: usize,
     lost: usize,
@@ -319,6 +356,8 @@ impl Tally {
             duplicated: self.duplicated,
             verified: self.verified,
             first_error: self.first_error,
+            http_retries: self.http_retries,
+            worker_retries: self.worker_retries,
         }
     }
 }

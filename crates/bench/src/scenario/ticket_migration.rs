@@ -29,9 +29,9 @@ use fanout_core::{Executor, JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
 use serde::{Deserialize, Serialize};
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed, timed_async};
+use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed_async, timed_resilient};
 use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
-use crate::http::{Api, HttpError};
+use crate::http::{Api, HttpError, retries_on_this_thread};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
 
@@ -70,6 +70,10 @@ pub struct Migrated {
     pub already_there: usize,
     /// Attachments that failed, with the reason.
     pub failures: Vec<String>,
+    /// Requests retried for this ticket, its attachments included (blocking clients; the
+    /// async client counts for the whole run).
+    #[serde(default)]
+    pub retries: u64,
 }
 
 /// Why a ticket could not be migrated.
@@ -92,6 +96,7 @@ impl StatefulJob<u64> for MigrateTicket {
     type Output = Result<Migrated, MigrationError>;
 
     fn call(&self, id: u64) -> Self::Output {
+        let before = retries_on_this_thread();
         let api = &self.api;
         let details = api.get_bytes(&format!("/old/tickets/{id}"))?;
         let attachments: Vec<Attachment> = api.get_json(&format!("/old/tickets/{id}/attachments"))?;
@@ -106,6 +111,9 @@ impl StatefulJob<u64> for MigrateTicket {
             copied: 0,
             already_there: 0,
             failures: Vec::new(),
+            // Read before the attachments: a serial inner executor runs them on this thread,
+            // and they report their own.
+            retries: retries_on_this_thread() - before,
         };
         let copy = MapAll {
             job: Stateful(CopyAttachment { api: api.clone(), new_ticket_id: new_id }),
@@ -115,8 +123,14 @@ impl StatefulJob<u64> for MigrateTicket {
             .map_err(|e| MigrationError::Inner(e.to_string()))?;
         for result in results {
             match flatten(result) {
-                Ok(true) => migrated.copied += 1,
-                Ok(false) => migrated.already_there += 1,
+                Ok((created, retries)) => {
+                    migrated.retries += retries;
+                    if created {
+                        migrated.copied += 1;
+                    } else {
+                        migrated.already_there += 1;
+                    }
+                }
                 Err(error) => migrated.failures.push(error),
             }
         }
@@ -125,15 +139,18 @@ impl StatefulJob<u64> for MigrateTicket {
 }
 
 impl StatefulJob<Attachment> for CopyAttachment {
-    type Output = Result<bool, HttpError>;
+    type Output = Result<(bool, u64), HttpError>;
 
-    /// Copies the attachment; `true` when the new system created it.
+    /// Copies the attachment: whether the new system created it (`false`: it was there
+    /// already), and how many requests were retried.
     fn call(&self, attachment: Attachment) -> Self::Output {
+        let before = retries_on_this_thread();
         let bytes = self.api.get_bytes(&format!("/old/attachments/{}", attachment.id))?;
         let path = format!("/new/tickets/{}/attachments", self.new_ticket_id);
         let headers =
             [("X-Attachment-Name", attachment.name.as_str()), ("Content-Type", "application/octet-stream")];
-        Ok(self.api.post(&path, &headers, &bytes)?.status == 201)
+        let created = self.api.post(&path, &headers, &bytes)?.status == 201;
+        Ok((created, retries_on_this_thread() - before))
     }
 }
 
@@ -153,6 +170,7 @@ async fn migrate_ticket(api: AsyncApi, id: u64, inner_workers: usize) -> Result<
         copied: 0,
         already_there: 0,
         failures: Vec::new(),
+        retries: 0,
     };
     let results =
         map_concurrent(inner_workers, attachments, |attachment| copy_attachment(&api, new_id, attachment))
@@ -212,13 +230,17 @@ pub(super) fn run(
     let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
     let job = MigrateTicket { api: api.clone(), executor: spec.executor, inner_workers: spec.inner_workers };
     let task = Migration { job, queue, limit: spec.jobs };
-    let (results, timing) = timed(spec.executor, spec.workers, task)?;
+    let ((results, worker_retries), timing) = timed_resilient(spec, task)?;
     let results = results?;
     let summary: Summary = api.get_json("/new/tickets/summary")?;
     let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
     let ideal =
         ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
-    let tally = verify(results, ids, data, &summary);
+    let http_retries =
+        results.iter().filter_map(|(_, result)| result.as_ref().ok()?.as_ref().ok()).map(|m| m.retries).sum();
+    let mut tally = verify(results, ids, data, &summary);
+    tally.http_retries = Some(http_retries);
+    tally.worker_retries = worker_retries;
     Ok(tally.outcome(timing, ideal))
 }
 
@@ -247,18 +269,26 @@ pub(super) fn run_async(
         let ids: Vec<u64> = listing.into_iter().take(limit).map(|entry| entry.id).collect();
         let results =
             executor.map_async(|id| migrate_ticket(client.clone(), id, inner_workers), ids.iter().copied());
-        Ok::<_, HttpError>(ids.into_iter().zip(results).collect::<Vec<(u64, TicketResult)>>())
+        let results: Vec<(u64, TicketResult)> = ids.into_iter().zip(results).collect();
+        Ok::<_, HttpError>((results, client.retries()))
     })?;
-    let results = results?;
+    let (results, http_retries) = results?;
     let summary: Summary = api.get_json("/new/tickets/summary")?;
     let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
     let ideal =
         ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
-    let tally = verify(results, ids, data, &summary);
+    let mut tally = verify(results, ids, data, &summary);
+    tally.http_retries = Some(http_retries);
     Ok(tally.outcome(timing, ideal))
 }
 
 /// Counts correct, failed, lost and duplicated tickets and attachments.
+///
+/// A ticket or attachment the new system answered `200` ("already there") is not a duplicate:
+/// a retried POST whose first attempt was applied before its answer was lost, or a run that
+/// resumes an interrupted migration, meets its own earlier work, and the idempotency keys
+/// are what make that safe. Duplicates are what the new system holds beyond a correct
+/// migration (its summary), plus tickets reported more than once.
 fn verify(results: Vec<(u64, TicketResult)>, ids: &[u64], data: &Dataset, summary: &Summary) -> Tally {
     let mut tally = Tally::default();
     let listed = |id: u64| data.attachments(id).map_or(0, <[_]>::len);
@@ -268,12 +298,12 @@ fn verify(results: Vec<(u64, TicketResult)>, ids: &[u64], data: &Dataset, summar
         *reported.entry(id).or_default() += 1;
         match flatten(result) {
             Ok(migrated) => {
-                duplicated += usize::from(!migrated.created) + migrated.already_there;
-                lost += listed(id).saturating_sub(migrated.copied + migrated.already_there);
+                let present = migrated.copied + migrated.already_there;
+                lost += listed(id).saturating_sub(present);
                 if let Some(failure) = migrated.failures.first() {
                     tally.error(format!("ticket {id}: attachment: {failure}"));
-                } else if !migrated.created || migrated.copied != listed(id) {
-                    tally.error(format!("ticket {id}: migrated twice or incompletely: {migrated:?}"));
+                } else if present != listed(id) {
+                    tally.error(format!("ticket {id}: migrated incompletely: {migrated:?}"));
                 } else {
                     tally.ok += 1;
                 }
@@ -392,6 +422,7 @@ mod tests {
                     copied: listed,
                     already_there: 0,
                     failures: Vec::new(),
+                    retries: 0,
                 };
                 (id, Ok(Ok(migrated)))
             })
@@ -422,14 +453,30 @@ mod tests {
         let ids = &support(&data)[..3];
         let mut results = perfect(&data, ids);
         results[1].1 = Err(JobError::Cancelled);
-        if let Ok(Ok(migrated)) = &mut results[2].1 {
-            migrated.created = false;
-        }
+        // Ticket 2 is reported twice.
+        results.push(results[2].clone());
         let summary = expected_summary(&data, &ids[..1]);
         let tally = verify(results, ids, &data, &summary);
         let lost_expected = 1 + data.attachments(ids[1]).map_or(0, <[_]>::len);
-        assert_eq!((tally.ok, tally.errors, tally.duplicated), (1, 2, 1));
+        assert_eq!((tally.ok, tally.errors, tally.duplicated), (3, 1, 1));
         assert!(tally.lost >= lost_expected);
         assert!(!tally.verified);
+    }
+
+    #[test]
+    fn work_found_already_done_is_no_duplicate() {
+        // A retried POST whose first attempt was applied, or a resumed migration: the new
+        // system answers 200 and holds each ticket and attachment once.
+        let data = Dataset::new(42);
+        let ids = &support(&data)[..3];
+        let mut results = perfect(&data, ids);
+        if let Ok(Ok(migrated)) = &mut results[2].1 {
+            migrated.created = false;
+            migrated.already_there = migrated.copied;
+            migrated.copied = 0;
+        }
+        let tally = verify(results, ids, &data, &expected_summary(&data, ids));
+        assert_eq!((tally.ok, tally.errors, tally.lost, tally.duplicated), (3, 0, 0, 0));
+        assert!(tally.verified);
     }
 }
