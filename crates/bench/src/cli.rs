@@ -87,6 +87,11 @@ pub(crate) struct BenchArgs {
     /// with --retry-lost).
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     kill_worker_every: Option<std::time::Duration>,
+    /// Run against this mock API (`http://127.0.0.1:PORT`, as `fanout mock-api` prints it)
+    /// instead of a fresh one per run: its state survives the run, so an interrupted migration
+    /// resumes where it stopped. The server's --seed must match.
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
     /// Fault injection in the mock API server the run starts.
     #[command(flatten)]
     pub(crate) faults: FaultArgs,

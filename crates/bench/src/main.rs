@@ -30,6 +30,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if run::interrupted() => loop {
+            // The Ctrl-C handler reports and exits; what failed here failed because of it.
+            std::thread::park();
+        },
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -44,21 +48,42 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     spec.validate()?;
     let exe =
         std::env::current_exe().context("could not locate the fanout executable to start its children")?;
+    // Best effort: without it, orphans go to init, which reaps them too.
+    let _ = run::become_subreaper();
     ctrlc::set_handler(|| {
+        run::set_interrupted();
+        // Children first: waiting for jobs in flight could take seconds at time scale 1, and
+        // a run child's fork server and workers die with it.
         run::kill_live_children();
+        // The run child's fork server and workers follow it within milliseconds (their
+        // channels close); reap them all, so that none is left behind as a zombie.
+        run::reap_descendants(Duration::from_millis(1500));
+        eprintln!("{}", run::interrupted_report());
         std::process::exit(130);
     })
     .context("could not install the Ctrl-C handler")?;
 
     // Checked before any process starts, so that a bad flag is one clear error.
     args.faults.faults()?;
+    if args.url.is_some() && !fault_args_are_default(args) {
+        anyhow::bail!(
+            "fault injection flags configure the server fanout bench starts; with --url, start `fanout mock-api` with them instead"
+        );
+    }
     let fault_args = args.faults.to_args();
     let progress = progress_bar(args.repeat as u64);
     let mut runs = Vec::with_capacity(args.repeat);
     for repetition in 1..=args.repeat {
         progress.set_message(format!("{} on {} x{}", spec.scenario, spec.executor, spec.effective_workers()));
-        let server = MockServerProcess::start(&exe, args.time_scale, args.seed, &token, &fault_args)?;
-        let spec = RunSpec { url: server.url().to_owned(), ..spec.clone() };
+        // A server of the user's (`--url`) keeps its state between runs; otherwise every run
+        // gets a fresh one.
+        let server = match &args.url {
+            Some(_) => None,
+            None => Some(MockServerProcess::start(&exe, args.time_scale, args.seed, &token, &fault_args)?),
+        };
+        let url =
+            server.as_ref().map_or_else(|| args.url.clone().unwrap_or_default(), |s| s.url().to_owned());
+        let spec = RunSpec { url, ..spec.clone() };
         let measured = run::measure(&exe, &spec, &token).with_context(|| {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
         })?;
@@ -74,6 +99,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         Format::Markdown => report::markdown(&[row]),
     };
     io::stdout().lock().write_all(text.as_bytes()).context("could not write the result")
+}
+
+fn fault_args_are_default(args: &BenchArgs) -> bool {
+    args.faults.to_args().is_empty()
 }
 
 /// A progress bar on stderr when it is a terminal; a hidden one when it is piped.

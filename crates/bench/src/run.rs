@@ -14,12 +14,13 @@
 //! a Ctrl-C handler, and the server also exits when its standard input closes, which covers an
 //! orchestrator killed with no chance to clean up.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 
 use crate::http::Secret;
+use crate::scenario::progress::Progress;
 use crate::scenario::{ChildMessage, RunOutcome, RunSpec};
 use crate::usage::{self, RssSampler};
 
@@ -83,6 +84,52 @@ pub fn kill_live_children() {
             // it is waited for, the run child's right after `wait4`, long before the system
             // could reuse it), so the signal reaches no unrelated process.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Set once `fanout bench` is being interrupted: the Ctrl-C handler owns the exit from then on.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the process as interrupted (see [`interrupted`]).
+pub fn set_interrupted() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the process is being interrupted: a failure seen now (a child killed by the
+/// handler, reaped by it before `wait4`) is the interruption's, and the handler reports it.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a
+/// run child's fork server and workers, orphaned when the run child is killed, then come to
+/// this process, which [`reap_descendants`] waits for instead of leaving them to `init`.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: `prctl(PR_SET_CHILD_SUBREAPER, 1)` takes integer arguments only and changes one
+    // attribute of this process; it touches no memory of this process.
+    let status = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if status == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Reaps every child (and, as a subreaper, every orphaned descendant) until none is left or
+/// `within` has passed; how many were reaped.
+pub fn reap_descendants(within: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    let mut reaped = 0;
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable `c_int` for the duration of the call; `-1`
+        // waits for any child, `WNOHANG` makes the call return at once.
+        let pid = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
+        match pid {
+            pid if pid > 0 => reaped += 1,
+            // Children left, none exited yet: they are dying (killed, or their channel closed).
+            0 if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            // No child at all (ECHILD), or out of time.
+            _ => return reaped,
         }
     }
 }
@@ -159,6 +206,7 @@ pub struct Measured {
 }
 
 /// Runs `spec` in a fresh `exe __run` child, sampling its memory, and reaps it with `wait4`.
+/// Its progress lines are recorded for [`interrupted_report`] as they arrive.
 pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, RunError> {
     let spec_json = serde_json::to_string(spec).unwrap_or_default();
     let mut child = Command::new(exe)
@@ -171,15 +219,14 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
     let pid = child.id();
     register(pid);
     let sampler = RssSampler::start(pid);
-    let output = read_all(child.stdout.take());
+    let output = read_lines(child.stdout.take());
     let reaped = usage::wait4(pid);
     unregister(pid);
     let sampled = sampler.map(RssSampler::finish).unwrap_or(0);
     let reaped = reaped.map_err(|source| RunError::Io { action: "wait for the measured run", source })?;
-    let output =
+    let last_line =
         output.map_err(|source| RunError::Io { action: "read the measured run's result", source })?;
-    let last_line = output.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
-    match serde_json::from_str::<ChildMessage>(last_line) {
+    match serde_json::from_str::<ChildMessage>(&last_line) {
         Ok(ChildMessage::Done(outcome)) if reaped.success() => Ok(Measured {
             outcome,
             peak_rss_bytes: sampled.max(reaped.max_rss_bytes),
@@ -190,10 +237,43 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
     }
 }
 
-fn read_all(stdout: Option<ChildStdout>) -> io::Result<String> {
-    let mut output = String::new();
-    if let Some(mut stdout) = stdout {
-        stdout.read_to_string(&mut output)?;
+/// What the run children reported so far: finished tickets, migrated or not.
+static PROGRESS: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
+
+/// Reads the run child's output line by line, recording progress lines; returns the last
+/// other non-empty line (the result).
+fn read_lines(stdout: Option<ChildStdout>) -> io::Result<String> {
+    let mut last = String::new();
+    let Some(stdout) = stdout else { return Ok(last) };
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        match Progress::parse(&line) {
+            Some(Progress::TicketDone { ticket, migrated }) => {
+                PROGRESS.lock().unwrap_or_else(PoisonError::into_inner).push((ticket, migrated));
+            }
+            None if !line.trim().is_empty() => last = line,
+            None => {}
+        }
     }
-    Ok(output)
+    Ok(last)
+}
+
+/// What to tell a user who interrupted `fanout bench`: how many jobs finished and which
+/// tickets were migrated (only the migration reports progress). Safe to call from a signal
+/// handler thread.
+pub fn interrupted_report() -> String {
+    let progress = PROGRESS.lock().unwrap_or_else(PoisonError::into_inner);
+    if progress.is_empty() {
+        return "interrupted: no job had reported finishing".to_owned();
+    }
+    let mut migrated: Vec<u64> = progress.iter().filter(|(_, ok)| *ok).map(|(id, _)| *id).collect();
+    migrated.sort_unstable();
+    migrated.dedup();
+    let ids: Vec<String> = migrated.iter().map(u64::to_string).collect();
+    format!(
+        "interrupted: {} jobs finished; {} tickets migrated: {}\nrun the same command with --url pointing at the same server to migrate the rest (the idempotency keys prevent duplicates)",
+        progress.len(),
+        migrated.len(),
+        ids.join(", ")
+    )
 }

@@ -19,6 +19,7 @@
 
 pub mod api_calls;
 pub mod cpu;
+pub mod progress;
 pub mod ticket_migration;
 
 use std::fmt;

@@ -214,9 +214,32 @@ impl WithExecutor for Migration {
         let listing: Vec<QueueEntry> =
             self.job.api.get_json(&format!("/old/queues/{}/tickets", self.queue))?;
         let ids: Vec<u64> = listing.into_iter().take(self.limit).map(|entry| entry.id).collect();
-        let results = executor.map(Stateful(self.job), ids.iter().copied());
-        Ok(ids.into_iter().zip(results).collect())
+        let done = executor.map_unordered(Stateful(self.job), ids.iter().copied());
+        Ok(in_queue_order(&ids, done))
     }
+}
+
+/// Tells the orchestrator about each ticket as it finishes (see [`super::progress`]), and
+/// puts the results back in queue order.
+fn in_queue_order(
+    ids: &[u64],
+    done: impl Iterator<Item = (usize, TicketResult)>,
+) -> Vec<(u64, TicketResult)> {
+    let mut results: Vec<Option<TicketResult>> = ids.iter().map(|_| None).collect();
+    for (index, result) in done {
+        if let (Some(&id), Some(slot)) = (ids.get(index), results.get_mut(index)) {
+            super::progress::ticket_done(
+                id,
+                matches!(&result, Ok(Ok(migrated)) if migrated.failures.is_empty()),
+            );
+            *slot = Some(result);
+        }
+    }
+    // Every executor yields each index once; a missing one would be a lost ticket.
+    ids.iter()
+        .copied()
+        .zip(results.into_iter().map(|result| result.unwrap_or(Err(JobError::Cancelled))))
+        .collect()
 }
 
 /// Migrates the first `spec.jobs` tickets of `spec.queue` and verifies the new system.
@@ -267,9 +290,9 @@ pub(super) fn run_async(
                 message: error.to_string(),
             })??;
         let ids: Vec<u64> = listing.into_iter().take(limit).map(|entry| entry.id).collect();
-        let results =
-            executor.map_async(|id| migrate_ticket(client.clone(), id, inner_workers), ids.iter().copied());
-        let results: Vec<(u64, TicketResult)> = ids.into_iter().zip(results).collect();
+        let done = executor
+            .map_async_unordered(|id| migrate_ticket(client.clone(), id, inner_workers), ids.iter().copied());
+        let results = in_queue_order(&ids, done);
         Ok::<_, HttpError>((results, client.retries()))
     })?;
     let (results, http_retries) = results?;
