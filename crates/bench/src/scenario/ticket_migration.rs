@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed_async, timed_resilient};
 use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
-use crate::http::{Api, HttpError, retries_on_this_thread};
+use crate::http::{Answer, Api, HttpError, retries_on_this_thread};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
 
@@ -76,6 +76,23 @@ pub struct Migrated {
     pub retries: u64,
 }
 
+impl Migrated {
+    /// A ticket the new system answered `answer` to (`201` created, `200` already there),
+    /// with `listed` attachments still to copy.
+    fn posted(answer: &Answer, listed: usize) -> Result<Self, HttpError> {
+        let Created { id: new_id } = answer.json(|| "POST /new/tickets".to_owned())?;
+        Ok(Self {
+            new_id,
+            created: answer.status == 201,
+            listed,
+            copied: 0,
+            already_there: 0,
+            failures: Vec::new(),
+            retries: 0,
+        })
+    }
+}
+
 /// Why a ticket could not be migrated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MigrationError {
@@ -103,18 +120,11 @@ impl StatefulJob<u64> for MigrateTicket {
         let key = id.to_string();
         let headers = [("Idempotency-Key", key.as_str()), ("Content-Type", "application/json")];
         let answer = api.post("/new/tickets", &headers, &details)?;
-        let Created { id: new_id } = answer.json(|| "POST /new/tickets".to_owned())?;
-        let mut migrated = Migrated {
-            new_id,
-            created: answer.status == 201,
-            listed: attachments.len(),
-            copied: 0,
-            already_there: 0,
-            failures: Vec::new(),
-            // Read before the attachments: a serial inner executor runs them on this thread,
-            // and they report their own.
-            retries: retries_on_this_thread() - before,
-        };
+        let mut migrated = Migrated::posted(&answer, attachments.len())?;
+        // Read before the attachments: a serial inner executor runs them on this thread, and
+        // they report their own.
+        migrated.retries = retries_on_this_thread() - before;
+        let new_id = migrated.new_id;
         let copy = MapAll {
             job: Stateful(CopyAttachment { api: api.clone(), new_ticket_id: new_id }),
             inputs: attachments,
@@ -162,16 +172,8 @@ async fn migrate_ticket(api: AsyncApi, id: u64, inner_workers: usize) -> Result<
     let key = id.to_string();
     let headers = [("Idempotency-Key", key.as_str()), ("Content-Type", "application/json")];
     let answer = api.post("/new/tickets", &headers, details).await?;
-    let Created { id: new_id } = answer.json(|| "POST /new/tickets".to_owned())?;
-    let mut migrated = Migrated {
-        new_id,
-        created: answer.status == 201,
-        listed: attachments.len(),
-        copied: 0,
-        already_there: 0,
-        failures: Vec::new(),
-        retries: 0,
-    };
+    let mut migrated = Migrated::posted(&answer, attachments.len())?;
+    let new_id = migrated.new_id;
     let results =
         map_concurrent(inner_workers, attachments, |attachment| copy_attachment(&api, new_id, attachment))
             .await;
