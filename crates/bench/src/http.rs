@@ -327,12 +327,33 @@ mod tests {
         assert!(!format!("{api:?}").contains("s3cret-token"));
     }
 
+    /// Port 1 on loopback: nothing listens there, every connection is refused.
+    fn refused(policy: RetryPolicy) -> Api {
+        Api::new("http://127.0.0.1:1", Secret::new("s3cret-token")).with_retry(policy)
+    }
+
     #[test]
     fn transport_errors_name_the_request_not_the_token() {
-        // Port 1 on loopback: nothing listens there.
-        let api = Api::new("http://127.0.0.1:1", Secret::new("s3cret-token"));
+        let api = refused(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
         let error = api.get_bytes("/health").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.starts_with("GET /health: "), "{error}");
         assert!(!error.contains("s3cret-token"));
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_as_the_policy_says() {
+        let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::default().scaled(0.001) };
+        let before = retries_on_this_thread();
+        assert!(refused(policy).get_bytes("/health").is_err());
+        assert_eq!(retries_on_this_thread() - before, 2);
+    }
+
+    #[test]
+    fn a_passed_deadline_sends_nothing_more() {
+        let api = refused(RetryPolicy::default()).with_deadline(Deadline::at(Instant::now()));
+        let before = retries_on_this_thread();
+        let error = api.get_bytes("/health").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("deadline"), "{error}");
+        assert_eq!(retries_on_this_thread(), before);
     }
 }

@@ -23,6 +23,7 @@
 //! never stored is lost.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use fanout_async::map_concurrent;
 use fanout_core::{Executor, JobError, Stateful, StatefulJob};
@@ -34,6 +35,7 @@ use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
 use crate::http::{Answer, Api, HttpError, retries_on_this_thread};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
+use crate::retry::Deadline;
 
 /// The outer job: migrates one ticket, its attachments on a nested executor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +46,8 @@ pub struct MigrateTicket {
     pub executor: ExecutorKind,
     /// Workers of the nested executor.
     pub inner_workers: usize,
+    /// How long one ticket may take, retries included; past it, its requests give up.
+    pub deadline: Duration,
 }
 
 /// The inner job: copies one attachment to the new ticket.
@@ -53,6 +57,8 @@ pub struct CopyAttachment {
     pub api: Api,
     /// The ticket's id in the new system.
     pub new_ticket_id: u64,
+    /// What is left of the ticket's deadline when the attachment jobs start.
+    pub deadline: Duration,
 }
 
 /// What migrating one ticket did.
@@ -102,6 +108,12 @@ pub enum MigrationError {
     /// The nested executor could not be built.
     #[error("nested executor: {0}")]
     Inner(String),
+    /// The ticket took longer than its deadline (async; the blocking jobs' requests give up
+    /// with an `HttpError` instead).
+    #[error(
+        "the ticket's deadline of {0:?} passed; migrate it again later, its idempotency keys prevent duplicates"
+    )]
+    Deadline(Duration),
 }
 
 #[derive(Deserialize)]
@@ -114,7 +126,8 @@ impl StatefulJob<u64> for MigrateTicket {
 
     fn call(&self, id: u64) -> Self::Output {
         let before = retries_on_this_thread();
-        let api = &self.api;
+        let deadline = Deadline::after(Instant::now(), self.deadline);
+        let api = &self.api.clone().with_deadline(deadline);
         let details = api.get_bytes(&format!("/old/tickets/{id}"))?;
         let attachments: Vec<Attachment> = api.get_json(&format!("/old/tickets/{id}/attachments"))?;
         let key = id.to_string();
@@ -126,7 +139,11 @@ impl StatefulJob<u64> for MigrateTicket {
         migrated.retries = retries_on_this_thread() - before;
         let new_id = migrated.new_id;
         let copy = MapAll {
-            job: Stateful(CopyAttachment { api: api.clone(), new_ticket_id: new_id }),
+            job: Stateful(CopyAttachment {
+                api: api.clone(),
+                new_ticket_id: new_id,
+                deadline: deadline.remaining(Instant::now()),
+            }),
             inputs: attachments,
         };
         let results = dispatch(self.executor, self.inner_workers, copy)
@@ -155,11 +172,13 @@ impl StatefulJob<Attachment> for CopyAttachment {
     /// already), and how many requests were retried.
     fn call(&self, attachment: Attachment) -> Self::Output {
         let before = retries_on_this_thread();
-        let bytes = self.api.get_bytes(&format!("/old/attachments/{}", attachment.id))?;
+        // The deadline travels as a duration: an `Instant` means nothing in a worker process.
+        let api = self.api.clone().with_deadline(Deadline::after(Instant::now(), self.deadline));
+        let bytes = api.get_bytes(&format!("/old/attachments/{}", attachment.id))?;
         let path = format!("/new/tickets/{}/attachments", self.new_ticket_id);
         let headers =
             [("X-Attachment-Name", attachment.name.as_str()), ("Content-Type", "application/octet-stream")];
-        let created = self.api.post(&path, &headers, &bytes)?.status == 201;
+        let created = api.post(&path, &headers, &bytes)?.status == 201;
         Ok((created, retries_on_this_thread() - before))
     }
 }
@@ -201,6 +220,12 @@ async fn copy_attachment(
 }
 
 type TicketResult = Result<Result<Migrated, MigrationError>, JobError>;
+
+/// How long one ticket may take, retries included: 20 times the policy's per-request timeout
+/// (20 minutes at the article's time scale, where a ticket costs ~22.5 s without faults).
+fn ticket_deadline(api: &Api) -> Duration {
+    api.retry().request_timeout.saturating_mul(20)
+}
 
 /// The timed part: list the queue, migrate its first `limit` tickets.
 struct Migration {
@@ -253,7 +278,12 @@ pub(super) fn run(
 ) -> Result<RunOutcome, ScenarioError> {
     let queue = spec.queue.name();
     let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
-    let job = MigrateTicket { api: api.clone(), executor: spec.executor, inner_workers: spec.inner_workers };
+    let job = MigrateTicket {
+        api: api.clone(),
+        executor: spec.executor,
+        inner_workers: spec.inner_workers,
+        deadline: ticket_deadline(&api),
+    };
     let task = Migration { job, queue, limit: spec.jobs };
     let ((results, worker_retries), timing) = timed_resilient(spec, task)?;
     let results = results?;
@@ -292,8 +322,18 @@ pub(super) fn run_async(
                 message: error.to_string(),
             })??;
         let ids: Vec<u64> = listing.into_iter().take(limit).map(|entry| entry.id).collect();
-        let done = executor
-            .map_async_unordered(|id| migrate_ticket(client.clone(), id, inner_workers), ids.iter().copied());
+        let deadline = ticket_deadline(&api);
+        let done = executor.map_async_unordered(
+            |id| {
+                let ticket = migrate_ticket(client.clone(), id, inner_workers);
+                async move {
+                    tokio::time::timeout(deadline, ticket)
+                        .await
+                        .unwrap_or(Err(MigrationError::Deadline(deadline)))
+                }
+            },
+            ids.iter().copied(),
+        );
         let results = in_queue_order(&ids, done);
         Ok::<_, HttpError>((results, client.retries()))
     })?;
