@@ -3,7 +3,8 @@
 //!
 //! It builds the harness in release, runs every point of the matrix through `fanout bench`
 //! (each run in its own process, the mock server in its own), and writes `REPORT.md`, one SVG
-//! plot per section and `results.json` (every number, to re-render from) to `report/`.
+//! plot per section (the faults section has none) and `results.json` (every number, to
+//! re-render from) to `report/`.
 //!
 //! - `--quick`: a smoke run for CI (well under 30 s), written to `<target>/report-quick` unless
 //!   `--out` says otherwise; exits non-zero if a point fails or returns a wrong result (an
@@ -28,7 +29,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::machine::Machine;
-use crate::matrix::{Mode, Section};
+use crate::matrix::{Axis, Mode, Section};
 use crate::plot::Plot;
 use crate::results::{Outcome, Results};
 
@@ -194,6 +195,9 @@ fn write_report(out: &Path, results: &Results, with_results: bool) -> anyhow::Re
 
 fn write_plot(out: &Path, results: &Results, section: &Section) -> anyhow::Result<()> {
     let path = out.join(render::plot_file(section));
+    if section.axis == Axis::Faults {
+        return Ok(());
+    }
     if stats::is_workers(section) {
         let (series, ideal) = stats::speed_up_series(results, section);
         let title = format!("{}: speed-up against workers", section.id);

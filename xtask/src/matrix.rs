@@ -1,12 +1,16 @@
 //! What the report measures: [`Point`]s (one `fanout bench` invocation each), grouped into
-//! [`Section`]s (one table and one plot each), for the three [`Mode`]s.
+//! [`Section`]s (one table each, and one plot each but the faults section), for the three [`Mode`]s.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 /// Workers of the migration's nested, per-ticket executor (of each outer worker's own).
 pub(crate) const INNER_WORKERS: usize = 4;
+
+/// Workers of the pooled executors in the faults section.
+const FAULT_WORKERS: usize = 10;
 
 /// The report's size: `--quick`, the default, or `--full`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +125,76 @@ impl fmt::Display for Executor {
     }
 }
 
+/// Faults injected into a run: the mock server's (`--error-rate`, `--drop-rate`, `--slow-rate`)
+/// and, for the process pool, the worker-killing drill (`--retry-lost`, `--kill-worker-every`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Faults {
+    /// Share of requests answered with a 5xx.
+    pub(crate) error_rate: f64,
+    /// Share of connections dropped without an answer.
+    pub(crate) drop_rate: f64,
+    /// Share of requests in the slow tail.
+    pub(crate) slow_rate: f64,
+    /// How often a task whose worker died runs again (process only).
+    #[serde(default)]
+    pub(crate) retry_lost: Option<u32>,
+    /// Seconds between two worker kills (process only).
+    #[serde(default)]
+    pub(crate) kill_worker_every: Option<f64>,
+}
+
+impl Faults {
+    /// The issue's bad network: 10% errors, 2% dropped connections, a 1% slow tail, and for the
+    /// process pool a worker killed every 50 ms, its task retried up to 8 times.
+    pub(crate) fn bad_network(executor: Executor) -> Self {
+        let process = executor == Executor::Process;
+        Self {
+            error_rate: 0.1,
+            drop_rate: 0.02,
+            slow_rate: 0.01,
+            retry_lost: process.then_some(8),
+            kill_worker_every: process.then_some(0.05),
+        }
+    }
+
+    /// The `fanout bench` flags.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--error-rate".to_owned(),
+            self.error_rate.to_string(),
+            "--drop-rate".to_owned(),
+            self.drop_rate.to_string(),
+            "--slow-rate".to_owned(),
+            self.slow_rate.to_string(),
+        ];
+        if let Some(retry_lost) = self.retry_lost {
+            args.extend(["--retry-lost".to_owned(), retry_lost.to_string()]);
+        }
+        if let Some(every) = self.kill_worker_every {
+            args.extend(["--kill-worker-every".to_owned(), every.to_string()]);
+        }
+        args
+    }
+
+    /// `10% errors, 2% drops, 1% slow; a worker killed every 0.05 s, retry-lost 8`.
+    pub(crate) fn describe(&self) -> String {
+        let pct = |rate: f64| format!("{}%", (rate * 1000.0).round() / 10.0);
+        let mut text = format!(
+            "{} errors, {} drops, {} slow",
+            pct(self.error_rate),
+            pct(self.drop_rate),
+            pct(self.slow_rate)
+        );
+        if let Some(every) = self.kill_worker_every {
+            let _ = write!(text, "; a worker killed every {every} s");
+        }
+        if let Some(retry_lost) = self.retry_lost {
+            let _ = write!(text, ", retry-lost {retry_lost}");
+        }
+        text
+    }
+}
+
 /// One configuration: one `fanout bench` invocation, its runs' median one row of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Point {
@@ -133,6 +207,9 @@ pub(crate) struct Point {
     pub(crate) time_scale: f64,
     /// The migration's queue.
     pub(crate) queue: Option<Queue>,
+    /// Faults injected into the run; none for a fault-free point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) faults: Option<Faults>,
 }
 
 impl Point {
@@ -155,6 +232,9 @@ impl Point {
             args.extend(["--queue".to_owned(), queue.name().to_owned()]);
             args.extend(["--inner-workers".to_owned(), INNER_WORKERS.to_string()]);
         }
+        if let Some(faults) = &self.faults {
+            args.extend(faults.args());
+        }
         args.extend(["--repeat".to_owned(), repeat.to_string(), "--format".to_owned(), "json".to_owned()]);
         args
     }
@@ -162,8 +242,10 @@ impl Point {
     /// A short label for progress lines.
     pub(crate) fn label(&self) -> String {
         let queue = self.queue.map(|q| format!(" {}", q.name())).unwrap_or_default();
+        let faults =
+            self.faults.as_ref().map(|f| format!(" with faults ({})", f.describe())).unwrap_or_default();
         format!(
-            "{}{queue} {} x{} ({} jobs, scale {})",
+            "{}{queue} {} x{} ({} jobs, scale {}){faults}",
             self.scenario.name(),
             self.executor,
             self.workers,
@@ -172,13 +254,18 @@ impl Point {
         )
     }
 
+    /// The same point without its faults: the fault-free run it is compared with.
+    pub(crate) fn without_faults(&self) -> Self {
+        Self { faults: None, ..self.clone() }
+    }
+
     /// The same configuration (a point shared by two sections runs once).
     pub(crate) fn same_as(&self, other: &Self) -> bool {
         self.args(1) == other.args(1)
     }
 }
 
-/// What a section's plot puts on its x axis.
+/// What a section's plot puts on its x axis, or that it has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Axis {
@@ -186,6 +273,8 @@ pub(crate) enum Axis {
     Workers,
     /// Wall time against jobs, one line per executor.
     Jobs,
+    /// No plot: a table of each executor's run through faults beside its fault-free run.
+    Faults,
 }
 
 /// Which article a section compares itself with.
@@ -220,7 +309,8 @@ fn sweep(
     queue: Option<Queue>,
     groups: &[(&[Executor], &[usize])],
 ) -> Vec<Point> {
-    let point = |executor, workers| Point { scenario, executor, workers, jobs, time_scale, queue };
+    let point =
+        |executor, workers| Point { scenario, executor, workers, jobs, time_scale, queue, faults: None };
     let mut points = vec![point(Executor::Serial, 1)];
     for executor in Executor::ALL {
         let mut workers: Vec<usize> = groups
@@ -290,6 +380,43 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
         ),
     });
 
+    let mut fault_points = Vec::new();
+    for executor in Executor::ALL {
+        let workers = if executor == Executor::Serial { 1 } else { FAULT_WORKERS };
+        let fault_free = Point {
+            scenario: Scenario::TicketMigration,
+            executor,
+            workers,
+            jobs: support_jobs,
+            time_scale: migration_scale,
+            queue: Some(Queue::Support),
+            faults: None,
+        };
+        let faulty = Point { faults: Some(Faults::bad_network(executor)), ..fault_free.clone() };
+        fault_points.extend([fault_free, faulty]);
+    }
+    let network = Faults::bad_network(Executor::Thread).describe();
+    let drill = Faults::bad_network(Executor::Process);
+    sections.push(Section {
+        id: "faults".to_owned(),
+        title: "faults: the `support` migration through a bad network".to_owned(),
+        intro: format!(
+            "The {support_jobs}-ticket migration above ({FAULT_WORKERS} workers × {INNER_WORKERS} inner, \
+             time scale {migration_scale}), run once fault-free and once with the mock server injecting \
+             faults: {network}. For the process pool, a worker process is also killed every {every} s \
+             (`--kill-worker-every`). The clients retry only idempotent requests — a `GET`, or a `POST` \
+             carrying its `Idempotency-Key` or `X-Attachment-Name` — with backoff and jitter; a killed \
+             worker's ticket job runs again on its replacement (`retry_lost`, up to {retry} times). \
+             Errors, lost and duplicated must be 0 / 0 / 0, and **verified** means the migrated \
+             tickets' summary (tickets, attachments, checksum) equals a fault-free run's.",
+            every = drill.kill_worker_every.unwrap_or_default(),
+            retry = drill.retry_lost.unwrap_or_default(),
+        ),
+        axis: Axis::Faults,
+        article: None,
+        points: fault_points,
+    });
+
     let cpu_jobs = if quick { 4 } else { 32 };
     let cpu_workers: &[usize] = if quick { &[2] } else { &[1, 2, 4] };
     sections.push(Section {
@@ -339,6 +466,7 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
                 jobs,
                 time_scale: api_scale,
                 queue: None,
+                faults: None,
             });
         }
     }
@@ -388,7 +516,12 @@ mod tests {
         let migration = &default[1].points;
         assert!(migration.iter().all(|p| p.queue == Some(Queue::Support) && p.time_scale == 0.001));
         assert_eq!(count(migration, Scenario::TicketMigration, Executor::Thread), 4);
-        assert_eq!(count(&default[2].points, Scenario::Cpu, Executor::Process), 3);
+        let faults = &default[2].points;
+        assert_eq!(default[2].axis, Axis::Faults);
+        assert_eq!(faults.len(), 8, "a fault-free and a faulty point per executor");
+        assert!(faults.iter().all(|p| p.jobs == 80 && p.queue == Some(Queue::Support)));
+        assert!(faults.iter().all(|p| p.workers == if p.executor == Executor::Serial { 1 } else { 10 }));
+        assert_eq!(count(&default[3].points, Scenario::Cpu, Executor::Process), 3);
         assert!(!default.iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive))));
         assert!(
             sections(Mode::Full).iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive)))
@@ -401,8 +534,13 @@ mod tests {
         let all: usize = default.iter().map(|s| s.points.len()).sum();
         let distinct = distinct_points(&default);
         // The jobs sweep's 200-call serial, process x32 and thread x32 points are the api-calls
-        // section's.
-        assert_eq!(distinct.len(), all - 3);
+        // section's; the faults section's fault-free points are the migration section's.
+        assert_eq!(distinct.len(), all - 3 - 4);
+        // In quick mode (the 40-call jobs points are the api-calls section's) the migration runs 5
+        // workers: only the serial fault-free point is shared.
+        let quick = sections(Mode::Quick);
+        let all: usize = quick.iter().map(|s| s.points.len()).sum();
+        assert_eq!(distinct_points(&quick).len(), all - 4 - 1);
     }
 
     #[test]
@@ -414,11 +552,52 @@ mod tests {
             jobs: 80,
             time_scale: 0.001,
             queue: Some(Queue::Support),
+            faults: None,
         };
         assert_eq!(
             point.args(3).join(" "),
             "bench --scenario ticket-migration --executor thread --workers 20 --jobs 80 \
              --time-scale 0.001 --queue support --inner-workers 4 --repeat 3 --format json"
         );
+    }
+
+    #[test]
+    fn faults_add_their_flags_and_make_a_different_point() {
+        let free = Point {
+            scenario: Scenario::TicketMigration,
+            executor: Executor::Process,
+            workers: 10,
+            jobs: 80,
+            time_scale: 0.001,
+            queue: Some(Queue::Support),
+            faults: None,
+        };
+        let faulty = Point { faults: Some(Faults::bad_network(Executor::Process)), ..free.clone() };
+        assert_eq!(
+            faulty.args(1).join(" "),
+            "bench --scenario ticket-migration --executor process --workers 10 --jobs 80 \
+             --time-scale 0.001 --queue support --inner-workers 4 --error-rate 0.1 --drop-rate 0.02 \
+             --slow-rate 0.01 --retry-lost 8 --kill-worker-every 0.05 --repeat 1 --format json"
+        );
+        assert!(!faulty.same_as(&free));
+        assert!(faulty.without_faults().same_as(&free));
+        assert_eq!(
+            faulty.label(),
+            "ticket-migration support process x10 (80 jobs, scale 0.001) with faults (10% errors, \
+             2% drops, 1% slow; a worker killed every 0.05 s, retry-lost 8)"
+        );
+        // The drill's flags are the process pool's only: the other executors refuse them.
+        let thread = Point {
+            executor: Executor::Thread,
+            faults: Some(Faults::bad_network(Executor::Thread)),
+            ..free.clone()
+        };
+        let args = thread.args(1).join(" ");
+        assert!(args.contains("--error-rate 0.1 --drop-rate 0.02 --slow-rate 0.01 --repeat 1"), "{args}");
+        assert!(thread.label().ends_with("with faults (10% errors, 2% drops, 1% slow)"));
+        // A results.json written before faults existed still reads, as fault-free points.
+        let json = serde_json::to_string(&free).unwrap_or_default();
+        assert!(!json.contains("faults"));
+        assert_eq!(serde_json::from_str::<Point>(&json).ok(), Some(free));
     }
 }

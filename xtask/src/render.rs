@@ -7,7 +7,7 @@ use fanout_mock_api::Config;
 use fanout_mock_api::config::DEFAULT_SEED;
 use fanout_mock_api::data::Dataset;
 
-use crate::matrix::{Article, Executor, INNER_WORKERS, Point, Queue, Section};
+use crate::matrix::{Article, Axis, Executor, INNER_WORKERS, Point, Queue, Section};
 use crate::results::{Outcome, Results};
 use crate::stats::{self, human, mebibytes, percent, point_speed_up, seconds, times};
 
@@ -139,6 +139,11 @@ fn glance(results: &Results) -> String {
 
 fn section_markdown(results: &Results, section: &Section) -> String {
     let mut out = format!("<a id=\"{}\"></a>\n\n## {}\n\n{}\n\n", section.id, section.title, section.intro);
+    if section.axis == Axis::Faults {
+        out.push_str(&faults_table(results, section));
+        out.push('\n');
+        return out;
+    }
     out.push_str(&table(results, section));
     out.push('\n');
     match section.article {
@@ -215,6 +220,73 @@ pub(crate) fn table(results: &Results, section: &Section) -> String {
             }
             (None, _) => out.push_str(" — | — | — | — | — | not run |\n"),
         }
+    }
+    out
+}
+
+/// Why a point has no correct measurement, for a table cell.
+fn why_not(results: &Results, point: &Point) -> String {
+    match results.outcome(point) {
+        None => "not run".to_owned(),
+        Some(Outcome::NotBuilt(_)) => "not built yet".to_owned(),
+        Some(outcome) => format!("failed: {}", cell(&outcome.problem().unwrap_or_default())),
+    }
+}
+
+/// The time faults cost: `+12.0 ms (+10%)` of the fault-free wall `free`.
+pub(crate) fn lost_to_faults(free: f64, faulty: f64) -> String {
+    let difference = faulty - free;
+    let sign = if difference < 0.0 { "−" } else { "+" };
+    let share =
+        if free > 0.0 { format!("{sign}{}", percent(difference.abs() / free)) } else { "—".to_owned() };
+    format!("{sign}{} ({share})", seconds(difference.abs()))
+}
+
+/// The faults section's table: one row per point with faults, beside its fault-free point.
+pub(crate) fn faults_table(results: &Results, section: &Section) -> String {
+    let mut out = String::from(
+        "| executor | workers | wall without faults | wall with faults | lost to faults | HTTP retries \
+         | worker retries | errors / lost / duplicated | verified |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    let count = |n: Option<u64>| n.map_or_else(|| "—".to_owned(), |n| n.to_string());
+    for faulty in section.points.iter().filter(|p| p.faults.is_some()) {
+        let free = faulty.without_faults();
+        let workers = match faulty.queue {
+            Some(_) if faulty.executor != Executor::Serial => format!("{} × {INNER_WORKERS}", faulty.workers),
+            _ => faulty.workers.to_string(),
+        };
+        let free_wall = results.measured(&free).map(|m| m.wall_seconds);
+        let _ = write!(
+            out,
+            "| {} | {workers} | {} |",
+            faulty.executor,
+            free_wall.map_or_else(|| why_not(results, &free), seconds)
+        );
+        let Some(m) = results.measured(faulty) else {
+            let _ = writeln!(out, " — | — | — | — | {} | — |", why_not(results, faulty));
+            continue;
+        };
+        let lost = free_wall.map_or_else(|| "—".to_owned(), |free| lost_to_faults(free, m.wall_seconds));
+        let worker_retries =
+            if faulty.executor == Executor::Process { count(m.worker_retries) } else { "—".to_owned() };
+        let counts = format!("{} / {} / {}", m.errors, m.lost, m.duplicated);
+        let counts = if m.errors == 0 && m.lost == 0 && m.duplicated == 0 {
+            counts
+        } else {
+            format!("**{counts}** ✗")
+        };
+        let verified = match m.verified {
+            Some(true) => "yes",
+            Some(false) => "**no** ✗",
+            None => "—",
+        };
+        let _ = writeln!(
+            out,
+            " {} | {lost} | {} | {worker_retries} | {counts} | {verified} |",
+            seconds(m.wall_seconds),
+            count(m.http_retries),
+        );
     }
     out
 }
@@ -471,6 +543,98 @@ mod tests {
         ] {
             assert!(report.contains(expected), "missing {expected:?} in\n{report}");
         }
+    }
+
+    /// A faults section: serial and process measured (process with one lost ticket), thread's
+    /// faulty run failed, async not built.
+    fn faults_sample() -> Results {
+        use crate::matrix::{Faults, Scenario};
+        use crate::results::PointResult;
+        use crate::results::tests::measurement;
+        let mut results = sample();
+        let free = |executor, workers| Point {
+            scenario: Scenario::TicketMigration,
+            executor,
+            workers,
+            jobs: 80,
+            time_scale: 0.001,
+            queue: Some(Queue::Support),
+            faults: None,
+        };
+        let faulty =
+            |point: &Point| Point { faults: Some(Faults::bad_network(point.executor)), ..point.clone() };
+        let mut points = Vec::new();
+        let mut outcomes = Vec::new();
+        for (executor, workers, walls) in [
+            (Executor::Serial, 1, Some((2.0, 2.5))),
+            (Executor::Process, 10, Some((0.4, 0.3))),
+            (Executor::Thread, 10, Some((0.25, f64::NAN))),
+            (Executor::Async, 10, None),
+        ] {
+            let (free, faulty) = (free(executor, workers), faulty(&free(executor, workers)));
+            let (free_outcome, faulty_outcome) = match walls {
+                Some((_, with)) if with.is_nan() => (
+                    Outcome::Measured(measurement(workers, 80, 0.25, 0.2)),
+                    Outcome::Failed("run 1 of 3: boom".to_owned()),
+                ),
+                Some((without, with)) => {
+                    let mut m = measurement(workers, 80, with, 0.2);
+                    m.http_retries = Some(17);
+                    m.worker_retries = (executor == Executor::Process).then_some(3);
+                    m.lost = usize::from(executor == Executor::Process);
+                    (Outcome::Measured(measurement(workers, 80, without, 0.2)), Outcome::Measured(m))
+                }
+                None => {
+                    let not_built = Outcome::NotBuilt("the async executor is not built yet".to_owned());
+                    (not_built.clone(), not_built)
+                }
+            };
+            points.extend([free.clone(), faulty.clone()]);
+            outcomes.push(PointResult { point: free, outcome: free_outcome, elapsed_seconds: 1.0 });
+            outcomes.push(PointResult { point: faulty, outcome: faulty_outcome, elapsed_seconds: 1.0 });
+        }
+        results.sections = vec![Section {
+            id: "faults".to_owned(),
+            title: "faults".to_owned(),
+            intro: "Faults.".to_owned(),
+            axis: Axis::Faults,
+            article: None,
+            points,
+        }];
+        results.points = outcomes;
+        results
+    }
+
+    #[test]
+    fn the_faults_table_sets_each_faulty_run_beside_its_fault_free_one() {
+        let results = faults_sample();
+        let table = faults_table(&results, &results.sections[0]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 4, "{table}");
+        assert!(lines[0].starts_with("| executor | workers | wall without faults | wall with faults |"));
+        assert_eq!(lines[2], "| serial | 1 | 2.00 s | 2.50 s | +500 ms (+25%) | 17 | — | 0 / 0 / 0 | yes |");
+        assert_eq!(
+            lines[3],
+            "| process | 10 × 4 | 400 ms | 300 ms | −100 ms (−25%) | 17 | 3 | **0 / 1 / 0** ✗ | yes |"
+        );
+        assert_eq!(lines[4], "| thread | 10 × 4 | 250 ms | — | — | — | — | failed: run 1 of 3: boom | — |");
+        assert_eq!(lines[5], "| async | 10 × 4 | not built yet | — | — | — | — | not built yet | — |");
+        let cells = |line: &str| line.matches('|').count();
+        assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");
+        assert_eq!(lost_to_faults(0.1, 0.1123), "+12.3 ms (+12%)");
+        assert_eq!(lost_to_faults(0.0, 0.1), "+100 ms (—)");
+    }
+
+    #[test]
+    fn the_faults_section_has_its_table_and_no_plot() {
+        let results = faults_sample();
+        let report = report(&results);
+        assert!(
+            report.contains("## faults\n\nFaults.\n\n| executor | workers | wall without faults |"),
+            "{report}"
+        );
+        assert!(!report.contains("faults.svg"), "{report}");
+        assert!(!report.contains("- [faults]"), "not in at a glance: {report}");
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub(crate) struct Measurement {
     pub(crate) wall_seconds_runs: Vec<f64>,
     #[serde(default)]
     pub(crate) first_error: Option<String>,
+    /// HTTP requests the median run retried (the migration; `None` where not counted).
+    #[serde(default)]
+    pub(crate) http_retries: Option<u64>,
+    /// Tasks of the median run that ran again because their worker process died (process only).
+    #[serde(default)]
+    pub(crate) worker_retries: Option<u64>,
 }
 
 impl Measurement {
@@ -155,6 +161,8 @@ pub(crate) mod tests {
             inner_workers: None,
             wall_seconds_runs: vec![wall],
             first_error: None,
+            http_retries: None,
+            worker_retries: None,
         }
     }
 
@@ -165,6 +173,11 @@ pub(crate) mod tests {
         let measured = outcome.measured().cloned();
         assert_eq!(measured.as_ref().map(|m| (m.workers, m.wall_seconds)), Some((32, 0.081)));
         assert_eq!(outcome.problem(), None);
+        assert_eq!(measured.as_ref().map(|m| (m.http_retries, m.worker_retries)), Some((None, None)));
+        let faulty = line
+            .replace(r#""first_error":null"#, r#""first_error":null,"http_retries":12,"worker_retries":3"#);
+        let faulty = Outcome::from_invocation(true, &faulty, "");
+        assert_eq!(faulty.measured().map(|m| (m.http_retries, m.worker_retries)), Some((Some(12), Some(3))));
     }
 
     #[test]

@@ -159,7 +159,15 @@ pub(crate) mod tests {
     use crate::results::{Outcome, PointResult};
 
     pub(crate) fn point(executor: Executor, workers: usize, jobs: usize) -> Point {
-        Point { scenario: Scenario::ApiCalls, executor, workers, jobs, time_scale: 0.01, queue: None }
+        Point {
+            scenario: Scenario::ApiCalls,
+            executor,
+            workers,
+            jobs,
+            time_scale: 0.01,
+            queue: None,
+            faults: None,
+        }
     }
 
     /// A section of api-calls at 200 jobs: serial 2 s, thread x2 1 s and x4 0.5 s, process x2
