@@ -4,7 +4,10 @@
 //! `ThreadPool::spawn` and the `threadpool` crate's `execute`, each with a channel back, and
 //! rayon's `par_iter().map().collect()`, the chunked floor; and with the floor of a thread pool
 //! fed one job at a time, a bare crossbeam channel to long-lived threads and one back.
-//! Criterion reports time per job (throughput in elements). Run with
+//! The async executor is here too, both ways it runs a job: through the trait (a blocking job
+//! on tokio's blocking pool, asyncio's `run_in_executor`) and natively (`map_async`, a future
+//! on one event-loop thread). The process pool's floor, a bare ipc-channel ping-pong, is in
+//! `benches/process.rs`. Criterion reports time per job (throughput in elements). Run with
 //! `cargo bench --bench overhead`.
 
 use std::hint::black_box;
@@ -112,5 +115,27 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead);
+/// The async executor costs microseconds a job (a hop to the event-loop thread and back per
+/// job), so it gets fewer jobs than the others to keep the bench short; criterion still
+/// reports time per job.
+fn overhead_async(c: &mut Criterion) {
+    const ASYNC_JOBS: u64 = 10_000;
+    let mut group = c.benchmark_group("overhead-async");
+    group.throughput(Throughput::Elements(ASYNC_JOBS));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for workers in [2, 8] {
+        let executor = fanout::AsyncExecutor::new(workers).expect("async executor");
+        group.bench_function(BenchmarkId::new("fanout-async/blocking-pool", workers), |b| {
+            b.iter(|| executor.map(empty_job, 0..ASYNC_JOBS));
+        });
+        group.bench_function(BenchmarkId::new("fanout-async/map_async", workers), |b| {
+            b.iter(|| executor.map_async(|x: u64| async move { empty_job(x) }, 0..ASYNC_JOBS));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, overhead, overhead_async);
 criterion_main!(benches);
