@@ -30,7 +30,7 @@ use fanout_core::{Executor, JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
 use serde::{Deserialize, Serialize};
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed_async, timed_resilient};
+use super::{RunOutcome, RunSpec, ScenarioError, Tally, Timing, flatten, timed_async, timed_resilient};
 use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
 use crate::http::{Answer, Api, HttpError, retries_on_this_thread};
 use crate::http_async::AsyncApi;
@@ -287,16 +287,10 @@ pub(super) fn run(
     let task = Migration { job, queue, limit: spec.jobs };
     let ((results, worker_retries), timing) = timed_resilient(spec, task)?;
     let results = results?;
-    let summary: Summary = api.get_json("/new/tickets/summary")?;
-    let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
-    let ideal =
-        ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
     let http_retries =
         results.iter().filter_map(|(_, result)| result.as_ref().ok()?.as_ref().ok()).map(|m| m.retries).sum();
-    let mut tally = verify(results, ids, data, &summary);
-    tally.http_retries = Some(http_retries);
-    tally.worker_retries = worker_retries;
-    Ok(tally.outcome(timing, ideal))
+    let checked = Checked { spec, api: &api, latency, data, ids };
+    checked.outcome(results, timing, Some(http_retries), worker_retries)
 }
 
 /// The native-async migration: list the queue, then `spec.workers` ticket futures in flight,
@@ -338,13 +332,39 @@ pub(super) fn run_async(
         Ok::<_, HttpError>((results, client.retries()))
     })?;
     let (results, http_retries) = results?;
-    let summary: Summary = api.get_json("/new/tickets/summary")?;
-    let attachments: Vec<usize> = ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
-    let ideal =
-        ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
-    let mut tally = verify(results, ids, data, &summary);
-    tally.http_retries = Some(http_retries);
-    Ok(tally.outcome(timing, ideal))
+    let checked = Checked { spec, api: &api, latency, data, ids };
+    checked.outcome(results, timing, Some(http_retries), None)
+}
+
+/// What both migrations (blocking and async) check their results against, outside the timed
+/// window: the new system's summary, the dataset and the ideal time.
+struct Checked<'a> {
+    spec: &'a RunSpec,
+    api: &'a Api,
+    latency: &'a Applied,
+    data: &'a Dataset,
+    ids: &'a [u64],
+}
+
+impl Checked<'_> {
+    fn outcome(
+        &self,
+        results: Vec<(u64, TicketResult)>,
+        timing: Timing,
+        http_retries: Option<u64>,
+        worker_retries: Option<u64>,
+    ) -> Result<RunOutcome, ScenarioError> {
+        let Self { spec, api, latency, data, ids } = *self;
+        let summary: Summary = api.get_json("/new/tickets/summary")?;
+        let attachments: Vec<usize> =
+            ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
+        let ideal =
+            ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
+        let mut tally = verify(results, ids, data, &summary);
+        tally.http_retries = http_retries;
+        tally.worker_retries = worker_retries;
+        Ok(tally.outcome(timing, ideal))
+    }
 }
 
 /// Counts correct, failed, lost and duplicated tickets and attachments.
