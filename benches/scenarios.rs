@@ -19,11 +19,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use fanout::Stateful;
 use fanout_bench::scenario::api_calls::FetchItem;
 use fanout_bench::scenario::cpu::hash_job;
-use fanout_bench::{Api, ExecutorKind, MapAll, Secret, dispatch};
+use fanout::Executor;
+use fanout_bench::{Api, ExecutorKind, Secret, dispatch};
 use fanout_mock_api::{Config, MockServer};
 
-const KINDS: [ExecutorKind; 4] =
-    [ExecutorKind::Serial, ExecutorKind::Process, ExecutorKind::Thread, ExecutorKind::Async];
+const KINDS: [ExecutorKind; 4] = ExecutorKind::ALL;
 const TOKEN: &str = "bench-token";
 const API_JOBS: u64 = 100;
 const API_WORKERS: usize = 32;
@@ -35,7 +35,7 @@ fn identity(x: u64) -> u64 {
 
 /// Whether the harness can build this executor; prints why not otherwise.
 fn available(kind: ExecutorKind) -> bool {
-    match dispatch(kind, 1, MapAll { job: identity, inputs: vec![1] }) {
+    match dispatch(kind, 1, |executor| executor.map(identity, [1])) {
         Ok(_) => true,
         Err(error) => {
             eprintln!("skipping {kind}: {error}");
@@ -57,11 +57,9 @@ fn api_calls(c: &mut Criterion) {
         let workers = kind.effective_workers(API_WORKERS);
         group.bench_function(BenchmarkId::new(kind.name(), workers), |b| {
             b.iter(|| {
-                let task = MapAll {
-                    job: Stateful(FetchItem { api: api.clone() }),
-                    inputs: (1..=API_JOBS).collect(),
-                };
-                let results = dispatch(kind, workers, task).expect("the executor runs");
+                let job = Stateful(FetchItem { api: api.clone() });
+                let results =
+                    dispatch(kind, workers, |executor| executor.map(job, 1..=API_JOBS)).expect("the executor runs");
                 assert!(results.iter().all(|result| matches!(result, Ok(Ok(_)))), "every call succeeds");
             })
         });
@@ -81,8 +79,8 @@ fn cpu(c: &mut Criterion) {
         let workers = kind.effective_workers(cores);
         group.bench_function(BenchmarkId::new(kind.name(), workers), |b| {
             b.iter(|| {
-                let task = MapAll { job: hash_job, inputs: (0..CPU_JOBS).collect() };
-                let results = dispatch(kind, workers, task).expect("the executor runs");
+                let results =
+                    dispatch(kind, workers, |executor| executor.map(hash_job, 0..CPU_JOBS)).expect("the executor runs");
                 assert!(results.iter().all(Result::is_ok), "every job succeeds");
             })
         });

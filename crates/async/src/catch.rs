@@ -5,7 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use fanout_core::{JobError, catch_panic};
+use fanout_core::JobError;
+use fanout_core::plumbing::catch_panic;
 use pin_project_lite::pin_project;
 
 pin_project! {

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use fanout_core::{JobError, catch_panic};
+use fanout_core::JobError;
+use fanout_core::plumbing::catch_panic;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::catch::CatchPanic;

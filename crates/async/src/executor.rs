@@ -16,18 +16,19 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use fanout_core::{
-    BuildError, Completer, Executor, Job, JobError, JobHandle, Payload, Shutdown, catch_panic, job_handle,
-    run_caught,
+use std::marker::PhantomData;
+
+use fanout_core::plumbing::{
+    Batch, BatchPacker, Launch, Ordered, Reply, Unordered, catch_panic, job_handle, launch_one, run_chunk,
 };
+use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown};
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::mpsc;
 
-use crate::launch::{self, Deliver, Reply, Shared, Skip, Tracker};
-use crate::window::{Window, collect_ordered};
+use crate::launch::{self, Shared, Tracker};
 
 /// Blocking jobs launched per `map` call beyond the workers: they wait for a permit on the
 /// runtime, so that a worker finishing a job finds the next one already there.
@@ -291,7 +292,10 @@ impl AsyncExecutor {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        collect_ordered(self.map_async_unordered(f, inputs))
+        let caller = self.caller();
+        refuse_on_loop(caller, "map_async");
+        let ordered = Ordered::new(FutureLaunch::new(self, f), inputs.into_iter());
+        self.wait_here(caller, ordered).collect()
     }
 
     /// Like [`map_async`](Self::map_async), but yields `(input index, result)` as futures
@@ -306,25 +310,23 @@ impl AsyncExecutor {
     /// As [`map_async`](Self::map_async).
     pub fn map_async_unordered<'a, I, F, Fut>(
         &'a self,
-        mut f: F,
+        f: F,
         inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
     ) -> impl Iterator<Item = (usize, Result<Fut::Output, JobError>)> + 'a
     where
+        I: 'a,
         F: FnMut(I) -> Fut + 'a,
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
         let caller = self.caller();
-        refuse_on_loop(caller, "map_async");
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let skip = Skip::new(Arc::clone(&self.shared), Some(Arc::clone(&abandoned)));
-        let launch = move |input: I, reply: Reply<Fut::Output>| match catch_panic(|| f(input)) {
-            Ok(future) => self.launch_future(future, skip.clone(), reply),
-            Err(error) => reply.deliver(Err(error)),
-        };
-        let window = Window::new(inputs.into_iter(), self.workers, true, abandoned, launch);
-        let in_place = caller == Caller::Runtime && self.flavor != Flavor::CurrentThread;
-        WaitOnWorker { inner: window, block_in_place: in_place }
+        refuse_on_loop(caller, "map_async_unordered");
+        self.wait_here(caller, Unordered::new(FutureLaunch::new(self, f), inputs.into_iter()))
+    }
+
+    /// Wraps a waiting iterator so that it may wait on `caller`'s thread.
+    fn wait_here<W: Iterator>(&self, caller: Caller, inner: W) -> WaitOnWorker<W> {
+        WaitOnWorker { inner, block_in_place: caller == Caller::Runtime && self.flavor != Flavor::CurrentThread }
     }
 
     /// Queues one future and returns a handle to its output. It waits for a free slot among
@@ -337,8 +339,8 @@ impl AsyncExecutor {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        let (completer, handle) = job_handle();
-        self.launch_future(future, Skip::new(Arc::clone(&self.shared), None), completer);
+        let (reply, handle) = job_handle();
+        self.launch_futures(Batch::One(future), reply);
         handle
     }
 
@@ -373,32 +375,29 @@ impl AsyncExecutor {
         }
     }
 
-    /// Spawns the task of one future.
-    fn launch_future<Fut, D>(&self, future: Fut, skip: Skip, done: D)
+    /// Spawns the task of one chunk of futures.
+    fn launch_futures<Fut>(&self, futures: Batch<Fut>, reply: Reply<Fut::Output>)
     where
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
-        D: Deliver<Fut::Output>,
     {
-        match &self.tracker {
-            Some(tracker) => drop(self.handle.spawn(launch::future(tracker.clone(), skip, future, done))),
-            None => done.deliver(Err(JobError::Cancelled)),
+        // A stopped executor: the reply, dropped, answers `Cancelled`.
+        if let Some(tracker) = &self.tracker {
+            let shared = Arc::clone(&self.shared);
+            drop(self.handle.spawn(launch::futures(tracker.clone(), shared, futures, reply)));
         }
     }
 
-    /// Spawns the task of one blocking job.
-    fn launch_blocking<J, I, D>(&self, job: Arc<J>, input: I, skip: Skip, done: D)
+    /// Spawns the task of one chunk of blocking jobs.
+    fn launch_blocking<J, I>(&self, job: Arc<J>, chunk: Batch<I>, reply: Reply<J::Output>)
     where
         J: Job<I>,
         I: Send + 'static,
         J::Output: Send + 'static,
-        D: Deliver<J::Output>,
     {
-        match &self.tracker {
-            Some(tracker) => {
-                drop(self.handle.spawn(launch::blocking(tracker.clone(), skip, job, input, done)))
-            }
-            None => done.deliver(Err(JobError::Cancelled)),
+        if let Some(tracker) = &self.tracker {
+            let shared = Arc::clone(&self.shared);
+            drop(self.handle.spawn(launch::blocking(tracker.clone(), shared, job, chunk, reply)));
         }
     }
 
@@ -473,19 +472,21 @@ impl Executor for AsyncExecutor {
         I: Payload,
         J::Output: Payload,
     {
-        let inline = self.caller() != Caller::Outside;
-        let job = Arc::new(job);
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let skip = Skip::new(Arc::clone(&self.shared), Some(Arc::clone(&abandoned)));
-        let window = if inline { 1 } else { self.workers.saturating_mul(2).max(BLOCKING_WINDOW_MIN) };
-        let launch = move |input: I, reply: Reply<J::Output>| {
-            if inline {
-                reply.deliver(run_caught(&*job, input));
-            } else {
-                self.launch_blocking(Arc::clone(&job), input, skip.clone(), reply);
-            }
-        };
-        Window::new(inputs.into_iter(), window, !inline, abandoned, launch)
+        Unordered::new(BlockingLaunch::new(self, job), inputs.into_iter())
+    }
+
+    /// As [`map_unordered`](Self::map_unordered), results in input order.
+    fn imap<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = Result<J::Output, JobError>> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        Ordered::new(BlockingLaunch::new(self, job), inputs.into_iter())
     }
 
     fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
@@ -494,12 +495,8 @@ impl Executor for AsyncExecutor {
         I: Payload,
         J::Output: Payload,
     {
-        let (completer, handle): (Completer<J::Output>, _) = job_handle();
-        if self.caller() == Caller::Outside {
-            self.launch_blocking(Arc::new(job), input, Skip::new(Arc::clone(&self.shared), None), completer);
-        } else {
-            completer.complete(run_caught(&job, input));
-        }
+        let (reply, handle) = job_handle();
+        launch_one(&mut BlockingLaunch::new(self, job), input, reply);
         handle
     }
 
@@ -520,5 +517,96 @@ impl fmt::Debug for AsyncExecutor {
             .field("workers", &self.workers)
             .field("flavor", &self.flavor)
             .finish_non_exhaustive()
+    }
+}
+
+/// The launcher of the trait's blocking jobs: each chunk waits for a permit on the runtime and
+/// runs on its blocking pool; from one of the executor's own threads, inline.
+struct BlockingLaunch<'e, J, I> {
+    executor: &'e AsyncExecutor,
+    job: Arc<J>,
+    /// Called from the executor's own threads: waiting there for the pool could deadlock,
+    /// and a future that calls blocking code stalls its loop either way.
+    inline: bool,
+    _input: PhantomData<fn(I)>,
+}
+
+impl<'e, J, I> BlockingLaunch<'e, J, I> {
+    fn new(executor: &'e AsyncExecutor, job: J) -> Self {
+        let inline = executor.caller() != Caller::Outside;
+        Self { executor, job: Arc::new(job), inline, _input: PhantomData }
+    }
+}
+
+impl<J, I> Launch for BlockingLaunch<'_, J, I>
+where
+    J: Job<I>,
+    I: Send + 'static,
+    J::Output: Send + 'static,
+{
+    type Input = I;
+    type Output = J::Output;
+    type Packer = BatchPacker<I>;
+
+    fn packer(&mut self) -> BatchPacker<I> {
+        BatchPacker::new(1)
+    }
+
+    fn window(&self) -> usize {
+        if self.inline { 1 } else { self.executor.workers.saturating_mul(2).max(BLOCKING_WINDOW_MIN) }
+    }
+
+    fn launch(&mut self, chunk: Batch<I>, reply: Reply<J::Output>) {
+        if !self.inline {
+            self.executor.launch_blocking(Arc::clone(&self.job), chunk, reply);
+        } else if reply.start() {
+            reply.send(run_chunk(chunk, |input| self.job.call(input)));
+        }
+    }
+}
+
+/// The launcher of `map_async`: `f` builds each input's future on the calling thread, and the
+/// future runs on the runtime.
+struct FutureLaunch<'e, F, I> {
+    executor: &'e AsyncExecutor,
+    f: F,
+    _input: PhantomData<fn(I)>,
+}
+
+impl<'e, F, I> FutureLaunch<'e, F, I> {
+    fn new(executor: &'e AsyncExecutor, f: F) -> Self {
+        Self { executor, f, _input: PhantomData }
+    }
+}
+
+impl<F, I, Fut> Launch for FutureLaunch<'_, F, I>
+where
+    F: FnMut(I) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Input = I;
+    type Output = Fut::Output;
+    type Packer = BatchPacker<I>;
+
+    fn packer(&mut self) -> BatchPacker<I> {
+        BatchPacker::new(1)
+    }
+
+    fn window(&self) -> usize {
+        self.executor.workers
+    }
+
+    fn launch(&mut self, chunk: Batch<I>, reply: Reply<Fut::Output>) {
+        let f = &mut self.f;
+        let mut futures = Vec::with_capacity(chunk.len());
+        for input in chunk {
+            match catch_panic(|| f(input)) {
+                Ok(future) => futures.push(future),
+                // A panicking `f` is its input's result (chunks here hold one input).
+                Err(error) => return reply.fail(error),
+            }
+        }
+        self.executor.launch_futures(Batch::from_vec(futures), reply);
     }
 }

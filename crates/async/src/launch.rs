@@ -1,6 +1,6 @@
-//! One job's life on the runtime: waiting for an in-flight permit, then running as a blocking
-//! job on the blocking pool ([`blocking`]) or as a future on the runtime ([`future`]), and
-//! delivering exactly one result ([`Deliver`]) whatever happens.
+//! One chunk's life on the runtime: waiting for an in-flight permit, then running as a blocking
+//! job on the blocking pool ([`blocking`]) or as futures on the runtime ([`futures`]), and
+//! answering its [`Reply`] (fanout-core's exactly-once answer) whatever happens.
 //!
 //! Every task holds a [`Tracker`]: the executor's shutdown waits until the last one is gone,
 //! so dropping the executor waits for queued and running jobs.
@@ -10,8 +10,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::Sender;
-use fanout_core::{Completer, Job, JobError, run_caught};
+use fanout_core::plumbing::{Batch, Reply, run_chunk};
+use fanout_core::Job;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::catch::CatchPanic;
@@ -47,7 +47,7 @@ impl Shared {
         self.futures.close();
     }
 
-    fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 }
@@ -66,110 +66,59 @@ impl Tracker {
     }
 }
 
-/// Where a job's result goes. Implementations must answer [`JobError::Cancelled`] when they are
-/// dropped without a result, so that every job yields exactly one answer on every path.
-pub(crate) trait Deliver<O>: Send + 'static {
-    /// Hands over the job's result.
-    fn deliver(self, result: Result<O, JobError>);
-}
-
-impl<O: Send + 'static> Deliver<O> for Completer<O> {
-    fn deliver(self, result: Result<O, JobError>) {
-        self.complete(result);
-    }
-}
-
-/// The answer of input `index` of one `map` call, sent to the caller's window.
-#[derive(Debug)]
-pub(crate) struct Reply<O> {
-    index: usize,
-    sender: Option<Sender<(usize, Result<O, JobError>)>>,
-}
-
-impl<O> Reply<O> {
-    pub(crate) fn new(index: usize, sender: Sender<(usize, Result<O, JobError>)>) -> Self {
-        Self { index, sender: Some(sender) }
-    }
-
-    fn send(&mut self, result: Result<O, JobError>) {
-        if let Some(sender) = self.sender.take() {
-            // The caller may have stopped listening (a dropped iterator): that is fine.
-            let _ = sender.send((self.index, result));
-        }
-    }
-}
-
-impl<O: Send + 'static> Deliver<O> for Reply<O> {
-    fn deliver(mut self, result: Result<O, JobError>) {
-        self.send(result);
-    }
-}
-
-impl<O> Drop for Reply<O> {
-    fn drop(&mut self) {
-        self.send(Err(JobError::Cancelled));
-    }
-}
-
-/// Whether a job that has not started yet should be skipped: the executor cancelled its
-/// queue, or the `map` call that launched it was abandoned (its iterator dropped).
-#[derive(Debug, Clone)]
-pub(crate) struct Skip {
+/// The task of one chunk of blocking jobs: it waits for a blocking permit on the runtime, then
+/// hands the chunk to the runtime's blocking pool (asyncio's `run_in_executor`).
+pub(crate) async fn blocking<J, I>(
+    tracker: Tracker,
     shared: Arc<Shared>,
-    abandoned: Option<Arc<AtomicBool>>,
-}
-
-impl Skip {
-    pub(crate) fn new(shared: Arc<Shared>, abandoned: Option<Arc<AtomicBool>>) -> Self {
-        Self { shared, abandoned }
-    }
-
-    fn now(&self) -> bool {
-        self.shared.is_cancelled() || self.abandoned.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire))
-    }
-}
-
-/// The task of one blocking job: it waits for a blocking permit on the runtime, then hands the
-/// job to the runtime's blocking pool (asyncio's `run_in_executor`).
-pub(crate) async fn blocking<J, I, D>(tracker: Tracker, skip: Skip, job: Arc<J>, input: I, done: D)
-where
+    job: Arc<J>,
+    chunk: Batch<I>,
+    reply: Reply<J::Output>,
+) where
     J: Job<I>,
     I: Send + 'static,
     J::Output: Send + 'static,
-    D: Deliver<J::Output>,
 {
-    let Ok(permit) = Arc::clone(&skip.shared.blocking).acquire_owned().await else {
-        return done.deliver(Err(JobError::Cancelled));
-    };
-    if skip.now() {
-        return done.deliver(Err(JobError::Cancelled));
+    // A closed semaphore (a cancelled queue) or a cancelled call: the reply, dropped, answers
+    // `Cancelled`.
+    let Ok(permit) = Arc::clone(&shared.blocking).acquire_owned().await else { return };
+    if shared.is_cancelled() {
+        return;
     }
     // The task ends here; the blocking closure carries the permit and the tracker, so the
     // next job starts as soon as this one returns and shutdown waits for it.
     tokio::task::spawn_blocking(move || {
-        let result = if skip.now() { Err(JobError::Cancelled) } else { run_caught(&*job, input) };
-        drop(permit);
-        done.deliver(result);
+        if !shared.is_cancelled() && reply.start() {
+            let results = run_chunk(chunk, |input| job.call(input));
+            drop(permit);
+            reply.send(results);
+        }
         drop(tracker);
     });
 }
 
-/// The task of one future: it waits for a future permit, then drives the future, turning a
-/// panic into [`JobError::Panicked`].
-pub(crate) async fn future<F, D>(tracker: Tracker, skip: Skip, future: F, done: D)
+/// The task of one chunk of futures: it waits for a future permit, then drives them in order,
+/// turning a panic into [`JobError::Panicked`](fanout_core::JobError::Panicked).
+pub(crate) async fn futures<F>(tracker: Tracker, shared: Arc<Shared>, chunk: Batch<F>, reply: Reply<F::Output>)
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
-    D: Deliver<F::Output>,
 {
     let _tracker = tracker;
-    let Ok(permit) = Arc::clone(&skip.shared.futures).acquire_owned().await else {
-        return done.deliver(Err(JobError::Cancelled));
-    };
-    if skip.now() {
-        return done.deliver(Err(JobError::Cancelled));
+    let Ok(permit) = Arc::clone(&shared.futures).acquire_owned().await else { return };
+    if shared.is_cancelled() || !reply.start() {
+        return;
     }
-    let result = CatchPanic::new(future).await;
+    let results = match chunk {
+        Batch::One(future) => Batch::One(CatchPanic::new(future).await),
+        Batch::Many(futures) => {
+            let mut results = Vec::with_capacity(futures.len());
+            for future in futures {
+                results.push(CatchPanic::new(future).await);
+            }
+            Batch::Many(results)
+        }
+    };
     drop(permit);
-    done.deliver(result);
+    reply.send(results);
 }

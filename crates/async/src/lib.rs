@@ -111,9 +111,9 @@
 //! - `executor`: [`AsyncExecutor`], its builder and [`Flavor`], the event-loop thread that owns
 //!   the runtime, the [`Executor`](fanout_core::Executor) implementation and the native async
 //!   methods.
-//! - `launch`: one job's life on the runtime (permit, blocking pool or future, exactly one
-//!   answer).
-//! - `window`: the caller's side of a map: lazy inputs, a bounded window, results as they come.
+//! - `launch`: one chunk's life on the runtime (permit, blocking pool or futures), answered
+//!   through fanout-core's exactly-once `Reply`. The caller's side of a map (lazy inputs, the
+//!   window, the order of results) is fanout-core's engine.
 //! - `concurrent`: [`map_concurrent`], bounded concurrency inside one future.
 //! - `catch`: panics of futures as [`JobError::Panicked`](fanout_core::JobError::Panicked).
 
@@ -121,7 +121,6 @@ mod catch;
 mod concurrent;
 mod executor;
 mod launch;
-mod window;
 
 pub use concurrent::map_concurrent;
 pub use executor::{AsyncExecutor, AsyncExecutorBuilder, Flavor};

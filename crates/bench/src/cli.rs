@@ -50,7 +50,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_enum)]
     scenario: Scenario,
     /// The execution model.
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "serial|process|thread|async")]
     executor: ExecutorKind,
     /// Workers of the executor (of the outer one for ticket-migration).
     #[arg(long, value_name = "N", value_parser = at_least_one)]

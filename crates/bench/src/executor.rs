@@ -1,66 +1,20 @@
-//! Which executor a run uses: [`ExecutorKind`], and [`dispatch`], the one place where a kind
-//! becomes a concrete executor.
+//! Which executor a run uses: the facade's [`ExecutorKind`] and [`AnyExecutor`], and the
+//! harness's timed wrappers around them.
 //!
-//! The [`Executor`] trait has generic methods, so it cannot be a trait object: code that runs
-//! "some executor chosen at run time" is written once as a [`WithExecutor`] task, generic over
-//! `E: Executor`, and [`dispatch`] builds the executor, runs the task on it and shuts it down.
-//! Adding an execution model is one match arm there. The ticket migration uses the same
-//! function to build its nested, per-ticket executor, so inner and outer are always the same
-//! kind.
+//! [`dispatch`] builds the executor of a kind, runs a task on it and shuts it down, so that
+//! timing a call times what a user program pays. The ticket migration builds its nested,
+//! per-ticket executor the same way, so inner and outer are always the same kind.
 //!
-//! `Async` through [`dispatch`] is an [`AsyncExecutor`] running the blocking jobs on its
-//! blocking pool (how the `cpu` scenario runs on it). The HTTP scenarios' native-async versions
-//! use [`dispatch_async`] instead, which hands the task the `AsyncExecutor` itself, for its
+//! `Async` here is an [`AsyncExecutor`] running the blocking jobs on its blocking pool (how
+//! the `cpu` scenario runs on it). The HTTP scenarios' native-async versions use
+//! [`dispatch_async`] instead, which hands the task the `AsyncExecutor` itself, for its
 //! futures.
 
-use std::fmt;
 use std::time::Duration;
 
-use fanout_async::AsyncExecutor;
-use fanout_core::{BuildError, Executor, Job, JobError, Payload, Serial, Shutdown};
-use fanout_process::ProcessPool;
-use fanout_thread::ThreadPool;
+pub use fanout::{AnyExecutor, ExecutorKind};
+use fanout::{AsyncExecutor, BuildError, Executor, ProcessPool, Shutdown};
 use serde::{Deserialize, Serialize};
-
-/// The execution models of the CLI's `--executor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
-    /// Jobs run inline, one after another: the baseline (`Serial`).
-    Serial,
-    /// Forked worker processes (`ProcessPool`).
-    Process,
-    /// Worker threads (`ThreadPool`).
-    Thread,
-    /// A tokio runtime (`AsyncExecutor`).
-    Async,
-}
-
-impl ExecutorKind {
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Serial => "serial",
-            Self::Process => "process",
-            Self::Thread => "thread",
-            Self::Async => "async",
-        }
-    }
-
-    /// How many jobs an executor of this kind built for `workers` runs at once.
-    pub fn effective_workers(self, workers: usize) -> usize {
-        match self {
-            Self::Serial => 1,
-            Self::Process | Self::Thread | Self::Async => workers,
-        }
-    }
-}
-
-impl fmt::Display for ExecutorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Why [`dispatch`] could not run a task.
 #[derive(Debug, thiserror::Error)]
@@ -74,35 +28,16 @@ pub enum ExecError {
         #[source]
         source: BuildError,
     },
-    /// This execution model is not part of this build.
-    #[error("the {0} executor is not part of this build; pick another --executor")]
-    NotBuilt(ExecutorKind),
-}
-
-/// Work written once for every executor: [`dispatch`] hands it the executor it built.
-pub trait WithExecutor {
-    /// What the work produces.
-    type Output;
-
-    /// Does the work on `executor`. The executor is shut down after this returns.
-    fn run<E: Executor>(self, executor: &E) -> Self::Output;
 }
 
 /// Builds an executor of `kind` with `workers` workers, runs `task` on it and shuts it down
 /// (waiting for its jobs), so that timing a call to this function times what a user program
 /// pays: start-up, the work and the shutdown.
-pub fn dispatch<T: WithExecutor>(
-    kind: ExecutorKind,
-    workers: usize,
-    task: T,
-) -> Result<T::Output, ExecError> {
-    let build = |source| ExecError::Build { kind, source };
-    match kind {
-        ExecutorKind::Serial => Ok(run_then_shutdown(Serial::new(), task)),
-        ExecutorKind::Thread => Ok(run_then_shutdown(ThreadPool::new(workers).map_err(build)?, task)),
-        ExecutorKind::Process => Ok(run_then_shutdown(ProcessPool::new(workers).map_err(build)?, task)),
-        ExecutorKind::Async => Ok(run_then_shutdown(AsyncExecutor::new(workers).map_err(build)?, task)),
-    }
+pub fn dispatch<T>(kind: ExecutorKind, workers: usize, task: impl FnOnce(&AnyExecutor) -> T) -> Result<T, ExecError> {
+    let executor = AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source })?;
+    let output = task(&executor);
+    executor.shutdown(Shutdown::Finish);
+    Ok(output)
 }
 
 /// How a run's (outer) executor copes with dying workers: `--retry-lost` and the fault drill
@@ -118,12 +53,12 @@ pub struct Resilience {
 
 /// [`dispatch`] with [`Resilience`]; also returns how many tasks ran again after their
 /// worker died (`None` for executors without worker processes).
-pub fn dispatch_resilient<T: WithExecutor>(
+pub fn dispatch_resilient<T>(
     kind: ExecutorKind,
     workers: usize,
     resilience: Resilience,
-    task: T,
-) -> Result<(T::Output, Option<u64>), ExecError> {
+    task: impl FnOnce(&AnyExecutor) -> T,
+) -> Result<(T, Option<u64>), ExecError> {
     if kind != ExecutorKind::Process {
         return dispatch(kind, workers, task).map(|output| (output, None));
     }
@@ -132,18 +67,19 @@ pub fn dispatch_resilient<T: WithExecutor>(
         .retry_lost(resilience.retry_lost)
         .build()
         .map_err(|source| ExecError::Build { kind, source })?;
+    let executor = AnyExecutor::from(pool);
+    let AnyExecutor::Process(pool) = &executor else { unreachable!("built from a process pool") };
     let output = std::thread::scope(|scope| {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         if let Some(every) = resilience.kill_worker_every {
-            let pool = &pool;
             scope.spawn(move || kill_workers(pool, every, &stopped));
         }
-        let output = task.run(&pool);
+        let output = task(&executor);
         drop(stop);
         output
     });
     let retried = pool.retried_tasks();
-    pool.shutdown(Shutdown::Finish);
+    executor.shutdown(Shutdown::Finish);
     Ok((output, Some(retried)))
 }
 
@@ -178,34 +114,6 @@ pub fn dispatch_async<T>(workers: usize, task: impl FnOnce(&AsyncExecutor) -> T)
     Ok(output)
 }
 
-fn run_then_shutdown<E: Executor, T: WithExecutor>(executor: E, task: T) -> T::Output {
-    let output = task.run(&executor);
-    executor.shutdown(Shutdown::Finish);
-    output
-}
-
-/// The most common task: `map` one job over inputs, results in input order.
-#[derive(Debug)]
-pub struct MapAll<J, I> {
-    /// The job.
-    pub job: J,
-    /// Its inputs.
-    pub inputs: Vec<I>,
-}
-
-impl<J, I> WithExecutor for MapAll<J, I>
-where
-    J: Job<I>,
-    I: Payload,
-    J::Output: Payload,
-{
-    type Output = Vec<Result<J::Output, JobError>>;
-
-    fn run<E: Executor>(self, executor: &E) -> Self::Output {
-        executor.map(self.job, self.inputs)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,8 +124,8 @@ mod tests {
 
     #[test]
     fn dispatch_runs_every_kind() {
-        for kind in [ExecutorKind::Serial, ExecutorKind::Thread, ExecutorKind::Process, ExecutorKind::Async] {
-            let out = dispatch(kind, 3, MapAll { job: double, inputs: vec![1, 2, 3] });
+        for kind in ExecutorKind::ALL {
+            let out = dispatch(kind, 3, |executor| executor.map(double, [1, 2, 3]));
             assert_eq!(out.ok(), Some(vec![Ok(2), Ok(4), Ok(6)]), "{kind}");
         }
     }
@@ -231,7 +139,7 @@ mod tests {
 
     #[test]
     fn zero_workers_is_a_build_error() {
-        let error = dispatch(ExecutorKind::Thread, 0, MapAll { job: double, inputs: vec![1] }).err();
+        let error = dispatch(ExecutorKind::Thread, 0, |executor| executor.map(double, [1])).err();
         assert!(matches!(error, Some(ExecError::Build { .. })));
     }
 }

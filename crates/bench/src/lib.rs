@@ -6,7 +6,8 @@
 //! result verified, the wall time compared with an ideal computed from the latency the
 //! server really applies.
 //!
-//! - [`executor`]: [`ExecutorKind`] and the one place that turns it into an executor.
+//! - [`executor`]: [`dispatch`], building the facade's [`AnyExecutor`] of an [`ExecutorKind`]
+//!   around a timed task.
 //! - [`http`]: the per-worker `ureq` agent and the typed requests the scenarios share.
 //! - [`http_async`]: [`AsyncApi`], the same requests over one async client (hyper-util's
 //!   pool, rustls) per run, for the native-async versions of the HTTP scenarios.
@@ -27,7 +28,7 @@ pub mod run;
 pub mod scenario;
 pub mod usage;
 
-pub use executor::{ExecError, ExecutorKind, MapAll, WithExecutor, dispatch, dispatch_async};
+pub use executor::{AnyExecutor, ExecError, ExecutorKind, dispatch, dispatch_async};
 pub use http::{Api, HttpError, Secret};
 pub use http_async::AsyncApi;
 pub use report::Row;

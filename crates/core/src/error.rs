@@ -1,5 +1,7 @@
-//! The errors of fanout: what can happen to one job ([`JobError`]) and to building an
-//! executor ([`BuildError`]).
+//! The errors of fanout: what can happen to one job ([`JobError`]), how a worker process ended
+//! ([`WorkerExit`]), and why an executor could not be built ([`BuildError`]).
+//!
+//! Every cause has its own variant, so that a program can match on it; messages say what to do.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,15 +21,16 @@ pub enum JobError {
         /// The panic's message, or a placeholder when the payload was not a string.
         message: String,
     },
-    /// The worker that ran the job died before it reported a result (a process killed by a
-    /// signal, or one that called `exit` inside the job). The executor replaced the worker.
-    #[error("the worker running this job died ({exit}); retry the job if it is idempotent")]
+    /// The worker that ran the job died, or could not run it, before it reported a result.
+    /// The executor replaced the worker where it could.
+    #[error("the worker running this job was lost ({exit}); retry the job if it is idempotent")]
     WorkerLost {
         /// How the worker ended.
         exit: WorkerExit,
     },
-    /// The job never ran: the executor was shut down with its queue cancelled.
-    #[error("the job was cancelled before it ran: the executor shut down and dropped its queue")]
+    /// The job never ran: it was cancelled through its handle, the executor was shut down with
+    /// its queue cancelled, or the iterator of its `map` was dropped before it started.
+    #[error("the job was cancelled before it ran")]
     Cancelled,
     /// No result arrived in time. The job may still be running: wait on its handle again to
     /// get the result.
@@ -36,20 +39,38 @@ pub enum JobError {
         /// How long the caller waited.
         timeout: Duration,
     },
+    /// This handle's result was already returned by an earlier `wait_timeout` or `try_wait`.
+    #[error("the result of this job was already taken from its handle")]
+    ResultTaken,
     /// The job, its input or its output could not be (de)serialized on its way to or from a
     /// worker process.
-    #[error(
-        "could not {} the job's {part}: {message}",
-        if *.encoding { "serialize" } else { "deserialize" }
-    )]
+    #[error("could not {direction} the job's {part}: {message}")]
     Serialization {
         /// Which part of the job failed.
         part: PayloadPart,
-        /// `true` when serializing failed, `false` when deserializing failed.
-        encoding: bool,
-        /// What the serializer said.
+        /// Whether writing or reading the bytes failed.
+        direction: Direction,
+        /// What the serializer (or the size check) said.
         message: String,
     },
+}
+
+/// Which way a payload was travelling when it failed to (de)serialize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// Turning a value into bytes.
+    Encode,
+    /// Turning bytes back into a value.
+    Decode,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Encode => "serialize",
+            Self::Decode => "deserialize",
+        })
+    }
 }
 
 /// The part of a job that crosses a process boundary.
@@ -77,7 +98,7 @@ impl fmt::Display for PayloadPart {
     }
 }
 
-/// How a worker process ended.
+/// How a worker ended, or why it could not run a job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum WorkerExit {
@@ -93,10 +114,34 @@ pub enum WorkerExit {
         /// The exit status.
         status: i32,
     },
-    /// The worker broke the protocol or vanished without an exit status that could be read.
-    Unknown {
-        /// What was observed.
-        detail: String,
+    /// The worker broke the protocol and was killed.
+    ProtocolViolation(Violation),
+    /// The worker's process is gone but the fork server that could say how it ended is gone
+    /// too (or did not answer): the pool cannot run jobs any more.
+    ForkServerGone {
+        /// What the pool saw.
+        reason: String,
+    },
+    /// The worker's exit status could not be collected (`waitpid` failed with this errno).
+    ReapFailed {
+        /// The `errno` of `waitpid`.
+        errno: i32,
+    },
+    /// The pool's worker initializer panicked, so the pool starts no workers: fix the
+    /// initializer.
+    InitializerPanicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// No worker could be started to run the job (`fork` or a channel failed).
+    SpawnFailed {
+        /// What the operating system said.
+        reason: String,
+    },
+    /// The pool's channels to its workers failed, so it cannot hear from them any more.
+    ChannelsFailed {
+        /// What the channel said.
+        reason: String,
     },
 }
 
@@ -105,9 +150,41 @@ impl fmt::Display for WorkerExit {
         match self {
             Self::Signaled { signal, name } => write!(f, "killed by signal {signal} ({name})"),
             Self::Exited { status } => write!(f, "exited with status {status}"),
-            Self::Unknown { detail } => f.write_str(detail),
+            Self::ProtocolViolation(violation) => write!(f, "killed for breaking the protocol: {violation}"),
+            Self::ForkServerGone { reason } => write!(f, "its fork server is gone ({reason})"),
+            Self::ReapFailed { errno } => {
+                write!(f, "its exit status could not be collected ({})", std::io::Error::from_raw_os_error(*errno))
+            }
+            Self::InitializerPanicked { message } => {
+                write!(f, "the pool's initializer panicked ({message}); fix it, the pool starts no workers")
+            }
+            Self::SpawnFailed { reason } => write!(f, "no worker could be started: {reason}"),
+            Self::ChannelsFailed { reason } => write!(f, "the pool's channels to its workers failed: {reason}"),
         }
     }
+}
+
+/// How a worker broke the protocol between it and its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A message that does not decode.
+    #[error("it sent a malformed message ({message})")]
+    MalformedMessage {
+        /// What the decoder said.
+        message: String,
+    },
+    /// An answer to a job it was not given.
+    #[error("it answered a job it was not given")]
+    UnrequestedAnswer,
+    /// An answer with the wrong number of results for its chunk.
+    #[error("it answered {got} results for a chunk of {expected} inputs")]
+    WrongResultCount {
+        /// Inputs in the chunk.
+        expected: usize,
+        /// Results in the answer.
+        got: usize,
+    },
 }
 
 /// Why an executor could not be built.
@@ -121,11 +198,8 @@ pub enum BuildError {
     #[error("the chunk size must be at least 1")]
     ZeroChunkSize,
     /// A process pool's fork server could not be started or broke its protocol.
-    #[error("the process pool's fork server failed: {reason}")]
-    ForkServer {
-        /// What went wrong.
-        reason: String,
-    },
+    #[error("the process pool's fork server failed: {0}")]
+    ForkServer(#[from] ForkServerError),
     /// The operating system refused a resource (a thread, a process, a channel).
     #[error("could not {action}: {source}")]
     Os {
@@ -135,4 +209,34 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What went wrong with a process pool's fork server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForkServerError {
+    /// It exited, or did not say hello in time, while it started.
+    #[error("it did not start: it exited or did not answer within {0:?}")]
+    DidNotStart(Duration),
+    /// Its hello could not be read.
+    #[error("its hello could not be read ({message})")]
+    Hello {
+        /// What ipc-channel said.
+        message: String,
+    },
+    /// It runs other code than this process.
+    #[error(
+        "it runs different code than this process (is the job code in a dynamically loaded \
+         library? the process pool needs it in the main executable)"
+    )]
+    DifferentExecutable,
+    /// It went away, or stopped answering, after it started.
+    #[error("it is gone ({message})")]
+    Gone {
+        /// What the pool saw.
+        message: String,
+    },
+    /// It answered a request with the answer to another.
+    #[error("it answered out of turn")]
+    OutOfTurn,
 }

@@ -1,6 +1,6 @@
 //! The [`Executor`] trait: the one interface of every execution model, and how it shuts down.
 
-use crate::{Job, JobError, JobHandle, Payload, WorkerExit};
+use crate::{Job, JobError, JobHandle, Payload};
 
 /// What happens to jobs that are queued but not yet started when an executor shuts down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,14 +57,39 @@ pub trait Executor {
         I: Payload,
         J::Output: Payload;
 
-    /// Runs `job` on every input and returns the results in input order (Python's `Pool.map`).
+    /// Runs `job` on every input and yields the results in input order, each as soon as every
+    /// input before it has its result (Python's `imap`).
+    ///
+    /// Lazy and bounded like [`map_unordered`](Self::map_unordered): results that finish
+    /// ahead of a slow input wait in a buffer no larger than the executor's window, and no
+    /// more inputs are pulled while it is full, so it runs over an endless input.
+    ///
+    /// ```
+    /// use fanout_core::{Executor, Serial};
+    ///
+    /// let mut squares = Serial::new().imap(|x: u64| x * x, 1..); // an endless input
+    /// assert_eq!(squares.next(), Some(Ok(1)));
+    /// assert_eq!(squares.nth(2), Some(Ok(16)));
+    /// ```
+    fn imap<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = Result<J::Output, JobError>> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload;
+
+    /// Runs `job` on every input and returns the results in input order (Python's `Pool.map`):
+    /// the collect of [`imap`](Self::imap).
     fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
     where
         J: Job<I>,
         I: Payload,
         J::Output: Payload,
     {
-        collect_ordered(self.map_unordered(job, inputs))
+        self.imap(job, inputs).collect()
     }
 
     /// Queues one job and returns a handle to its result (Python's `apply_async`).
@@ -78,31 +103,4 @@ pub trait Executor {
     fn shutdown(self, mode: Shutdown)
     where
         Self: Sized;
-}
-
-/// Puts `(index, result)` pairs back in index order.
-fn collect_ordered<O>(
-    results: impl Iterator<Item = (usize, Result<O, JobError>)>,
-) -> Vec<Result<O, JobError>> {
-    let mut slots: Vec<Option<Result<O, JobError>>> = Vec::with_capacity(results.size_hint().0);
-    for (index, result) in results {
-        if index >= slots.len() {
-            slots.resize_with(index + 1, || None);
-        }
-        slots[index] = Some(result);
-    }
-    slots
-        .into_iter()
-        .map(|slot| {
-            // Executors report every index; a gap would be an executor bug, reported as a lost
-            // result rather than a panic in the caller.
-            slot.unwrap_or_else(|| {
-                Err(JobError::WorkerLost {
-                    exit: WorkerExit::Unknown {
-                        detail: "the executor reported no result for this input".to_owned(),
-                    },
-                })
-            })
-        })
-        .collect()
 }

@@ -1,14 +1,12 @@
-//! What a job is: the [`Job`] trait, the [`Payload`] bound on inputs and outputs, stateful jobs
-//! ([`Stateful`]), panic capture ([`run_caught`]) and the encoded entry point that lets another
-//! process run a job.
+//! What a job is: the [`Job`] trait, the [`Payload`] bound on inputs and outputs, and stateful
+//! jobs ([`Stateful`]); and [`JobState`], how a job's state crosses a process boundary.
 
-use std::any::Any;
-use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::plumbing::{decode_payload, encode_payload};
 use crate::{JobError, PayloadPart};
 
 /// A value that can travel to a worker and back: a serde type that owns its data.
@@ -60,22 +58,34 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Payload for T {}
     label = "not a job",
     note = "a job is a `fn` item, a closure that captures nothing, or a serde struct implementing `StatefulJob<{I}>` wrapped in `Stateful(..)`"
 )]
-pub trait Job<I>: Send + Sync + 'static {
+pub trait Job<I>: JobState<I> + Send + Sync + 'static {
     /// What the job returns.
     type Output;
 
     /// Runs the job on one input, in the current thread.
     fn call(&self, input: I) -> Self::Output;
+}
 
+/// How a job's state crosses a process boundary: the half of a [`Job`] that only executors
+/// use.
+///
+/// Sealed: it is implemented for exactly the two kinds of jobs (zero-sized functions and
+/// [`Stateful`] serde structs), so no job can claim a state it cannot rebuild. Executors that
+/// run jobs in other processes call it; see [`plumbing`](crate::plumbing).
+pub trait JobState<I>: sealed::Sealed<I> {
     /// Serializes the job's own state for a worker process.
-    #[doc(hidden)]
     fn encode_state(&self) -> Result<Vec<u8>, JobError>;
 
-    /// Rebuilds the job from `encode_state`'s bytes in a worker process and lends it to `f`.
-    #[doc(hidden)]
+    /// Rebuilds the job from [`encode_state`](Self::encode_state)'s bytes in a worker process
+    /// and lends it to `f`.
     fn with_decoded_state<R>(state: &[u8], f: impl FnOnce(&Self) -> R) -> Result<R, JobError>
     where
         Self: Sized;
+}
+
+mod sealed {
+    /// Implemented by the two kinds of jobs only, in this module's parent.
+    pub trait Sealed<I> {}
 }
 
 /// The one check behind "capturing closures do not compile". It is evaluated when a job type is
@@ -92,6 +102,8 @@ impl<F> AssertStateless<F> {
     );
 }
 
+impl<F, I, O> sealed::Sealed<I> for F where F: Fn(I) -> O + Send + Sync + 'static {}
+
 impl<F, I, O> Job<I> for F
 where
     F: Fn(I) -> O + Send + Sync + 'static,
@@ -102,7 +114,12 @@ where
         let () = AssertStateless::<F>::OK;
         self(input)
     }
+}
 
+impl<F, I, O> JobState<I> for F
+where
+    F: Fn(I) -> O + Send + Sync + 'static,
+{
     fn encode_state(&self) -> Result<Vec<u8>, JobError> {
         let () = AssertStateless::<F>::OK;
         Ok(Vec::new())
@@ -158,6 +175,8 @@ pub trait StatefulJob<I>: Serialize + DeserializeOwned + Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stateful<S>(pub S);
 
+impl<S: StatefulJob<I>, I> sealed::Sealed<I> for Stateful<S> {}
+
 impl<S, I> Job<I> for Stateful<S>
 where
     S: StatefulJob<I>,
@@ -167,7 +186,12 @@ where
     fn call(&self, input: I) -> S::Output {
         self.0.call(input)
     }
+}
 
+impl<S, I> JobState<I> for Stateful<S>
+where
+    S: StatefulJob<I>,
+{
     fn encode_state(&self) -> Result<Vec<u8>, JobError> {
         encode_payload(PayloadPart::Job, &self.0)
     }
@@ -175,101 +199,5 @@ where
     fn with_decoded_state<R>(state: &[u8], f: impl FnOnce(&Self) -> R) -> Result<R, JobError> {
         let job = Stateful(decode_payload::<S>(PayloadPart::Job, state)?);
         Ok(f(&job))
-    }
-}
-
-/// Runs `job` on `input`, turning a panic into [`JobError::Panicked`].
-///
-/// Every executor runs jobs through this function, so a panic means the same everywhere.
-pub fn run_caught<J: Job<I>, I>(job: &J, input: I) -> Result<J::Output, JobError> {
-    catch_panic(|| job.call(input))
-}
-
-/// Runs `f`, turning a panic into [`JobError::Panicked`] with the panic's message.
-///
-/// For executors that run closures outside the [`Job`] rules (such as a thread pool's scoped
-/// API); jobs go through [`run_caught`].
-pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, JobError> {
-    // `AssertUnwindSafe`: the job is only borrowed shared, as every thread pool lends it, and a
-    // job whose state a panic left inconsistent can only observe it through interior
-    // mutability, which `UnwindSafe` does not track for `Sync` types anyway.
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = panic_message(payload.as_ref());
-        // A payload whose destructor panics must not take the worker down with it.
-        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
-        JobError::Panicked { message }
-    })
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&'static str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic whose payload is not a string".to_owned()
-    }
-}
-
-/// Serializes a payload with the format of fanout's process boundary (postcard).
-pub fn encode_payload<T: Serialize + ?Sized>(part: PayloadPart, value: &T) -> Result<Vec<u8>, JobError> {
-    postcard::to_stdvec(value).map_err(|error| JobError::Serialization {
-        part,
-        encoding: true,
-        message: error.to_string(),
-    })
-}
-
-/// Deserializes a payload written by [`encode_payload`].
-pub fn decode_payload<T: DeserializeOwned>(part: PayloadPart, bytes: &[u8]) -> Result<T, JobError> {
-    postcard::from_bytes(bytes).map_err(|error| JobError::Serialization {
-        part,
-        encoding: false,
-        message: error.to_string(),
-    })
-}
-
-/// Runs a chunk of encoded inputs through a job in the current process.
-///
-/// `state` comes from [`Job::encode_state`], `inputs` is an encoded `Vec<I>`; the answer is an
-/// encoded `Vec<Result<Output, JobError>>` with one entry per input, in input order. An `Err`
-/// means the whole chunk failed (the state or the inputs could not be decoded).
-pub type EncodedEntry = fn(state: &[u8], inputs: &[u8]) -> Result<Vec<u8>, JobError>;
-
-/// The [`EncodedEntry`] of job type `J` with input `I`.
-///
-/// A process pool sends this function's address to a worker forked from the same executable,
-/// where the same address holds the same code.
-pub fn entry_point<J, I>() -> EncodedEntry
-where
-    J: Job<I>,
-    I: Payload,
-    J::Output: Payload,
-{
-    run_encoded_chunk::<J, I>
-}
-
-fn run_encoded_chunk<J, I>(state: &[u8], inputs: &[u8]) -> Result<Vec<u8>, JobError>
-where
-    J: Job<I>,
-    I: Payload,
-    J::Output: Payload,
-{
-    let inputs: Vec<I> = decode_payload(PayloadPart::Input, inputs)?;
-    let outputs: Vec<Result<J::Output, JobError>> =
-        J::with_decoded_state(state, |job| inputs.into_iter().map(|input| run_caught(job, input)).collect())?;
-    match encode_payload(PayloadPart::Message, &outputs) {
-        Ok(bytes) => Ok(bytes),
-        // Some output refused to serialize: report that output alone and keep the others.
-        Err(_) => {
-            let outputs: Vec<Result<J::Output, JobError>> = outputs
-                .into_iter()
-                .map(|output| {
-                    let output = output?;
-                    encode_payload(PayloadPart::Output, &output).map(|_| output)
-                })
-                .collect();
-            encode_payload(PayloadPart::Message, &outputs)
-        }
     }
 }

@@ -12,7 +12,8 @@
 //! time ("Can't pickle"); here it is a compile error, for every executor alike, so that
 //! switching executors is always a one-line change.
 //!
-//! This crate also holds [`Serial`], the baseline that runs jobs inline.
+//! This crate also holds [`Serial`], the baseline that runs jobs inline, and [`plumbing`]: the
+//! engine every other executor is built on, documented for implementers.
 //!
 //! ```
 //! use fanout_core::{Executor, Serial};
@@ -30,16 +31,12 @@ mod error;
 mod executor;
 mod handle;
 mod job;
+pub mod plumbing;
 mod serial;
+mod sync;
 
-pub use error::{BuildError, JobError, PayloadPart, WorkerExit};
+pub use error::{BuildError, Direction, ForkServerError, JobError, PayloadPart, Violation, WorkerExit};
 pub use executor::{Executor, Shutdown};
-pub use handle::{Completer, JobHandle, job_handle};
-pub use job::{Job, Payload, Stateful, StatefulJob, catch_panic, run_caught};
+pub use handle::{AsCompleted, JobHandle, as_completed, wait_any, wait_any_timeout};
+pub use job::{Job, Payload, Stateful, StatefulJob};
 pub use serial::Serial;
-
-#[doc(hidden)]
-pub mod remote {
-    //! Hooks for executors that run jobs in another process. Not a stable API.
-    pub use crate::job::{EncodedEntry, decode_payload, encode_payload, entry_point};
-}

@@ -1,6 +1,11 @@
 //! [`Serial`]: runs every job inline, in order; the baseline of every speed-up.
+//!
+//! It is the one executor that does not use the engine: with no worker and nothing in flight
+//! there is no window, no chunk and nothing to reorder, and the baseline must cost nothing
+//! but the job itself.
 
-use crate::{Executor, Job, JobError, JobHandle, Payload, Shutdown, job_handle, run_caught};
+use crate::plumbing::{job_handle, run_caught};
+use crate::{Executor, Job, JobError, JobHandle, Payload, Shutdown};
 
 /// Runs jobs one after another on the calling thread.
 ///
@@ -38,13 +43,17 @@ impl Executor for Serial {
         inputs.into_iter().enumerate().map(move |(index, input)| (index, run_caught(&job, input)))
     }
 
-    fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
+    fn imap<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = Result<J::Output, JobError>> + 'a
     where
         J: Job<I>,
         I: Payload,
         J::Output: Payload,
     {
-        inputs.into_iter().map(|input| run_caught(&job, input)).collect()
+        inputs.into_iter().map(move |input| run_caught(&job, input))
     }
 
     /// Runs the job at once; the handle is ready when this returns.
@@ -54,8 +63,10 @@ impl Executor for Serial {
         I: Payload,
         J::Output: Payload,
     {
-        let (completer, handle) = job_handle();
-        completer.complete(run_caught(&job, input));
+        let (reply, handle) = job_handle();
+        if reply.start() {
+            reply.send_one(run_caught(&job, input));
+        }
         handle
     }
 

@@ -13,17 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use fanout_core::{JobError, WorkerExit};
+use fanout_core::plumbing::{EncodedReply, Outcome, check_message_size};
+use fanout_core::{BuildError, Direction, ForkServerError, JobError, PayloadPart, Violation, WorkerExit};
 use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult, IpcSender};
 
 use crate::protocol::{
     MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings,
 };
 use crate::server::ServerLink;
-
-/// What a task produced: an encoded `Vec<Result<Output, JobError>>`, or why the whole chunk
-/// failed.
-pub(crate) type Outcome = Result<Vec<u8>, JobError>;
 
 /// A chunk of encoded inputs on its way to a worker.
 pub(crate) struct Task {
@@ -33,29 +30,39 @@ pub(crate) struct Task {
     pub(crate) state: Arc<[u8]>,
     /// The encoded `Vec<Input>`.
     pub(crate) inputs: Vec<u8>,
-    pub(crate) reply: Reply,
+    /// Answers the chunk exactly once (`Cancelled` if dropped unanswered).
+    pub(crate) reply: EncodedReply,
 }
 
-/// Where a task's outcome goes. Dropped unanswered (a cancelled queue, a dispatcher gone) it
-/// answers [`JobError::Cancelled`], so that no caller ever waits for a result that will not come.
-pub(crate) struct Reply(Option<Box<dyn FnOnce(Outcome) + Send>>);
+/// Why workers could not be started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    #[error("could not create a channel: {0}")]
+    Channel(#[source] std::io::Error),
+    #[error("could not watch a worker's channel: {0}")]
+    Watch(#[source] std::io::Error),
+    #[error("the fork server failed: {0}")]
+    Server(#[from] ForkServerError),
+    #[error("fork failed: {0}")]
+    Fork(#[source] std::io::Error),
+}
 
-impl Reply {
-    pub(crate) fn new(deliver: impl FnOnce(Outcome) + Send + 'static) -> Self {
-        Self(Some(Box::new(deliver)))
-    }
-
-    pub(crate) fn send(mut self, outcome: Outcome) {
-        if let Some(deliver) = self.0.take() {
-            deliver(outcome);
+impl SpawnError {
+    /// The error of a pool that could not start its first workers.
+    pub(crate) fn into_build_error(self) -> BuildError {
+        match self {
+            Self::Channel(source) => BuildError::Os { action: "create a worker's channels", source },
+            Self::Watch(source) => BuildError::Os { action: "watch a worker's channel", source },
+            Self::Fork(source) => BuildError::Os { action: "fork a worker", source },
+            Self::Server(error) => BuildError::ForkServer(error),
         }
     }
-}
 
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(deliver) = self.0.take() {
-            deliver(Err(JobError::Cancelled));
+    /// How the jobs of a pool that cannot start workers any more end.
+    fn into_exit(self) -> WorkerExit {
+        match self {
+            Self::Server(error) => WorkerExit::ForkServerGone { reason: error.to_string() },
+            other => WorkerExit::SpawnFailed { reason: other.to_string() },
         }
     }
 }
@@ -94,7 +101,7 @@ impl Shared {
 
 /// A task a worker runs.
 struct Running {
-    reply: Reply,
+    reply: EncodedReply,
     /// What the task sent, kept to send it again if the worker dies (only with retries on).
     resend: Option<Resend>,
 }
@@ -135,11 +142,11 @@ pub(crate) struct Dispatcher {
     queue_closed: bool,
     shared: Arc<Shared>,
     /// Why no worker can be started any more; queued tasks then fail with this.
-    broken: Option<String>,
+    broken: Option<WorkerExit>,
     /// How many times a task may run again after its worker died.
     retry_lost: u32,
     /// Tasks whose worker died, to run again before the queue's.
-    retries: VecDeque<(Reply, Resend)>,
+    retries: VecDeque<(EncodedReply, Resend)>,
 }
 
 impl Dispatcher {
@@ -149,12 +156,12 @@ impl Dispatcher {
         settings: WorkerSettings,
         retry_lost: u32,
         queue: Receiver<Task>,
-    ) -> Result<(Self, Arc<Shared>), String> {
-        let server = ServerLink::start().map_err(|e| e.to_string())?;
-        let mut set = IpcReceiverSet::new().map_err(|e| format!("could not create a receiver set: {e}"))?;
-        let (wake, wake_receiver) =
-            ipc::channel::<()>().map_err(|e| format!("could not create a channel: {e}"))?;
-        let wake_id = set.add(wake_receiver).map_err(|e| format!("could not watch a channel: {e}"))?;
+    ) -> Result<(Self, Arc<Shared>), BuildError> {
+        let server = ServerLink::start()?;
+        let os = |action| move |source| BuildError::Os { action, source };
+        let mut set = IpcReceiverSet::new().map_err(os("create a receiver set"))?;
+        let (wake, wake_receiver) = ipc::channel::<()>().map_err(os("create a channel"))?;
+        let wake_id = set.add(wake_receiver).map_err(os("watch a channel"))?;
         let shared = Arc::new(Shared {
             idle_waiting: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
@@ -179,7 +186,7 @@ impl Dispatcher {
         };
         if let Err(error) = dispatcher.spawn_workers(size) {
             dispatcher.stop_workers();
-            return Err(error);
+            return Err(error.into_build_error());
         }
         Ok((dispatcher, shared))
     }
@@ -217,12 +224,13 @@ impl Dispatcher {
                     }
                 }
                 Err(error) => {
-                    self.broken = Some(format!("the pool lost its channels: {error}"));
+                    let exit = WorkerExit::ChannelsFailed { reason: error.to_string() };
                     for worker in &mut self.workers {
                         if let Some(running) = worker.running.take() {
-                            running.reply.send(Err(lost(WorkerExit::Unknown { detail: format!("{error}") })));
+                            running.reply.send(Err(lost(exit.clone())));
                         }
                     }
+                    self.broken = Some(exit);
                     self.fail_queued();
                     if self.queue_closed {
                         break;
@@ -244,6 +252,9 @@ impl Dispatcher {
             }
             let Some(worker) = self.workers.iter_mut().find(|w| w.is_idle()) else { return };
             if let Some((reply, resend)) = self.retries.pop_front() {
+                if !reply.start() {
+                    continue; // nobody waits for it any more: dropped, it answers `Cancelled`
+                }
                 let request = WorkerRequest::Run {
                     key: self.settings.key,
                     entry: resend.entry,
@@ -255,6 +266,7 @@ impl Dispatcher {
                 continue;
             }
             match self.queue.try_recv() {
+                Ok(task) if !task.reply.start() => {} // cancelled: dropped, it answers so
                 Ok(task) => {
                     // The request is kept only when a dead worker's task may run again.
                     let resend = (self.retry_lost > 0).then(|| Resend {
@@ -322,15 +334,12 @@ impl Dispatcher {
                     }
                     Ok(WorkerReply::InitFailed { message }) => {
                         self.workers[index].retiring = true;
-                        self.broken = Some(format!(
-                            "the worker initializer panicked ({message}); fix the initializer, the pool \
-                             starts no more workers"
-                        ));
+                        self.broken = Some(WorkerExit::InitializerPanicked { message });
                     }
                     Err(error) => {
                         // A worker that breaks the protocol cannot be trusted with more work.
-                        let detail = format!("the worker sent a malformed message ({error}) and was killed");
-                        self.worker_gone(index, Some(WorkerExit::Unknown { detail }));
+                        let violation = Violation::MalformedMessage { message: error.to_string() };
+                        self.worker_gone(index, Some(WorkerExit::ProtocolViolation(violation)));
                     }
                 }
             }
@@ -351,25 +360,15 @@ impl Dispatcher {
         match worker.running.take() {
             Some(running) => running.reply.send(outcome.and_then(|bytes| self.check_size(bytes))),
             None => {
-                let detail = "the worker answered a task it was not given, and was killed".to_owned();
-                self.worker_gone(index, Some(WorkerExit::Unknown { detail }));
+                let violation = WorkerExit::ProtocolViolation(Violation::UnrequestedAnswer);
+                self.worker_gone(index, Some(violation));
             }
         }
     }
 
     fn check_size(&self, bytes: Vec<u8>) -> Outcome {
         let limit = self.settings.max_message_bytes;
-        if bytes.len() > limit {
-            return Err(JobError::Serialization {
-                part: fanout_core::PayloadPart::Message,
-                encoding: false,
-                message: format!(
-                    "a reply of {} bytes is over the pool's message limit of {limit} bytes",
-                    bytes.len()
-                ),
-            });
-        }
-        Ok(bytes)
+        check_message_size(PayloadPart::Message, Direction::Decode, bytes.len(), limit).map(|()| bytes)
     }
 
     /// Reaps a worker whose channel closed (or that must go), starts a replacement, and
@@ -378,8 +377,8 @@ impl Dispatcher {
     fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
         let worker = self.workers.swap_remove(index);
         self.forget_pid(worker.pid);
-        let exit = self.reap(vec![worker.pid]).pop().unwrap_or_else(|| WorkerExit::Unknown {
-            detail: "the fork server did not say how the worker ended".to_owned(),
+        let exit = self.reap(vec![worker.pid]).pop().unwrap_or_else(|| WorkerExit::ForkServerGone {
+            reason: ForkServerError::OutOfTurn.to_string(),
         });
         let lost_task = match worker.running {
             Some(Running { reply, resend: Some(mut resend) })
@@ -399,8 +398,7 @@ impl Dispatcher {
         self.replenish();
         if let Some(reply) = lost_task {
             // A worker whose initializer failed exits without running its task: say why.
-            let broken = self.broken.clone().map(|detail| WorkerExit::Unknown { detail });
-            reply.send(Err(lost(reason.or(broken).unwrap_or(exit))));
+            reply.send(Err(lost(reason.or_else(|| self.broken.clone()).unwrap_or(exit))));
         }
     }
 
@@ -413,7 +411,7 @@ impl Dispatcher {
             && active < self.size
             && let Err(error) = self.spawn_workers(self.size - active)
         {
-            self.broken = Some(format!("could not start a replacement worker: {error}"));
+            self.broken = Some(error.into_exit());
         }
     }
 
@@ -424,17 +422,16 @@ impl Dispatcher {
     }
 
     /// Forks `count` workers, in as few requests to the fork server as ipc-channel allows.
-    fn spawn_workers(&mut self, count: usize) -> Result<(), String> {
+    fn spawn_workers(&mut self, count: usize) -> Result<(), SpawnError> {
         let mut left = count;
         while left > 0 {
             let batch = left.min(MAX_SPAWN_BATCH);
             left -= batch;
-            let channel_error = |e: std::io::Error| format!("could not create a channel: {e}");
             let mut ours = Vec::with_capacity(batch);
             let mut theirs = Vec::with_capacity(batch);
             for _ in 0..batch {
-                let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(channel_error)?;
-                let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(channel_error)?;
+                let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(SpawnError::Channel)?;
+                let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(SpawnError::Channel)?;
                 ours.push((jobs, replies));
                 theirs.push(WorkerEnds { jobs: jobs_receiver, replies: replies_sender });
             }
@@ -443,12 +440,11 @@ impl Dispatcher {
             let pids =
                 match self.server.call(ServerRequest::Spawn { workers: theirs, settings: self.settings })? {
                     ServerReply::Spawned { pids } if pids.len() == batch => pids,
-                    _ => return Err("the fork server answered out of turn".to_owned()),
+                    _ => return Err(ForkServerError::OutOfTurn.into()),
                 };
             for ((jobs, replies), pid) in ours.into_iter().zip(pids) {
-                let pid = pid.map_err(|error| format!("fork failed: {error}"))?;
-                let replies =
-                    self.set.add(replies).map_err(|e| format!("could not watch a worker's channel: {e}"))?;
+                let pid = pid.map_err(|errno| SpawnError::Fork(std::io::Error::from_raw_os_error(errno)))?;
+                let replies = self.set.add(replies).map_err(SpawnError::Watch)?;
                 self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false });
                 if let Ok(mut live) = self.shared.pids.lock() {
                     live.push(pid);
@@ -463,21 +459,21 @@ impl Dispatcher {
         let count = pids.len();
         match self.server.call(ServerRequest::Reap { pids }) {
             Ok(ServerReply::Reaped { exits }) if exits.len() == count => exits,
-            Ok(_) => {
-                vec![WorkerExit::Unknown { detail: "the fork server answered out of turn".to_owned() }; count]
-            }
-            Err(error) => vec![WorkerExit::Unknown { detail: error }; count],
+            Ok(_) => vec![WorkerExit::ForkServerGone { reason: ForkServerError::OutOfTurn.to_string() }; count],
+            Err(error) => vec![WorkerExit::ForkServerGone { reason: error.to_string() }; count],
         }
     }
 
     fn fail_queued(&mut self) {
-        let reason = self.broken.clone().unwrap_or_else(|| "the pool has no workers".to_owned());
+        let exit = self.broken.clone().unwrap_or_else(|| WorkerExit::SpawnFailed {
+            reason: "the pool has no workers".to_owned(),
+        });
         for (reply, _) in self.retries.drain(..) {
-            reply.send(Err(lost(WorkerExit::Unknown { detail: reason.clone() })));
+            reply.send(Err(lost(exit.clone())));
         }
         loop {
             match self.queue.try_recv() {
-                Ok(task) => task.reply.send(Err(lost(WorkerExit::Unknown { detail: reason.clone() }))),
+                Ok(task) => task.reply.send(Err(lost(exit.clone()))),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.queue_closed = true;

@@ -59,7 +59,6 @@
 //! pool.map(use_connection, [Connection]);
 //! ```
 
-mod chunk;
 mod dispatcher;
 mod pool;
 mod protocol;

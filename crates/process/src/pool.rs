@@ -1,19 +1,18 @@
-//! [`ProcessPool`]: the front end the caller holds, its builder, and the bounded streaming of
-//! `map_unordered` over encoded chunks.
+//! [`ProcessPool`]: the front end the caller holds, its builder, and [`PoolLaunch`], how the
+//! engine's chunks reach the dispatcher: encoded, with their job's code offset and state.
 
-use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
-use fanout_core::remote::{decode_payload, entry_point};
-use fanout_core::{
-    BuildError, Executor, Job, JobError, JobHandle, Payload, PayloadPart, Shutdown, job_handle,
+use crossbeam_channel::Sender;
+use fanout_core::plumbing::{
+    EncodedPacker, JobState, Launch, Ordered, Reply, Unordered, entry_point, job_handle, launch_one,
 };
+use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown};
 
-use crate::chunk::{ChunkEncoder, Pushed};
-use crate::dispatcher::{Dispatcher, Outcome, Reply, Shared, Task};
+use crate::dispatcher::{Dispatcher, Shared, Task};
 use crate::protocol::{WorkerSettings, offset_of_code, offset_of_entry};
 
 /// Messages larger than this are refused unless the builder says otherwise.
@@ -117,8 +116,7 @@ impl ProcessPoolBuilder {
         // The queue is bounded: `map` keeps a window of chunks in flight, and `submit` waits
         // when a backlog this deep is already queued.
         let (tasks, queue) = crossbeam_channel::bounded((self.workers * 64).max(1024));
-        let (dispatcher, shared) = Dispatcher::start(self.workers, settings, self.retry_lost, queue)
-            .map_err(|reason| BuildError::ForkServer { reason })?;
+        let (dispatcher, shared) = Dispatcher::start(self.workers, settings, self.retry_lost, queue)?;
         let server_pid = dispatcher.server_pid();
         let dispatcher = std::thread::Builder::new()
             .name("fanout-process-dispatcher".to_owned())
@@ -210,22 +208,20 @@ impl Executor for ProcessPool {
         I: Payload,
         J::Output: Payload,
     {
-        let (sender, receiver) = crossbeam_channel::unbounded();
-        Batches {
-            pool: self,
-            entry: offset_of_entry(entry_point::<J, I>()),
-            state: job.encode_state().map(Arc::from),
-            inputs: inputs.into_iter(),
-            next_index: 0,
-            exhausted: false,
-            encoder: ChunkEncoder::new(self.max_message_bytes),
-            carried: None,
-            sender,
-            receiver,
-            ready: VecDeque::new(),
-            in_flight: 0,
-            window: self.workers * CHUNKS_PER_WORKER,
-        }
+        Unordered::new(PoolLaunch::new(self, &job), inputs.into_iter())
+    }
+
+    fn imap<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = Result<J::Output, JobError>> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        Ordered::new(PoolLaunch::new(self, &job), inputs.into_iter())
     }
 
     fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
@@ -234,30 +230,8 @@ impl Executor for ProcessPool {
         I: Payload,
         J::Output: Payload,
     {
-        let (completer, handle) = job_handle();
-        let mut encoder = ChunkEncoder::new(self.max_message_bytes);
-        let state = match job.encode_state() {
-            Ok(state) => state,
-            Err(error) => {
-                completer.complete(Err(error));
-                return handle;
-            }
-        };
-        if let Pushed::Failed(error) = encoder.push(&input) {
-            completer.complete(Err(error));
-            return handle;
-        }
-        let task = Task {
-            entry: offset_of_entry(entry_point::<J, I>()),
-            state: Arc::from(state),
-            inputs: encoder.finish(),
-            reply: Reply::new(move |outcome| {
-                let result = decode_outcome::<J::Output>(outcome, 1)
-                    .and_then(|mut results| results.pop().unwrap_or(Err(JobError::Cancelled)));
-                completer.complete(result);
-            }),
-        };
-        self.enqueue(task);
+        let (reply, handle) = job_handle();
+        launch_one(&mut PoolLaunch::new(self, &job), input, reply);
         handle
     }
 
@@ -282,119 +256,47 @@ impl fmt::Debug for ProcessPool {
     }
 }
 
-/// Decodes a chunk's outcome into one result per input, or the chunk's one error.
-fn decode_outcome<O: Payload>(
-    outcome: Outcome,
-    expected: usize,
-) -> Result<Vec<Result<O, JobError>>, JobError> {
-    let results: Vec<Result<O, JobError>> = decode_payload(PayloadPart::Output, &outcome?)?;
-    if results.len() != expected {
-        return Err(JobError::Serialization {
-            part: PayloadPart::Message,
-            encoding: false,
-            message: format!("a worker answered {} results for a chunk of {expected} inputs", results.len()),
-        });
-    }
-    Ok(results)
-}
-
-/// The streaming state of one `map_unordered` call.
-struct Batches<'p, O, It: Iterator> {
+/// The launcher of one call on a process pool: chunks are encoded by [`EncodedPacker`] and
+/// travel with the code offset of the job's entry point and its encoded state.
+struct PoolLaunch<'p, I, O> {
     pool: &'p ProcessPool,
     entry: isize,
+    /// The job's state, encoded once per call; if it does not encode, every chunk fails with
+    /// that error.
     state: Result<Arc<[u8]>, JobError>,
-    inputs: It,
-    next_index: usize,
-    exhausted: bool,
-    encoder: ChunkEncoder,
-    /// An input that did not fit in the previous chunk.
-    carried: Option<(usize, It::Item)>,
-    sender: Sender<(Vec<usize>, Outcome)>,
-    receiver: Receiver<(Vec<usize>, Outcome)>,
-    ready: VecDeque<(usize, Result<O, JobError>)>,
-    in_flight: usize,
-    window: usize,
+    _types: PhantomData<fn(I) -> O>,
 }
 
-impl<O, It> Batches<'_, O, It>
-where
-    O: Payload,
-    It: Iterator,
-    It::Item: Payload,
-{
-    /// Queues chunks until the window is full or the inputs run out.
-    fn fill(&mut self) {
-        while self.in_flight < self.window && !(self.exhausted && self.carried.is_none()) {
-            let mut indices = Vec::with_capacity(self.pool.chunk_size);
-            while indices.len() < self.pool.chunk_size {
-                let Some((index, input)) = self.carried.take().or_else(|| self.next_input()) else { break };
-                if let Err(error) = &self.state {
-                    self.ready.push_back((index, Err(error.clone())));
-                    continue;
-                }
-                match self.encoder.push(&input) {
-                    Pushed::Added => indices.push(index),
-                    Pushed::Full => {
-                        self.carried = Some((index, input));
-                        break;
-                    }
-                    Pushed::Failed(error) => self.ready.push_back((index, Err(error))),
-                }
-            }
-            if indices.is_empty() {
-                continue;
-            }
-            let sender = self.sender.clone();
-            let task = Task {
-                entry: self.entry,
-                state: self.state.as_ref().map(Arc::clone).unwrap_or_else(|_| Arc::from([])),
-                inputs: self.encoder.finish(),
-                reply: Reply::new(move |outcome| {
-                    let _ = sender.send((indices, outcome));
-                }),
-            };
-            self.pool.enqueue(task);
-            self.in_flight += 1;
+impl<'p, I: Payload, O: Payload> PoolLaunch<'p, I, O> {
+    fn new<J: Job<I, Output = O>>(pool: &'p ProcessPool, job: &J) -> Self {
+        Self {
+            pool,
+            entry: offset_of_entry(entry_point::<J, I>()),
+            state: JobState::encode_state(job).map(Arc::from),
+            _types: PhantomData,
         }
-    }
-
-    fn next_input(&mut self) -> Option<(usize, It::Item)> {
-        if self.exhausted {
-            return None;
-        }
-        let Some(input) = self.inputs.next() else {
-            self.exhausted = true;
-            return None;
-        };
-        self.next_index += 1;
-        Some((self.next_index - 1, input))
     }
 }
 
-impl<O, It> Iterator for Batches<'_, O, It>
-where
-    O: Payload,
-    It: Iterator,
-    It::Item: Payload,
-{
-    type Item = (usize, Result<O, JobError>);
+impl<I: Payload, O: Payload> Launch for PoolLaunch<'_, I, O> {
+    type Input = I;
+    type Output = O;
+    type Packer = EncodedPacker;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.fill();
-            if let Some(result) = self.ready.pop_front() {
-                return Some(result);
+    fn packer(&mut self) -> EncodedPacker {
+        EncodedPacker::new(self.pool.chunk_size, self.pool.max_message_bytes)
+    }
+
+    fn window(&self) -> usize {
+        self.pool.workers * CHUNKS_PER_WORKER
+    }
+
+    fn launch(&mut self, inputs: Vec<u8>, reply: Reply<O>) {
+        match &self.state {
+            Ok(state) => {
+                self.pool.enqueue(Task { entry: self.entry, state: Arc::clone(state), inputs, reply: reply.encoded() });
             }
-            if self.in_flight == 0 {
-                return None;
-            }
-            // Every task answers exactly once, through its `Reply`, even when cancelled.
-            let (indices, outcome) = self.receiver.recv().ok()?;
-            self.in_flight -= 1;
-            match decode_outcome::<O>(outcome, indices.len()) {
-                Ok(results) => self.ready.extend(indices.into_iter().zip(results)),
-                Err(error) => self.ready.extend(indices.into_iter().map(|index| (index, Err(error.clone())))),
-            }
+            Err(error) => reply.fail(error.clone()),
         }
     }
 }

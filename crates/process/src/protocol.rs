@@ -5,9 +5,8 @@
 //! same function names the same code in each of them, whatever address-space layout randomization
 //! did to the base address.
 
-use fanout_core::JobError;
 use fanout_core::WorkerExit;
-use fanout_core::remote::EncodedEntry;
+use fanout_core::plumbing::{EncodedEntry, Outcome};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +38,8 @@ pub(crate) enum ServerRequest {
 /// The fork server's answers, one per request.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ServerReply {
-    /// One entry per requested worker: its pid, or why `fork` failed.
-    Spawned { pids: Vec<Result<i32, String>> },
+    /// One entry per requested worker: its pid, or the `errno` of a failed `fork`.
+    Spawned { pids: Vec<Result<i32, i32>> },
     /// One entry per reaped pid, in order.
     Reaped { exits: Vec<WorkerExit> },
 }
@@ -95,7 +94,7 @@ pub(crate) enum WorkerReply {
     /// The answer to one `Run`: an encoded `Vec<Result<Output, JobError>>`, or why the whole
     /// chunk failed. `last` says the worker reached its task limit and exits now, so that it
     /// is never handed another task.
-    Done { outcome: Result<Vec<u8>, JobError>, last: bool },
+    Done { outcome: Outcome, last: bool },
     /// The initializer panicked; the worker exits after this message.
     InitFailed { message: String },
 }

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fanout_core::{BuildError, WorkerExit};
+use fanout_core::{BuildError, ForkServerError, WorkerExit};
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 use nix::sys::signal::{self, SigHandler, Signal};
@@ -123,7 +123,7 @@ fn serve(name: String) -> Result<(), IpcError> {
                             workers.insert(child);
                             pids.push(Ok(child.as_raw()));
                         }
-                        Err(error) => pids.push(Err(error.to_string())),
+                        Err(errno) => pids.push(Err(errno as i32)),
                     }
                     // The server's copies of this worker's ends are dropped here, so that only
                     // the worker holds them and its death closes the pool's side of its
@@ -166,9 +166,7 @@ fn kill_and_reap(pid: Pid) -> WorkerExit {
                 return WorkerExit::Signaled { signal: signal as i32, name: signal.as_str().to_owned() };
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(error) => {
-                return WorkerExit::Unknown { detail: format!("could not reap the worker: {error}") };
-            }
+            Err(errno) => return WorkerExit::ReapFailed { errno: errno as i32 },
         }
     }
 }
@@ -196,29 +194,24 @@ impl ServerLink {
             .map_err(|e| os("start the fork server (/proc/self/exe)", e))?;
         let mut link = PendingLink { child: Some(child) };
         let hello = link.accept(one_shot, name)?;
-        let Hello::Ready { requests, replies, probe } = hello else {
-            return Err(server_error("the fork server exited before it said hello"));
-        };
-        let Some(child) = link.child.take() else {
-            return Err(server_error("the fork server was lost while it started"));
+        let (Hello::Ready { requests, replies, probe }, Some(child)) = (hello, link.child.take()) else {
+            return Err(ForkServerError::DidNotStart(SERVER_TIMEOUT).into());
         };
         let link = ServerLink { child, requests, replies };
         if probe != probe_offset() {
-            return Err(server_error(
-                "the fork server runs different code than this process (is the job code in a \
-                 dynamically loaded library? the process pool needs it in the main executable)",
-            ));
+            return Err(ForkServerError::DifferentExecutable.into());
         }
         Ok(link)
     }
 
     /// Sends a request and waits for its answer, for at most [`SERVER_TIMEOUT`].
-    pub(crate) fn call(&self, request: ServerRequest) -> Result<ServerReply, String> {
-        self.requests.send(request).map_err(|e| format!("the fork server is gone: {e}"))?;
+    pub(crate) fn call(&self, request: ServerRequest) -> Result<ServerReply, ForkServerError> {
+        let gone = |message: String| ForkServerError::Gone { message };
+        self.requests.send(request).map_err(|e| gone(e.to_string()))?;
         match self.replies.try_recv_timeout(SERVER_TIMEOUT) {
             Ok(reply) => Ok(reply),
-            Err(TryRecvError::Empty) => Err(format!("the fork server did not answer in {SERVER_TIMEOUT:?}")),
-            Err(TryRecvError::IpcError(e)) => Err(format!("the fork server is gone: {e}")),
+            Err(TryRecvError::Empty) => Err(gone(format!("it did not answer in {SERVER_TIMEOUT:?}"))),
+            Err(TryRecvError::IpcError(e)) => Err(gone(e.to_string())),
         }
     }
 
@@ -263,18 +256,14 @@ impl PendingLink {
         };
         let hello = match outcome {
             Some(Ok(hello)) => hello,
-            Some(Err(error)) => {
-                return Err(server_error(&format!("the fork server's hello failed: {error}")));
-            }
+            Some(Err(error)) => return Err(ForkServerError::Hello { message: error.to_string() }.into()),
             None => {
                 // Unblock the acceptor by saying hello ourselves.
                 if let Ok(sender) = IpcSender::<Hello>::connect(name) {
                     let _ = sender.send(Hello::Abort);
                 }
                 let _ = acceptor.join();
-                return Err(server_error(
-                    "the fork server did not start (it exited or did not answer in time)",
-                ));
+                return Err(ForkServerError::DidNotStart(SERVER_TIMEOUT).into());
             }
         };
         let _ = acceptor.join();
@@ -301,8 +290,4 @@ fn reap_within(child: &mut Child, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn server_error(reason: &str) -> BuildError {
-    BuildError::ForkServer { reason: reason.to_owned() }
 }

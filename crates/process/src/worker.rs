@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 
-use fanout_core::{JobError, PayloadPart, catch_panic};
+use fanout_core::plumbing::{catch_panic, check_message_size};
+use fanout_core::{Direction, JobError, PayloadPart};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -70,20 +71,8 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
         let entry = unsafe { entry_at(entry) };
         let outcome = catch_panic(|| entry(&state, &inputs)).and_then(|outcome| outcome);
         let outcome = outcome.and_then(|bytes| {
-            if bytes.len() > settings.max_message_bytes {
-                Err(JobError::Serialization {
-                    part: PayloadPart::Output,
-                    encoding: true,
-                    message: format!(
-                        "the chunk's outputs take {} bytes, over the pool's message limit of {} bytes; \
-                         use a smaller chunk size or raise ProcessPoolBuilder::max_message_bytes",
-                        bytes.len(),
-                        settings.max_message_bytes
-                    ),
-                })
-            } else {
-                Ok(bytes)
-            }
+            let limit = settings.max_message_bytes;
+            check_message_size(PayloadPart::Output, Direction::Encode, bytes.len(), limit).map(|()| bytes)
         });
         tasks += 1;
         let last = settings.max_tasks.is_some_and(|max| tasks >= max);

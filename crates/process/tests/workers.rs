@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fanout_core::{Executor, JobError, PayloadPart, WorkerExit};
+use fanout_core::{Direction, Executor, JobError, PayloadPart, WorkerExit};
 use fanout_process::ProcessPool;
 use fanout_thread::ThreadPool;
 use nix::sys::signal::{Signal, raise};
@@ -199,10 +199,11 @@ fn broken_initializer() {
 fn a_panicking_initializer_fails_the_jobs_instead_of_restarting_forever() {
     let pool = ProcessPool::builder().workers(2).initializer(broken_initializer).build().expect("pool");
     for result in pool.map(|x: u64| x, 0..4) {
-        let Err(JobError::WorkerLost { exit: WorkerExit::Unknown { detail } }) = result else {
+        let Err(JobError::WorkerLost { exit: WorkerExit::InitializerPanicked { message } }) = &result else {
             panic!("expected the initializer's failure, got {result:?}");
         };
-        assert!(detail.contains("initializer") && detail.contains("no configuration found"), "{detail}");
+        assert!(message.contains("no configuration found"), "{message}");
+        assert!(result.unwrap_err().to_string().contains("initializer"));
     }
 }
 
@@ -250,7 +251,7 @@ fn a_result_that_fails_to_deserialize_fails_its_job_only() {
         if x == 13 {
             // postcard reports a custom serde error without its text, so the part is what is
             // checked: the output failed to decode, in the caller.
-            let Err(JobError::Serialization { encoding: false, part, .. }) = result else {
+            let Err(JobError::Serialization { direction: Direction::Decode, part, .. }) = result else {
                 panic!("expected a decoding error, got {result:?}");
             };
             assert_eq!(part, PayloadPart::Output);
@@ -266,7 +267,7 @@ fn oversized_inputs_and_outputs_fail_alone() {
     let inputs = vec![vec![1_u8; 10], vec![2_u8; 10_000], vec![3_u8; 10]];
     let results = pool.map(|v: Vec<u8>| v.len(), inputs);
     assert_eq!(results[0], Ok(10));
-    assert!(matches!(results[1], Err(JobError::Serialization { encoding: true, .. })), "{:?}", results[1]);
+    assert!(matches!(results[1], Err(JobError::Serialization { direction: Direction::Encode, .. })), "{:?}", results[1]);
     assert_eq!(results[2], Ok(10));
 
     let results = pool.map(|n: usize| vec![0_u8; n], [10, 10_000, 10]);

@@ -10,13 +10,13 @@
 //! tiny jobs (see `benches/overhead.rs`).
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::{self, Thread};
 
-use fanout_core::{JobError, catch_panic};
+use fanout_core::JobError;
+use fanout_core::plumbing::{Ordered, catch_panic};
 
 use crate::ThreadPool;
-use crate::batches::{Batches, window_chunks};
+use crate::latch::Progress;
+use crate::launch::{PoolLaunch, window_chunks};
 use crate::pool::Task;
 
 /// Jobs in flight at least. Deeper than the streaming window: results take no memory in
@@ -102,53 +102,6 @@ impl<I: Send, O: Send, F: Fn(I) -> O + Sync> RunRange for InPlace<'_, I, O, F> {
     }
 }
 
-/// Counts finished ranges and wakes the caller when the count it waits for is reached.
-struct Progress {
-    done: AtomicUsize,
-    /// Ranges whose task will never touch the map's state again; the state may go away only
-    /// once every sent range is released (`done` alone is not enough: the task still reads
-    /// `wake_at` and `caller` after counting itself done).
-    released: AtomicUsize,
-    /// The count the caller is parked for; `usize::MAX` when it is not waiting.
-    wake_at: AtomicUsize,
-    caller: Thread,
-}
-
-impl Progress {
-    fn finish_one(&self) {
-        // `SeqCst` on both sides: either the caller sees this count before it parks, or this
-        // sees its `wake_at` and unparks it.
-        let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
-        if done >= self.wake_at.load(Ordering::SeqCst) {
-            self.caller.unpark();
-        }
-        // The last access to the map's state by this task.
-        self.released.fetch_add(1, Ordering::Release);
-    }
-
-    /// Blocks the caller until `target` ranges are done.
-    fn wait_for(&self, target: usize) {
-        while self.done.load(Ordering::SeqCst) < target {
-            self.wake_at.store(target, Ordering::SeqCst);
-            if self.done.load(Ordering::SeqCst) >= target {
-                break;
-            }
-            thread::park();
-        }
-        self.wake_at.store(usize::MAX, Ordering::SeqCst);
-    }
-
-    /// Waits until `count` ranges are released: a task that counted itself done is between
-    /// two atomic operations, so this only ever waits for a few instructions (or a preempted
-    /// worker's next time slice).
-    fn wait_released(&self, count: usize) {
-        while self.released.load(Ordering::Acquire) < count {
-            std::hint::spin_loop();
-            thread::yield_now();
-        }
-    }
-}
-
 /// Waits for every sent range when dropped, also while unwinding (the tasks use the map's
 /// state, the caller's output and its job), then drops the inputs that were moved into their
 /// slots but not yet sent (the input iterator panicked).
@@ -202,12 +155,7 @@ where
         f: &f,
         inputs: buffer.as_mut_ptr(),
         slots: out.as_mut_ptr(),
-        progress: Progress {
-            done: AtomicUsize::new(0),
-            released: AtomicUsize::new(0),
-            wake_at: AtomicUsize::new(usize::MAX),
-            caller: thread::current(),
-        },
+        progress: Progress::for_current_thread(),
     };
     let state: NonNull<dyn RunRange + '_> = NonNull::from(&map as &dyn RunRange);
     // SAFETY: only the lifetime bound of the trait object changes (same layout and vtable).
@@ -217,7 +165,7 @@ where
     let mut guard =
         TasksGuard { progress: &map.progress, inputs: map.inputs, sent: 0, filled: 0, sent_end: 0 };
     while guard.filled < len {
-        if guard.sent - map.progress.done.load(Ordering::SeqCst) >= window {
+        if guard.sent - map.progress.done() >= window {
             map.progress.wait_for(guard.sent - window / 2);
         }
         let start = guard.filled;
@@ -246,10 +194,11 @@ where
     unsafe { out.set_len(produced) };
     drop(buffer);
     if let Some(next) = inputs.next() {
-        // SAFETY: `Batches` waits for its tasks when it is dropped, which `collect_ordered`
-        // does before returning; `f` outlives this call.
-        let rest = unsafe { Batches::new_scoped(pool, &f, std::iter::once(next).chain(inputs)) };
-        out.extend(rest.collect_ordered());
+        let rest = std::iter::once(next).chain(inputs);
+        // SAFETY: the scoped engine waits for every chunk's answer when it is dropped, which
+        // `extend` does before this returns (or unwinds), and it is not leaked; `f` outlives
+        // this call.
+        out.extend(unsafe { Ordered::new_scoped(PoolLaunch::new_scoped(pool, &f), rest) });
     }
     out
 }

@@ -23,8 +23,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod batches;
 mod in_place;
+mod latch;
+mod launch;
 mod pool;
 
 pub use pool::{ThreadPool, ThreadPoolBuilder};

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use fanout_core::{
-    BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown, job_handle, run_caught,
-};
+use fanout_core::plumbing::{Ordered, Unordered, job_handle, launch_one};
+use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown};
 
-use crate::batches::Batches;
 use crate::in_place::{RangeTask, map_in_place};
+use crate::launch::PoolLaunch;
 
 /// A unit of work for a worker thread. [`Task::run`]'s flag says whether the pool was
 /// cancelled: a cancelled task reports [`JobError::Cancelled`] for its jobs instead of running
@@ -179,19 +178,16 @@ impl ThreadPool {
         I: Send + 'env,
         O: Send + 'env,
     {
-        let f = &f;
-        let call = move |input: I| f(input);
-        // SAFETY: `Batches::new_scoped` requires that the tasks' borrows outlive them. They
-        // borrow `f` and the caller's environment, both alive for this whole call, and the
-        // scoped batches wait for every task to be dropped, when they finish and when they are
-        // dropped by a panic, before this function returns or unwinds.
-        let batches = unsafe { Batches::new_scoped(self, call, inputs.into_iter()) };
-        batches.collect_ordered()
+        // SAFETY: the tasks borrow `f` and the caller's environment, both alive for this whole
+        // call, and the scoped engine waits for every chunk's answer, when it finishes and when
+        // it is dropped by a panic, before this function returns or unwinds; it is never
+        // leaked.
+        unsafe { Ordered::new_scoped(PoolLaunch::new_scoped(self, &f), inputs.into_iter()) }.collect()
     }
 
     /// Runs `f` over `inputs`, results in input order: written in place when the input's
     /// length is known (and the caller is not one of this pool's workers, which must not park),
-    /// streamed through [`Batches`] otherwise.
+    /// through the engine otherwise.
     fn ordered<I, O, F>(&self, f: F, inputs: impl Iterator<Item = I>) -> Vec<Result<O, JobError>>
     where
         I: Send + 'static,
@@ -200,7 +196,7 @@ impl ThreadPool {
     {
         match inputs.size_hint() {
             (low, Some(high)) if low == high && !self.is_own_worker() => map_in_place(self, f, inputs, low),
-            _ => Batches::new(self, f, inputs).collect_ordered(),
+            _ => Ordered::new(PoolLaunch::new(self, f), inputs).collect(),
         }
     }
 
@@ -281,13 +277,21 @@ impl ThreadPool {
         self.spawn(Task::Boxed(task));
     }
 
+    /// Runs one queued task on the calling thread, if there is one: how a worker that waits for
+    /// its own pool helps instead of blocking it.
+    pub(crate) fn run_one_queued(&self) -> bool {
+        match self.shared.tasks.try_recv() {
+            Ok(task) => {
+                task.run(self.shared.cancelled.load(Ordering::Acquire));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether the calling thread is one of this pool's workers.
     pub(crate) fn is_own_worker(&self) -> bool {
         CURRENT_POOL.get() == pool_id(&self.shared)
-    }
-
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
     }
 
     fn stop(&mut self, mode: Shutdown) {
@@ -326,7 +330,20 @@ impl Executor for ThreadPool {
         I: Payload,
         J::Output: Payload,
     {
-        Batches::new(self, move |input| job.call(input), inputs.into_iter())
+        Unordered::new(PoolLaunch::new(self, move |input| job.call(input)), inputs.into_iter())
+    }
+
+    fn imap<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = Result<J::Output, JobError>> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        Ordered::new(PoolLaunch::new(self, move |input| job.call(input)), inputs.into_iter())
     }
 
     fn map<J, I>(&self, job: J, inputs: impl IntoIterator<Item = I>) -> Vec<Result<J::Output, JobError>>
@@ -344,11 +361,8 @@ impl Executor for ThreadPool {
         I: Payload,
         J::Output: Payload,
     {
-        let (completer, handle) = job_handle();
-        let task = Box::new(move |cancelled: bool| {
-            completer.complete(if cancelled { Err(JobError::Cancelled) } else { run_caught(&job, input) });
-        });
-        self.spawn(Task::Boxed(task));
+        let (reply, handle) = job_handle();
+        launch_one(&mut PoolLaunch::new(self, move |input| job.call(input)), input, reply);
         handle
     }
 

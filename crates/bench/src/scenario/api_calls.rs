@@ -9,12 +9,11 @@
 //!   the blocking client called inside each future, so the event loop waits for every
 //!   request in turn and `--workers` futures in flight make no difference.
 
-use fanout_core::{JobError, Stateful, StatefulJob};
+use fanout_core::{Executor, JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Dataset, Item};
 use serde::{Deserialize, Serialize};
 
 use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed, timed_async};
-use crate::executor::MapAll;
 use crate::http::{Api, HttpError};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
@@ -45,8 +44,8 @@ pub(super) fn run(
     data: &Dataset,
 ) -> Result<RunOutcome, ScenarioError> {
     let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
-    let task = MapAll { job: Stateful(FetchItem { api }), inputs: ids };
-    let (results, timing) = timed(spec.executor, spec.workers, task)?;
+    let job = Stateful(FetchItem { api });
+    let (results, timing) = timed(spec.executor, spec.workers, |executor| executor.map(job, ids))?;
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
     Ok(verify(results, data).outcome(timing, ideal))
 }

@@ -17,10 +17,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use fanout_core::JobError;
+use fanout_core::{Executor, JobError};
 
 use super::{RunOutcome, RunSpec, ScenarioError, Tally, timed};
-use crate::executor::MapAll;
 use crate::ideal;
 
 /// Jobs when `--jobs` is not given.
@@ -78,7 +77,7 @@ pub(super) fn run(spec: &RunSpec) -> Result<RunOutcome, ScenarioError> {
     let per_job = per_job_time();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let inputs: Vec<u64> = (0..spec.jobs as u64).collect();
-    let (results, timing) = timed(spec.executor, spec.workers, MapAll { job: hash_job, inputs })?;
+    let (results, timing) = timed(spec.executor, spec.workers, |executor| executor.map(hash_job, inputs))?;
     let ideal = ideal::cpu(per_job, spec.jobs, spec.effective_workers(), cores);
     Ok(verify(results).outcome(timing, ideal))
 }

@@ -31,9 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use fanout_async::AsyncExecutor;
 
-use crate::executor::{
-    ExecError, ExecutorKind, Resilience, WithExecutor, dispatch, dispatch_async, dispatch_resilient,
-};
+use crate::executor::{AnyExecutor, ExecError, ExecutorKind, Resilience, dispatch, dispatch_async, dispatch_resilient};
 use crate::http::{Api, HttpError, Secret};
 use crate::ideal::{Applied, Health, MissingRoute};
 use crate::retry::RetryPolicy;
@@ -291,11 +289,11 @@ pub struct Timing {
 }
 
 /// Times [`dispatch`]: building the executor, the task, the shutdown.
-fn timed<T: WithExecutor>(
+fn timed<T>(
     kind: ExecutorKind,
     workers: usize,
-    task: T,
-) -> Result<(T::Output, Timing), ExecError> {
+    task: impl FnOnce(&AnyExecutor) -> T,
+) -> Result<(T, Timing), ExecError> {
     measure(|| dispatch(kind, workers, task))
 }
 
@@ -304,10 +302,10 @@ type Resilient<O> = (O, Option<u64>);
 
 /// Times [`dispatch_resilient`]: as [`timed`], with the spec's [`Resilience`]; also returns
 /// how many tasks ran again after their worker died.
-fn timed_resilient<T: WithExecutor>(
+fn timed_resilient<T>(
     spec: &RunSpec,
-    task: T,
-) -> Result<(Resilient<T::Output>, Timing), ExecError> {
+    task: impl FnOnce(&AnyExecutor) -> T,
+) -> Result<(Resilient<T>, Timing), ExecError> {
     measure(|| dispatch_resilient(spec.executor, spec.workers, spec.resilience, task))
 }
 

@@ -7,7 +7,7 @@
 //! then per attachment ([`CopyAttachment`], on the inner executor): `GET /old/attachments/{id}`
 //! and `POST /new/tickets/{new_id}/attachments` with `X-Attachment-Name`. The job carries the
 //! executor kind and the inner worker count as fields and builds its inner executor with
-//! [`dispatch`] (a serial run nests a serial executor).
+//! [`dispatch`] as an [`AnyExecutor`] (a serial run nests a serial executor).
 //!
 //! **The async version** (`run_async`, `--executor async`) sends the same requests in the
 //! same order per ticket, as futures on the async executor over one shared client
@@ -31,7 +31,7 @@ use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
 use serde::{Deserialize, Serialize};
 
 use super::{RunOutcome, RunSpec, ScenarioError, Tally, Timing, flatten, timed_async, timed_resilient};
-use crate::executor::{ExecutorKind, MapAll, WithExecutor, dispatch};
+use crate::executor::{AnyExecutor, ExecutorKind, dispatch};
 use crate::http::{Answer, Api, HttpError, retries_on_this_thread};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
@@ -138,15 +138,12 @@ impl StatefulJob<u64> for MigrateTicket {
         // they report their own.
         migrated.retries = retries_on_this_thread() - before;
         let new_id = migrated.new_id;
-        let copy = MapAll {
-            job: Stateful(CopyAttachment {
-                api: api.clone(),
-                new_ticket_id: new_id,
-                deadline: deadline.remaining(Instant::now()),
-            }),
-            inputs: attachments,
-        };
-        let results = dispatch(self.executor, self.inner_workers, copy)
+        let copy = Stateful(CopyAttachment {
+            api: api.clone(),
+            new_ticket_id: new_id,
+            deadline: deadline.remaining(Instant::now()),
+        });
+        let results = dispatch(self.executor, self.inner_workers, |inner| inner.map(copy, attachments))
             .map_err(|e| MigrationError::Inner(e.to_string()))?;
         for result in results {
             match flatten(result) {
@@ -234,10 +231,8 @@ struct Migration {
     limit: usize,
 }
 
-impl WithExecutor for Migration {
-    type Output = Result<Vec<(u64, TicketResult)>, HttpError>;
-
-    fn run<E: Executor>(self, executor: &E) -> Self::Output {
+impl Migration {
+    fn run(self, executor: &AnyExecutor) -> Result<Vec<(u64, TicketResult)>, HttpError> {
         let listing: Vec<QueueEntry> =
             self.job.api.get_json(&format!("/old/queues/{}/tickets", self.queue))?;
         let ids: Vec<u64> = listing.into_iter().take(self.limit).map(|entry| entry.id).collect();
@@ -285,7 +280,7 @@ pub(super) fn run(
         deadline: ticket_deadline(&api),
     };
     let task = Migration { job, queue, limit: spec.jobs };
-    let ((results, worker_retries), timing) = timed_resilient(spec, task)?;
+    let ((results, worker_retries), timing) = timed_resilient(spec, |executor| task.run(executor))?;
     let results = results?;
     let http_retries =
         results.iter().filter_map(|(_, result)| result.as_ref().ok()?.as_ref().ok()).map(|m| m.retries).sum();
