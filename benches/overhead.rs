@@ -6,7 +6,8 @@
 //! fed one job at a time, a bare crossbeam channel to long-lived threads and one back.
 //! The async executor is here too, both ways it runs a job: through the trait (a blocking job
 //! on tokio's blocking pool, asyncio's `run_in_executor`) and natively (`map_async`, a future
-//! on one event-loop thread). The process pool's floor, a bare ipc-channel ping-pong, is in
+//! on one event-loop thread), beside its floor, tokio's own `spawn_blocking` joined with a
+//! `JoinSet`. The process pool's floor, a bare ipc-channel ping-pong, is in
 //! `benches/process.rs`. Criterion reports time per job (throughput in elements). Run with
 //! `cargo bench --bench overhead`.
 
@@ -126,6 +127,27 @@ fn overhead_async(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     for workers in [2, 8] {
+        // The floor of the trait path: tokio's own `spawn_blocking` on a blocking pool of
+        // `workers` threads, every job spawned at once and joined with a `JoinSet`.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(workers)
+            .build()
+            .expect("a tokio runtime");
+        group.bench_function(BenchmarkId::new("tokio-spawn_blocking+JoinSet", workers), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let mut set = tokio::task::JoinSet::new();
+                    for x in 0..ASYNC_JOBS {
+                        set.spawn_blocking(move || (x as usize, empty_job(x)));
+                    }
+                    let mut out = vec![0; ASYNC_JOBS as usize];
+                    while let Some(Ok((index, value))) = set.join_next().await {
+                        out[index] = value;
+                    }
+                    out
+                })
+            })
+        });
         let executor = fanout::AsyncExecutor::new(workers).expect("async executor");
         group.bench_function(BenchmarkId::new("fanout-async/blocking-pool", workers), |b| {
             b.iter(|| executor.map(empty_job, 0..ASYNC_JOBS));

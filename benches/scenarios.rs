@@ -16,10 +16,10 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fanout::Executor;
 use fanout::Stateful;
 use fanout_bench::scenario::api_calls::FetchItem;
 use fanout_bench::scenario::cpu::hash_job;
-use fanout::Executor;
 use fanout_bench::{Api, ExecutorKind, Secret, dispatch};
 use fanout_mock_api::{Config, MockServer};
 
@@ -58,8 +58,8 @@ fn api_calls(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(kind.name(), workers), |b| {
             b.iter(|| {
                 let job = Stateful(FetchItem { api: api.clone() });
-                let results =
-                    dispatch(kind, workers, |executor| executor.map(job, 1..=API_JOBS)).expect("the executor runs");
+                let results = dispatch(kind, workers, |executor| executor.map(job, 1..=API_JOBS))
+                    .expect("the executor runs");
                 assert!(results.iter().all(|result| matches!(result, Ok(Ok(_)))), "every call succeeds");
             })
         });
@@ -79,8 +79,8 @@ fn cpu(c: &mut Criterion) {
         let workers = kind.effective_workers(cores);
         group.bench_function(BenchmarkId::new(kind.name(), workers), |b| {
             b.iter(|| {
-                let results =
-                    dispatch(kind, workers, |executor| executor.map(hash_job, 0..CPU_JOBS)).expect("the executor runs");
+                let results = dispatch(kind, workers, |executor| executor.map(hash_job, 0..CPU_JOBS))
+                    .expect("the executor runs");
                 assert!(results.iter().all(Result::is_ok), "every job succeeds");
             })
         });

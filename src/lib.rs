@@ -37,9 +37,9 @@ use std::str::FromStr;
 
 pub use fanout_async::{AsyncExecutor, AsyncExecutorBuilder, Flavor, map_concurrent};
 pub use fanout_core::{
-    AsCompleted, BuildError, Direction, Executor, ForkServerError, Job, JobError, JobHandle, Payload, PayloadPart,
-    Serial, Shutdown, Stateful, StatefulJob, Violation, WorkerExit, as_completed, plumbing, wait_any,
-    wait_any_timeout,
+    AsCompleted, BuildError, Direction, Executor, ForkServerError, Job, JobError, JobHandle, Payload,
+    PayloadPart, Serial, Shutdown, Stateful, StatefulJob, Violation, WorkerExit, as_completed, plumbing,
+    wait_any, wait_any_timeout,
 };
 pub use fanout_process::{ProcessPool, ProcessPoolBuilder};
 pub use fanout_thread::{ThreadPool, ThreadPoolBuilder};

@@ -13,6 +13,14 @@ pub(crate) fn double_or_panic_at_500(x: u64) -> u64 {
     x * 2
 }
 
+/// Input 0 takes 100 ms, every other input returns at once.
+pub(crate) fn slow_first(x: u64) -> u64 {
+    if x == 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    x
+}
+
 pub(crate) fn add((a, b): (u64, u64)) -> u64 {
     a + b
 }

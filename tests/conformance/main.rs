@@ -7,7 +7,7 @@ mod jobs;
 #[macro_use]
 mod suite;
 
-use fanout::{AsyncExecutor, ProcessPool, Serial, ThreadPool};
+use fanout::{AnyExecutor, AsyncExecutor, ExecutorKind, ProcessPool, Serial, ThreadPool};
 
 conformance_suite!(serial, Serial, |_workers| Ok(Serial::new()), inline = true);
 conformance_suite!(thread, ThreadPool, ThreadPool::new, inline = false);
@@ -31,3 +31,9 @@ conformance_suite!(
     |workers| AsyncExecutor::builder().workers(workers).worker_threads(2).build(),
     inline = false
 );
+
+// The run-time choice keeps the trait: `AnyExecutor` passes the whole suite for every kind.
+conformance_suite!(any_serial, AnyExecutor, |w| AnyExecutor::new(ExecutorKind::Serial, w), inline = true);
+conformance_suite!(any_thread, AnyExecutor, |w| AnyExecutor::new(ExecutorKind::Thread, w), inline = false);
+conformance_suite!(any_process, AnyExecutor, |w| AnyExecutor::new(ExecutorKind::Process, w), inline = false);
+conformance_suite!(any_async, AnyExecutor, |w| AnyExecutor::new(ExecutorKind::Async, w), inline = false);

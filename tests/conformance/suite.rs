@@ -8,7 +8,7 @@ macro_rules! conformance_suite {
             use std::cell::Cell;
             use std::time::Duration;
 
-            use fanout::{BuildError, Executor, JobError, Shutdown};
+            use fanout::{BuildError, Executor, JobError, Shutdown, as_completed, wait_any};
 
             #[allow(unused_imports)]
             use super::*;
@@ -90,6 +90,90 @@ macro_rules! conformance_suite {
                 assert_eq!(first.len(), 10);
                 // A bounded window, not the whole million, was read to produce ten results.
                 assert!(pulled.get() < 10_000, "pulled {} inputs for 10 results", pulled.get());
+            }
+
+            #[test]
+            fn imap_yields_in_input_order_over_an_endless_input() {
+                let executor = executor();
+                let first: Vec<_> = executor.imap(square, 0_u64..).take(3_000).collect();
+                for (i, result) in first.into_iter().enumerate() {
+                    assert_eq!(result, Ok((i as u64) * (i as u64)), "input {i}");
+                }
+            }
+
+            #[test]
+            fn imap_holds_a_bounded_window_behind_a_slow_input() {
+                let pulled = Cell::new(0_usize);
+                let executor = executor();
+                let inputs = (0_u64..).inspect(|_| pulled.set(pulled.get() + 1));
+                let mut results = executor.imap(slow_first, inputs);
+                // Input 0 takes 100 ms while the others finish at once: they wait behind it in
+                // a buffer bounded by the window, and no more inputs are pulled meanwhile.
+                assert_eq!(results.next(), Some(Ok(0)));
+                assert!(pulled.get() < 10_000, "pulled {} inputs for the first result", pulled.get());
+                assert_eq!(results.next(), Some(Ok(1)));
+            }
+
+            #[test]
+            fn map_and_imap_agree_with_panics_in_chunks() {
+                let executor = executor();
+                let collected: Vec<_> = executor.imap(double_or_panic_at_500, 0..1_000_u64).collect();
+                assert_eq!(collected, executor.map(double_or_panic_at_500, 0..1_000_u64));
+            }
+
+            #[test]
+            fn a_handle_can_be_polled_without_blocking() {
+                let executor = executor();
+                let mut handle = executor.submit(sleep_ms, 200);
+                if !INLINE {
+                    assert_eq!(handle.try_wait(), None, "a running job has no result yet");
+                    assert!(!handle.is_finished());
+                }
+                assert_eq!(handle.wait_timeout(Duration::from_secs(60)), Ok(200));
+                assert!(handle.is_finished());
+                assert_eq!(handle.try_wait(), Some(Err(JobError::ResultTaken)));
+                assert_eq!(handle.wait_timeout(Duration::from_millis(1)), Err(JobError::ResultTaken));
+            }
+
+            #[test]
+            fn cancel_stops_a_queued_job_and_not_a_running_one() {
+                let executor = build(1).expect("builds");
+                let started = marker_path(concat!(stringify!($module), "-running"));
+                let never = marker_path(concat!(stringify!($module), "-never"));
+                let running = executor.submit(mark_started_then_sleep, (started.clone(), 200));
+                if !INLINE {
+                    while !std::path::Path::new(&started).exists() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                let queued = executor.submit(mark_started_then_sleep, (never.clone(), 0));
+                assert!(!running.cancel(), "a job that started cannot be cancelled");
+                if INLINE {
+                    assert!(!queued.cancel(), "an inline executor ran it already");
+                    assert_eq!(queued.wait(), Ok(0));
+                } else {
+                    assert!(queued.cancel(), "a queued job can be cancelled");
+                    assert!(queued.is_finished());
+                    assert_eq!(queued.wait(), Err(JobError::Cancelled));
+                }
+                assert_eq!(running.wait(), Ok(200));
+                executor.shutdown(Shutdown::Finish);
+                assert_eq!(std::path::Path::new(&never).exists(), INLINE, "a cancelled job never runs");
+                let _ = std::fs::remove_file(&started);
+                let _ = std::fs::remove_file(&never);
+            }
+
+            #[test]
+            fn as_completed_and_wait_any_see_every_job() {
+                let executor = executor();
+                let durations = [120_u64, 10, 60, 0];
+                let handles: Vec<_> = durations.iter().map(|&ms| executor.submit(sleep_ms, ms)).collect();
+                assert!(wait_any(&handles).is_some_and(|index| index < durations.len()));
+                let mut seen: Vec<(usize, u64)> = as_completed(handles)
+                    .map(|(position, result)| (position, result.expect("job")))
+                    .collect();
+                seen.sort_unstable();
+                assert_eq!(seen, [(0, 120), (1, 10), (2, 60), (3, 0)]);
             }
 
             #[test]

@@ -28,6 +28,7 @@ use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutd
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::mpsc;
 
+use crate::blocking::BlockingQueue;
 use crate::launch::{self, Shared, Tracker};
 
 /// Blocking jobs launched per `map` call beyond the workers: they wait for a permit on the
@@ -146,6 +147,7 @@ impl AsyncExecutorBuilder {
         Ok(AsyncExecutor {
             id,
             shared,
+            blocking: Arc::new(BlockingQueue::new(self.workers)),
             handle,
             workers: self.workers,
             flavor: self.flavor,
@@ -227,6 +229,8 @@ pub struct AsyncExecutor {
     /// Tells this executor's threads from others (see `RUNTIME_OF`).
     id: usize,
     shared: Arc<Shared>,
+    /// The trait's blocking jobs, drained on the runtime's blocking pool.
+    blocking: Arc<BlockingQueue>,
     handle: Handle,
     workers: usize,
     flavor: Flavor,
@@ -326,7 +330,10 @@ impl AsyncExecutor {
 
     /// Wraps a waiting iterator so that it may wait on `caller`'s thread.
     fn wait_here<W: Iterator>(&self, caller: Caller, inner: W) -> WaitOnWorker<W> {
-        WaitOnWorker { inner, block_in_place: caller == Caller::Runtime && self.flavor != Flavor::CurrentThread }
+        WaitOnWorker {
+            inner,
+            block_in_place: caller == Caller::Runtime && self.flavor != Flavor::CurrentThread,
+        }
     }
 
     /// Queues one future and returns a handle to its output. It waits for a free slot among
@@ -388,17 +395,21 @@ impl AsyncExecutor {
         }
     }
 
-    /// Spawns the task of one chunk of blocking jobs.
+    /// Queues one chunk of blocking jobs for the blocking pool's drainers.
     fn launch_blocking<J, I>(&self, job: Arc<J>, chunk: Batch<I>, reply: Reply<J::Output>)
     where
         J: Job<I>,
         I: Send + 'static,
         J::Output: Send + 'static,
     {
-        if let Some(tracker) = &self.tracker {
-            let shared = Arc::clone(&self.shared);
-            drop(self.handle.spawn(launch::blocking(tracker.clone(), shared, job, chunk, reply)));
-        }
+        // A stopped executor: the reply, dropped, answers `Cancelled`.
+        let Some(tracker) = &self.tracker else { return };
+        let task = Box::new(move |cancelled: bool| {
+            if !cancelled && reply.start() {
+                reply.send(run_chunk(chunk, |input| job.call(input)));
+            }
+        });
+        self.blocking.push(task, &self.handle, &self.shared, tracker);
     }
 
     fn stop(&mut self, mode: Shutdown) {

@@ -111,12 +111,15 @@
 //! - `executor`: [`AsyncExecutor`], its builder and [`Flavor`], the event-loop thread that owns
 //!   the runtime, the [`Executor`](fanout_core::Executor) implementation and the native async
 //!   methods.
+//! - `blocking`: the trait's blocking jobs, a queue drained by at most `workers` tasks on the
+//!   runtime's blocking pool.
 //! - `launch`: one chunk's life on the runtime (permit, blocking pool or futures), answered
 //!   through fanout-core's exactly-once `Reply`. The caller's side of a map (lazy inputs, the
 //!   window, the order of results) is fanout-core's engine.
 //! - `concurrent`: [`map_concurrent`], bounded concurrency inside one future.
 //! - `catch`: panics of futures as [`JobError::Panicked`](fanout_core::JobError::Panicked).
 
+mod blocking;
 mod catch;
 mod concurrent;
 mod executor;

@@ -33,7 +33,11 @@ pub enum ExecError {
 /// Builds an executor of `kind` with `workers` workers, runs `task` on it and shuts it down
 /// (waiting for its jobs), so that timing a call to this function times what a user program
 /// pays: start-up, the work and the shutdown.
-pub fn dispatch<T>(kind: ExecutorKind, workers: usize, task: impl FnOnce(&AnyExecutor) -> T) -> Result<T, ExecError> {
+pub fn dispatch<T>(
+    kind: ExecutorKind,
+    workers: usize,
+    task: impl FnOnce(&AnyExecutor) -> T,
+) -> Result<T, ExecError> {
     let executor = AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source })?;
     let output = task(&executor);
     executor.shutdown(Shutdown::Finish);

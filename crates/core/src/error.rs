@@ -153,13 +153,19 @@ impl fmt::Display for WorkerExit {
             Self::ProtocolViolation(violation) => write!(f, "killed for breaking the protocol: {violation}"),
             Self::ForkServerGone { reason } => write!(f, "its fork server is gone ({reason})"),
             Self::ReapFailed { errno } => {
-                write!(f, "its exit status could not be collected ({})", std::io::Error::from_raw_os_error(*errno))
+                write!(
+                    f,
+                    "its exit status could not be collected ({})",
+                    std::io::Error::from_raw_os_error(*errno)
+                )
             }
             Self::InitializerPanicked { message } => {
                 write!(f, "the pool's initializer panicked ({message}); fix it, the pool starts no workers")
             }
             Self::SpawnFailed { reason } => write!(f, "no worker could be started: {reason}"),
-            Self::ChannelsFailed { reason } => write!(f, "the pool's channels to its workers failed: {reason}"),
+            Self::ChannelsFailed { reason } => {
+                write!(f, "the pool's channels to its workers failed: {reason}")
+            }
         }
     }
 }

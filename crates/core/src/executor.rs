@@ -67,7 +67,8 @@ pub trait Executor {
     /// ```
     /// use fanout_core::{Executor, Serial};
     ///
-    /// let mut squares = Serial::new().imap(|x: u64| x * x, 1..); // an endless input
+    /// let executor = Serial::new();
+    /// let mut squares = executor.imap(|x: u64| x * x, 1..); // an endless input
     /// assert_eq!(squares.next(), Some(Ok(1)));
     /// assert_eq!(squares.nth(2), Some(Ok(16)));
     /// ```

@@ -377,9 +377,10 @@ impl Dispatcher {
     fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
         let worker = self.workers.swap_remove(index);
         self.forget_pid(worker.pid);
-        let exit = self.reap(vec![worker.pid]).pop().unwrap_or_else(|| WorkerExit::ForkServerGone {
-            reason: ForkServerError::OutOfTurn.to_string(),
-        });
+        let exit = self
+            .reap(vec![worker.pid])
+            .pop()
+            .unwrap_or_else(|| WorkerExit::ForkServerGone { reason: ForkServerError::OutOfTurn.to_string() });
         let lost_task = match worker.running {
             Some(Running { reply, resend: Some(mut resend) })
                 // A broken pool has no worker to retry on; a cancelled one runs nothing more.
@@ -459,15 +460,18 @@ impl Dispatcher {
         let count = pids.len();
         match self.server.call(ServerRequest::Reap { pids }) {
             Ok(ServerReply::Reaped { exits }) if exits.len() == count => exits,
-            Ok(_) => vec![WorkerExit::ForkServerGone { reason: ForkServerError::OutOfTurn.to_string() }; count],
+            Ok(_) => {
+                vec![WorkerExit::ForkServerGone { reason: ForkServerError::OutOfTurn.to_string() }; count]
+            }
             Err(error) => vec![WorkerExit::ForkServerGone { reason: error.to_string() }; count],
         }
     }
 
     fn fail_queued(&mut self) {
-        let exit = self.broken.clone().unwrap_or_else(|| WorkerExit::SpawnFailed {
-            reason: "the pool has no workers".to_owned(),
-        });
+        let exit = self
+            .broken
+            .clone()
+            .unwrap_or_else(|| WorkerExit::SpawnFailed { reason: "the pool has no workers".to_owned() });
         for (reply, _) in self.retries.drain(..) {
             reply.send(Err(lost(exit.clone())));
         }

@@ -294,7 +294,12 @@ impl<I: Payload, O: Payload> Launch for PoolLaunch<'_, I, O> {
     fn launch(&mut self, inputs: Vec<u8>, reply: Reply<O>) {
         match &self.state {
             Ok(state) => {
-                self.pool.enqueue(Task { entry: self.entry, state: Arc::clone(state), inputs, reply: reply.encoded() });
+                self.pool.enqueue(Task {
+                    entry: self.entry,
+                    state: Arc::clone(state),
+                    inputs,
+                    reply: reply.encoded(),
+                });
             }
             Err(error) => reply.fail(error.clone()),
         }

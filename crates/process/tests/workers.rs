@@ -267,7 +267,11 @@ fn oversized_inputs_and_outputs_fail_alone() {
     let inputs = vec![vec![1_u8; 10], vec![2_u8; 10_000], vec![3_u8; 10]];
     let results = pool.map(|v: Vec<u8>| v.len(), inputs);
     assert_eq!(results[0], Ok(10));
-    assert!(matches!(results[1], Err(JobError::Serialization { direction: Direction::Encode, .. })), "{:?}", results[1]);
+    assert!(
+        matches!(results[1], Err(JobError::Serialization { direction: Direction::Encode, .. })),
+        "{:?}",
+        results[1]
+    );
     assert_eq!(results[2], Ok(10));
 
     let results = pool.map(|n: usize| vec![0_u8; n], [10, 10_000, 10]);

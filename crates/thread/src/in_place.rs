@@ -195,10 +195,12 @@ where
     drop(buffer);
     if let Some(next) = inputs.next() {
         let rest = std::iter::once(next).chain(inputs);
-        // SAFETY: the scoped engine waits for every chunk's answer when it is dropped, which
-        // `extend` does before this returns (or unwinds), and it is not leaked; `f` outlives
-        // this call.
-        out.extend(unsafe { Ordered::new_scoped(PoolLaunch::new_scoped(pool, &f), rest) });
+        // SAFETY: the launcher goes straight into a scoped engine (the next statement), which
+        // waits for every chunk's answer before `f`, which outlives this call, goes away.
+        let launcher = unsafe { PoolLaunch::new_scoped(pool, &f) };
+        // SAFETY: the engine waits for every answer when it is dropped, which `extend` does
+        // before this returns (or unwinds), and it is not leaked.
+        out.extend(unsafe { Ordered::new_scoped(launcher, rest) });
     }
     out
 }

@@ -20,6 +20,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(not(loom))]
 use std::thread::{self, Thread};
 
+/// Orders a `SeqCst` write before a `SeqCst` read of another atomic, the store-buffering pair
+/// that the latch's wake-up rests on (see [`Progress::finish_one`]). Outside loom this is
+/// nothing: the two accesses' own `SeqCst` ordering gives that guarantee. Loom models `SeqCst`
+/// accesses as `AcqRel` only (tokio-rs/loom#180; loom 0.7's `seq_cst` is a no-op) and so finds
+/// the outcome `SeqCst` rules out, both sides reading the other's old value, as a lost wake-up;
+/// a `SeqCst` fence, which loom does model, gives it the same guarantee.
+#[inline(always)]
+fn seq_cst_store_load() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// Counts finished ranges and wakes the caller when the count it waits for is reached.
 pub(crate) struct Progress {
     done: AtomicUsize,
@@ -62,6 +74,7 @@ impl Progress {
         // `SeqCst` on both sides: either the caller sees this count before it parks, or this
         // sees its `wake_at` and unparks it.
         let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        seq_cst_store_load();
         if done >= self.wake_at.load(Ordering::SeqCst) {
             self.caller.unpark();
         }
@@ -75,6 +88,7 @@ impl Progress {
     pub(crate) fn wait_for(&self, target: usize) {
         while self.done.load(Ordering::SeqCst) < target {
             self.wake_at.store(target, Ordering::SeqCst);
+            seq_cst_store_load();
             if self.done.load(Ordering::SeqCst) >= target {
                 break;
             }
@@ -142,6 +156,15 @@ mod loom_models {
         }
     }
 
+    /// Explores `f` with at most `preemptions` preemptions per execution (unless
+    /// `LOOM_MAX_PREEMPTIONS` says otherwise): three threads that spin and park have too many
+    /// interleavings to explore them all in CI's time, and bugs need few preemptions.
+    fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = builder.preemption_bound.or(Some(preemptions));
+        builder.check(f);
+    }
+
     fn spawn_workers(map: &Arc<Map>, workers: usize) -> Vec<thread::JoinHandle<()>> {
         (0..workers)
             .map(|slot| {
@@ -156,7 +179,7 @@ mod loom_models {
     /// touches the state after `wait_released`.
     #[test]
     fn caller_waits_for_every_range() {
-        loom::model(|| {
+        model(3, || {
             let map = Map::new();
             let workers = spawn_workers(&map, 2);
             map.progress.wait_for(2);
@@ -171,7 +194,7 @@ mod loom_models {
     /// of them, with the unpark token of the first wait possibly still pending.
     #[test]
     fn caller_waits_twice() {
-        loom::model(|| {
+        model(3, || {
             let map = Map::new();
             let workers = spawn_workers(&map, 2);
             map.progress.wait_for(1);

@@ -179,10 +179,11 @@ impl ThreadPool {
         O: Send + 'env,
     {
         // SAFETY: the tasks borrow `f` and the caller's environment, both alive for this whole
-        // call, and the scoped engine waits for every chunk's answer, when it finishes and when
-        // it is dropped by a panic, before this function returns or unwinds; it is never
-        // leaked.
-        unsafe { Ordered::new_scoped(PoolLaunch::new_scoped(self, &f), inputs.into_iter()) }.collect()
+        // call, and the launcher goes straight into a scoped engine (below).
+        let launcher = unsafe { PoolLaunch::new_scoped(self, &f) };
+        // SAFETY: the scoped engine waits for every chunk's answer, when it finishes and when it
+        // is dropped by a panic, before this function returns or unwinds; it is never leaked.
+        unsafe { Ordered::new_scoped(launcher, inputs.into_iter()) }.collect()
     }
 
     /// Runs `f` over `inputs`, results in input order: written in place when the input's

@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use fanout_async::AsyncExecutor;
 
-use crate::executor::{AnyExecutor, ExecError, ExecutorKind, Resilience, dispatch, dispatch_async, dispatch_resilient};
+use crate::executor::{
+    AnyExecutor, ExecError, ExecutorKind, Resilience, dispatch, dispatch_async, dispatch_resilient,
+};
 use crate::http::{Api, HttpError, Secret};
 use crate::ideal::{Applied, Health, MissingRoute};
 use crate::retry::RetryPolicy;

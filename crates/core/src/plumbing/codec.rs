@@ -26,7 +26,12 @@ fn serialization(part: PayloadPart, direction: Direction, message: String) -> Jo
 
 /// The one check of a message against an executor's size limit, wherever bytes cross a process
 /// boundary: inputs on their way out, outputs in the worker, replies on their way in.
-pub fn check_message_size(part: PayloadPart, direction: Direction, len: usize, limit: usize) -> Result<(), JobError> {
+pub fn check_message_size(
+    part: PayloadPart,
+    direction: Direction,
+    len: usize,
+    limit: usize,
+) -> Result<(), JobError> {
     if len <= limit {
         return Ok(());
     }
@@ -77,7 +82,12 @@ impl<I: Serialize> Pack<I> for EncodedPacker {
             self.body.truncate(before);
             // An input that fits a chunk of its own goes into the next one (this one is not
             // empty, or it would have fitted); a larger one cannot travel at all.
-            return match check_message_size(PayloadPart::Input, Direction::Encode, size + MAX_COUNT_BYTES, self.limit) {
+            return match check_message_size(
+                PayloadPart::Input,
+                Direction::Encode,
+                size + MAX_COUNT_BYTES,
+                self.limit,
+            ) {
                 Ok(()) => Pushed::Refused(input),
                 Err(error) => Pushed::Failed(error),
             };

@@ -61,7 +61,6 @@ impl<T> Batch<T> {
             Self::Many(values) => Batch::Many(values.into_iter().map(f).collect()),
         }
     }
-
 }
 
 impl<O> Batch<Result<O, JobError>> {
@@ -357,7 +356,8 @@ where
     }
 
     fn remaining_inputs(&self) -> usize {
-        self.inputs.as_ref().map_or(0, |inputs| inputs.size_hint().0) + usize::from(self.carried.is_some())
+        let pending = self.inputs.as_ref().map_or(0, |inputs| inputs.size_hint().0);
+        pending.saturating_add(usize::from(self.carried.is_some()))
     }
 }
 
@@ -390,7 +390,11 @@ where
 {
     /// Runs `inputs` through `launcher`; results as they complete.
     pub fn new(launcher: L, inputs: It) -> Self {
-        Self { engine: Engine::new(launcher, inputs, false), ready: Batch::Many(Vec::new()).into_iter(), ready_index: 0 }
+        Self {
+            engine: Engine::new(launcher, inputs, false),
+            ready: Batch::Many(Vec::new()).into_iter(),
+            ready_index: 0,
+        }
     }
 }
 
@@ -418,7 +422,7 @@ where
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.ready.len() + self.engine.remaining_inputs(), None)
+        (self.ready.len().saturating_add(self.engine.remaining_inputs()), None)
     }
 }
 
@@ -428,13 +432,16 @@ impl<L: Launch, It> fmt::Debug for Unordered<L, It> {
     }
 }
 
+/// One chunk's results.
+type Results<O> = Batch<Result<O, JobError>>;
+
 /// Results in input order, each as soon as every input before it has one: `imap`, and `map`
 /// as its collect.
 pub struct Ordered<L: Launch, It> {
     engine: Engine<L, It>,
     /// Answers that overtook the next chunk; slot `k` holds the chunk `k` places after the one
     /// being waited for.
-    held: VecDeque<Option<Batch<Result<L::Output, JobError>>>>,
+    held: VecDeque<Option<Results<L::Output>>>,
     /// The sequence number of `held`'s first slot.
     next_seq: usize,
     ready: BatchIter<Result<L::Output, JobError>>,
@@ -501,7 +508,7 @@ where
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let held: usize = self.held.iter().flatten().map(Batch::len).sum();
-        (self.ready.len() + held + self.engine.remaining_inputs(), None)
+        (self.ready.len().saturating_add(held).saturating_add(self.engine.remaining_inputs()), None)
     }
 }
 
@@ -511,5 +518,115 @@ impl<L: Launch, It> fmt::Debug for Ordered<L, It> {
             .field("in_flight", &self.engine.in_flight)
             .field("held", &self.held.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::plumbing::EncodedPacker;
+
+    /// Answers every chunk at once, on the caller's thread; drops the replies of the chunks
+    /// whose first input is in `drop_at`.
+    struct Inline<P> {
+        packer: fn() -> P,
+        window: usize,
+        drop_at: Vec<usize>,
+        launched: Vec<usize>,
+    }
+
+    impl<P: Pack<u64, Chunk = Batch<u64>>> Launch for Inline<P> {
+        type Input = u64;
+        type Output = u64;
+        type Packer = P;
+
+        fn packer(&mut self) -> P {
+            (self.packer)()
+        }
+
+        fn window(&self) -> usize {
+            self.window
+        }
+
+        fn launch(&mut self, chunk: Batch<u64>, reply: Reply<u64>) {
+            self.launched.push(reply.first_index());
+            if !self.drop_at.contains(&reply.first_index()) {
+                reply.send(chunk.map(|x| Ok(x * 10)));
+            }
+        }
+    }
+
+    fn inline(chunk_size: usize, drop_at: Vec<usize>) -> Inline<BatchPacker<u64>> {
+        let packer = match chunk_size {
+            1 => || BatchPacker::new(1),
+            _ => || BatchPacker::new(3),
+        };
+        Inline { packer, window: 2, drop_at, launched: Vec::new() }
+    }
+
+    #[test]
+    fn ordered_and_unordered_answer_every_input_once() {
+        for chunk_size in [1, 3] {
+            let ordered: Vec<_> = Ordered::new(inline(chunk_size, vec![]), 0..10).collect();
+            assert_eq!(ordered, (0..10).map(|x| Ok(x * 10)).collect::<Vec<_>>());
+            let mut unordered: Vec<_> = Unordered::new(inline(chunk_size, vec![]), 0..10).collect();
+            unordered.sort_by_key(|(index, _)| *index);
+            assert_eq!(unordered, (0..10).map(|x| (x as usize, Ok(x * 10))).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_dropped_reply_answers_cancelled_for_its_inputs_alone() {
+        let results: Vec<_> = Ordered::new(inline(3, vec![3]), 0..7).collect();
+        let expected: Vec<Result<u64, JobError>> =
+            (0..7).map(|x| if (3..6).contains(&x) { Err(JobError::Cancelled) } else { Ok(x * 10) }).collect();
+        assert_eq!(results, expected);
+    }
+
+    #[test]
+    fn inputs_are_pulled_only_as_the_window_frees() {
+        let mut launcher = inline(1, vec![]);
+        launcher.window = 4;
+        let pulled = std::cell::Cell::new(0);
+        let mut results = Ordered::new(launcher, (0..).inspect(|_| pulled.set(pulled.get() + 1)));
+        assert_eq!(results.next(), Some(Ok(0)));
+        assert!(pulled.get() <= 5, "pulled {}", pulled.get());
+    }
+
+    /// Launches encoded chunks, answering each input with its byte length in the chunk.
+    struct Encoded;
+
+    impl Launch for Encoded {
+        type Input = Vec<u8>;
+        type Output = usize;
+        type Packer = EncodedPacker;
+
+        fn packer(&mut self) -> EncodedPacker {
+            EncodedPacker::new(4, 64)
+        }
+
+        fn window(&self) -> usize {
+            8
+        }
+
+        fn launch(&mut self, chunk: Vec<u8>, reply: Reply<usize>) {
+            let inputs: Vec<Vec<u8>> = postcard::from_bytes(&chunk).expect("a chunk decodes");
+            reply.send(Batch::from_vec(inputs.into_iter().map(|input| Ok(input.len())).collect()));
+        }
+    }
+
+    #[test]
+    fn an_input_that_cannot_travel_fails_in_its_place() {
+        // 20-byte inputs: two fit a 64-byte message, the third goes to the next chunk; the
+        // 100-byte input fits no message and fails alone, between its neighbours.
+        let sizes = [20, 20, 20, 100, 20, 5];
+        let results: Vec<_> = Ordered::new(Encoded, sizes.map(|n| vec![0_u8; n]).into_iter()).collect();
+        for (size, result) in sizes.into_iter().zip(results) {
+            match result {
+                Ok(len) => assert_eq!(len, size),
+                Err(JobError::Serialization { part: crate::PayloadPart::Input, .. }) => assert_eq!(size, 100),
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
     }
 }

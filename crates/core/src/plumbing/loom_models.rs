@@ -16,6 +16,15 @@ use super::{Batch, BatchPacker, Launch, Ordered, Reply, Unordered};
 use crate::JobError;
 use crate::sync::Arc;
 
+/// Explores `f` with at most `preemptions` preemptions per execution (unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise): a call with three chunks in flight has too many
+/// interleavings to explore them all in CI's time, and bugs need few preemptions.
+fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = builder.preemption_bound.or(Some(preemptions));
+    builder.check(f);
+}
+
 /// One thread starts the job while another cancels it: exactly one of them wins, and every
 /// later look at the ticket agrees with the winner.
 #[test]
@@ -128,7 +137,7 @@ impl Launch for ThreadPerChunk {
 /// for an answer that cannot come (loom reports a deadlock).
 #[test]
 fn ordered_answers_every_input_in_order() {
-    loom::model(|| {
+    model(3, || {
         let launcher =
             ThreadPerChunk::new(|input| if input == 1 { Fate::DropInThread } else { Fate::Answer });
         let threads = Rc::clone(&launcher.threads);
@@ -173,7 +182,7 @@ fn unordered_answers_every_input_once() {
 /// (and never yes once the drop is over), none hangs, and no answer is left behind.
 #[test]
 fn dropped_unordered_never_hangs() {
-    loom::model(|| {
+    model(2, || {
         let launcher = ThreadPerChunk::new(|_| Fate::Answer);
         let threads = Rc::clone(&launcher.threads);
         let dropped = Arc::clone(&launcher.dropped);

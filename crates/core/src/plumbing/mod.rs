@@ -69,8 +69,8 @@ pub(crate) mod reply;
 
 pub use crate::job::JobState;
 pub use codec::{
-    EncodedEntry, EncodedPacker, catch_panic, check_message_size, decode_payload, encode_payload, entry_point,
-    run_caught, run_caught_all, run_chunk,
+    EncodedEntry, EncodedPacker, catch_panic, check_message_size, decode_payload, encode_payload,
+    entry_point, run_caught, run_caught_all, run_chunk,
 };
 pub use engine::{Batch, BatchIter, BatchPacker, Launch, Ordered, Pack, Pushed, Unordered, launch_one};
 pub use reply::{Answer, EncodedReply, Outcome, Reply, job_handle};

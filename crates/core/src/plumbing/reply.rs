@@ -225,7 +225,8 @@ impl<O: DeserializeOwned + Send + 'static> ErasedReply for Reply<O> {
     }
 
     fn deliver(self: Box<Self>, outcome: Outcome) {
-        let decoded = outcome.and_then(|bytes| decode_payload::<Vec<Result<O, JobError>>>(PayloadPart::Output, &bytes));
+        let decoded =
+            outcome.and_then(|bytes| decode_payload::<Vec<Result<O, JobError>>>(PayloadPart::Output, &bytes));
         match decoded {
             Ok(results) => self.send(Batch::from_vec(results)),
             Err(error) => self.fail(error),
@@ -267,7 +268,11 @@ impl fmt::Debug for EncodedReply {
 pub fn job_handle<O>() -> (Reply<O>, JobHandle<O>) {
     let (sender, receiver) = handle_channel::bounded(1);
     let ticket = Arc::new(Ticket::new());
-    let reply =
-        Reply { seq: 0, start: 0, len: 1, destination: Some(Destination::Handle { sender, ticket: Arc::clone(&ticket) }) };
+    let reply = Reply {
+        seq: 0,
+        start: 0,
+        len: 1,
+        destination: Some(Destination::Handle { sender, ticket: Arc::clone(&ticket) }),
+    };
     (reply, JobHandle::new(receiver, ticket))
 }
