@@ -5,7 +5,8 @@
 //! reached; the caller parks until then, and before the map's state goes away it waits until
 //! every task has also *released* the state (made its last access to it). Under `--cfg loom`
 //! the atomics, `park`/`unpark` and the spin hint are loom's, so that the models at the bottom
-//! of this file explore every interleaving of this exact code.
+//! of this file explore the interleavings of this code (plus the fence loom needs to honour
+//! `SeqCst`, see `seq_cst_store_load`).
 
 #[cfg(loom)]
 use loom::hint::spin_loop;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, Thread};
 
 /// Orders a `SeqCst` write before a `SeqCst` read of another atomic, the store-buffering pair
-/// that the latch's wake-up rests on (see [`Progress::finish_one`]). Outside loom this is
+/// that the latch's wake-up rests on (see `Progress::finish_one`). Outside loom this is
 /// nothing: the two accesses' own `SeqCst` ordering gives that guarantee. Loom models `SeqCst`
 /// accesses as `AcqRel` only (tokio-rs/loom#180; loom 0.7's `seq_cst` is a no-op) and so finds
 /// the outcome `SeqCst` rules out, both sides reading the other's old value, as a lost wake-up;
