@@ -155,6 +155,7 @@ where
 /// Runs `job` on `input`, turning a panic into [`JobError::Panicked`].
 ///
 /// Every executor runs jobs through this function, so a panic means the same everywhere.
+#[inline]
 pub fn run_caught<J: Job<I>, I>(job: &J, input: I) -> Result<J::Output, JobError> {
     catch_panic(|| job.call(input))
 }
@@ -163,6 +164,7 @@ pub fn run_caught<J: Job<I>, I>(job: &J, input: I) -> Result<J::Output, JobError
 ///
 /// For code that runs closures outside the [`Job`] rules (a thread pool's scoped API, a
 /// future's poll); jobs go through [`run_caught`].
+#[inline]
 pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, JobError> {
     // `AssertUnwindSafe`: the job is only borrowed shared, as every thread pool lends it, and a
     // job whose state a panic left inconsistent can only observe it through interior
