@@ -165,6 +165,10 @@ pub(crate) struct FaultArgs {
     /// Share of requests whose connection is closed without an answer.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = share)]
     drop_rate: f64,
+    /// Share of requests that are never answered (the connection stays open, like a stuck
+    /// upstream); only a client timeout or a job time limit gets past them.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = share)]
+    hang_rate: f64,
     /// Share of requests that are --slow-factor times slower (a slow tail).
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = share)]
     slow_rate: f64,
@@ -212,6 +216,7 @@ impl FaultArgs {
         let mut faults = Faults::none()
             .with_error_rate(self.error_rate)
             .with_drop_rate(self.drop_rate)
+            .with_hang_rate(self.hang_rate)
             .with_slow_tail(self.slow_rate, self.slow_factor)
             .with_point(point);
         if let Some(max) = self.max_faults_per_request {
@@ -240,6 +245,7 @@ impl FaultArgs {
         for (flag, value, default) in [
             ("error-rate", self.error_rate, 0.0),
             ("drop-rate", self.drop_rate, 0.0),
+            ("hang-rate", self.hang_rate, 0.0),
             ("slow-rate", self.slow_rate, 0.0),
             ("slow-factor", self.slow_factor, DEFAULT_SLOW_FACTOR),
         ] {
@@ -386,6 +392,8 @@ mod tests {
             "0.1",
             "--drop-rate",
             "0.02",
+            "--hang-rate",
+            "0.03",
             "--slow-rate",
             "0.01",
             "--slow-factor",
@@ -403,6 +411,7 @@ mod tests {
         let expected = Faults::none()
             .with_error_rate(0.1)
             .with_drop_rate(0.02)
+            .with_hang_rate(0.03)
             .with_slow_tail(0.01, 20.0)
             .with_point(FaultPoint::Either)
             .with_max_per_request(3)

@@ -7,6 +7,10 @@
 //!   the connection without sending a byte (the answer's body fails before hyper flushes the
 //!   head, so hyper drops the connection with nothing written). Clients see a transport error
 //!   (connection closed or reset).
+//! - **Hangs** (`hang_rate`): the attempt is never answered. The connection stays open, the
+//!   way a stuck upstream looks to a client, until the client gives up or the server stops
+//!   (then it is closed without an answer, like a drop). Only a client-side timeout, or an
+//!   executor's job time limit, gets the client past it.
 //! - **Slow tail** (`slow_rate`): the attempt waits `slow_factor` (default 10) times its route's
 //!   latency. With a zero latency it is as fast as any other.
 //! - **Rate limit** (`rate_limit`): a token bucket of `burst` requests refilled at `per_second`
@@ -21,7 +25,7 @@
 //!   what the cap answers; `503` is HTTP's "overloaded, try again later", kept apart from the
 //!   rate limit's `429`, and nothing it refuses has been applied.
 //!
-//! Errors and drops strike at the [`FaultPoint`]: `Before` the request is applied (a failed
+//! Errors, drops and hangs strike at the [`FaultPoint`]: `Before` the request is applied (a failed
 //! POST created nothing), or `After` it was applied in full, the answer then being replaced
 //! (the default, and the realistic case: the client cannot tell whether its POST was applied,
 //! and only the `Idempotency-Key` / `X-Attachment-Name` rules make the retry safe), or `Either`,
@@ -103,9 +107,9 @@ impl RateLimit {
 
 /// The faults a server injects. [`Faults::default`] injects none.
 ///
-/// Rates are shares of attempts, from 0 to 1; `error_rate + drop_rate` must be at most 1 (one
-/// draw decides: below `drop_rate` a drop, below `drop_rate + error_rate` an error), so each
-/// share is exact. See the module docs for what each fault does and how fates are drawn.
+/// Rates are shares of attempts, from 0 to 1; `error_rate + drop_rate + hang_rate` must be at
+/// most 1 (one draw decides: below `drop_rate` a drop, below `drop_rate + error_rate` an error,
+/// below that plus `hang_rate` a hang), so each share is exact. See the module docs for what each fault does and how fates are drawn.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Faults {
@@ -113,6 +117,8 @@ pub struct Faults {
     pub error_rate: f64,
     /// Share of attempts whose connection is closed without an answer. Default 0.
     pub drop_rate: f64,
+    /// Share of attempts that are never answered. Default 0.
+    pub hang_rate: f64,
     /// Share of attempts that wait `slow_factor` times their latency. Default 0.
     pub slow_rate: f64,
     /// How much slower the slow tail is; finite and >= 1. Default 10.
@@ -136,6 +142,7 @@ impl Default for Faults {
         Self {
             error_rate: 0.0,
             drop_rate: 0.0,
+            hang_rate: 0.0,
             slow_rate: 0.0,
             slow_factor: DEFAULT_SLOW_FACTOR,
             point: FaultPoint::default(),
@@ -159,7 +166,7 @@ impl Faults {
 
     /// Whether some per-attempt fault (error, drop, slow) is on.
     fn draws_fates(&self) -> bool {
-        self.error_rate > 0.0 || self.drop_rate > 0.0 || self.slow_rate > 0.0
+        self.error_rate > 0.0 || self.drop_rate > 0.0 || self.hang_rate > 0.0 || self.slow_rate > 0.0
     }
 
     /// Sets the share of attempts answered `500`.
@@ -171,6 +178,12 @@ impl Faults {
     /// Sets the share of attempts whose connection is dropped without an answer.
     pub fn with_drop_rate(mut self, rate: f64) -> Self {
         self.drop_rate = rate;
+        self
+    }
+
+    /// Sets the share of attempts that are never answered.
+    pub fn with_hang_rate(mut self, rate: f64) -> Self {
+        self.hang_rate = rate;
         self
     }
 
@@ -208,19 +221,22 @@ impl Faults {
     /// Checks the values; the message names the field to fix.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |message: String| Err(Error::InvalidConfig(message));
-        for (name, rate) in
-            [("error_rate", self.error_rate), ("drop_rate", self.drop_rate), ("slow_rate", self.slow_rate)]
-        {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("drop_rate", self.drop_rate),
+            ("hang_rate", self.hang_rate),
+            ("slow_rate", self.slow_rate),
+        ] {
             if !(0.0..=1.0).contains(&rate) {
                 return invalid(format!(
                     "faults.{name} must be a share from 0 to 1 (got {rate}); e.g. 0.1 for 10% of requests"
                 ));
             }
         }
-        if self.error_rate + self.drop_rate > 1.0 + 1e-9 {
+        if self.error_rate + self.drop_rate + self.hang_rate > 1.0 + 1e-9 {
             return invalid(format!(
-                "faults.error_rate + faults.drop_rate must be at most 1 (got {} + {})",
-                self.error_rate, self.drop_rate
+                "faults.error_rate + faults.drop_rate + faults.hang_rate must be at most 1 (got {} + {} + {})",
+                self.error_rate, self.drop_rate, self.hang_rate
             ));
         }
         if !self.slow_factor.is_finite() || self.slow_factor < 1.0 {
@@ -256,6 +272,8 @@ pub(crate) enum Fault {
     Error,
     /// Close the connection without an answer.
     Drop,
+    /// Never answer.
+    Hang,
 }
 
 /// What happens to one attempt.
@@ -289,6 +307,9 @@ pub(crate) fn fate(seed: u64, faults: &Faults, key: u64, attempt: u32, faulted: 
         Some(Fault::Drop)
     } else if failure_draw < faults.drop_rate + faults.error_rate {
         Some(Fault::Error)
+    } else if failure_draw < faults.drop_rate + faults.error_rate + faults.hang_rate {
+        // Past the ranges of drops and errors, so that turning hangs on changes no other fate.
+        Some(Fault::Hang)
     } else {
         None
     };
@@ -342,6 +363,8 @@ pub(crate) struct Injected {
     pub(crate) errors: u64,
     /// Attempts whose connection was dropped.
     pub(crate) drops: u64,
+    /// Attempts that were never answered.
+    pub(crate) hangs: u64,
     /// Attempts of the slow tail.
     pub(crate) slow: u64,
     /// Requests refused with `429`.
@@ -354,6 +377,7 @@ pub(crate) struct Injected {
 struct Counters {
     errors: AtomicU64,
     drops: AtomicU64,
+    hangs: AtomicU64,
     slow: AtomicU64,
     rate_limited: AtomicU64,
     over_capacity: AtomicU64,
@@ -483,6 +507,7 @@ impl Injector {
         let counter = match fate.fault {
             Some(Fault::Error) => Some(&self.counters.errors),
             Some(Fault::Drop) => Some(&self.counters.drops),
+            Some(Fault::Hang) => Some(&self.counters.hangs),
             None => None,
         };
         if let Some(counter) = counter {
@@ -505,6 +530,7 @@ impl Injector {
         Injected {
             errors: c.errors.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
+            hangs: c.hangs.load(Ordering::Relaxed),
             slow: c.slow.load(Ordering::Relaxed),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             over_capacity: c.over_capacity.load(Ordering::Relaxed),
@@ -523,7 +549,7 @@ mod tests {
             match f.fault {
                 Some(Fault::Error) => errors += 1,
                 Some(Fault::Drop) => drops += 1,
-                None => {}
+                Some(Fault::Hang) | None => {}
             }
             slow += u64::from(f.slow);
             before += u64::from(f.before);
@@ -595,12 +621,35 @@ mod tests {
     }
 
     #[test]
+    fn hangs_take_their_share_and_leave_the_other_fates_alone() {
+        let base = Faults::none().with_error_rate(0.1).with_drop_rate(0.05);
+        let with_hangs = base.clone().with_hang_rate(0.2);
+        let (mut hangs, mut changed) = (0, 0);
+        for id in 0..10_000_u64 {
+            let key = request_key(b"GET", format!("/x/{id}").as_bytes(), None, None);
+            let (before, after) = (fate(9, &base, key, 0, 0), fate(9, &with_hangs, key, 0, 0));
+            match after.fault {
+                Some(Fault::Hang) => hangs += 1,
+                _ => changed += usize::from(before != after),
+            }
+            // A request that fails without hangs fails the same way with them.
+            if before.fault.is_some() {
+                assert_eq!(before, after, "request {id}");
+            }
+        }
+        assert!((1_800..2_200).contains(&hangs), "{hangs} hangs in 10,000 at a rate of 0.2");
+        assert_eq!(changed, 0, "turning hangs on changed other fates");
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let message = |f: Faults| f.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message(Faults::none().with_error_rate(1.5)).contains("error_rate"));
         assert!(message(Faults::none().with_drop_rate(-0.1)).contains("drop_rate"));
         assert!(message(Faults::none().with_slow_tail(f64::NAN, 10.0)).contains("slow_rate"));
         assert!(message(Faults::none().with_error_rate(0.7).with_drop_rate(0.7)).contains("at most 1"));
+        assert!(message(Faults::none().with_hang_rate(2.0)).contains("hang_rate"));
+        assert!(message(Faults::none().with_drop_rate(0.5).with_hang_rate(0.6)).contains("at most 1"));
         assert!(message(Faults::none().with_slow_tail(0.1, 0.5)).contains("slow_factor"));
         assert!(message(Faults::none().with_rate_limit(RateLimit::new(0.0, 1))).contains("per_second"));
         assert!(message(Faults::none().with_rate_limit(RateLimit::new(1.0, 0))).contains("burst"));

@@ -27,6 +27,7 @@ use axum::{Json, Router};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::checksum::{self, Accumulator};
 use crate::config::{Config, Route};
@@ -62,6 +63,20 @@ struct AppState {
     timer: Option<Timer>,
     /// Fault injection, admission and the in-flight count.
     injector: Injector,
+    /// Turns `true` when the server stops: hung requests then end (see [`Hangs`]).
+    hangs_released: watch::Sender<bool>,
+}
+
+/// The handle that ends the requests the hang fault holds, when the server stops serving:
+/// without it a graceful shutdown would wait for answers that never come.
+pub(crate) struct Hangs(Shared);
+
+impl Hangs {
+    /// Ends every hung request, and every later one at once: each closes its connection
+    /// without an answer.
+    pub(crate) fn release(&self) {
+        self.0.hangs_released.send_replace(true);
+    }
 }
 
 impl AppState {
@@ -194,7 +209,7 @@ impl IntoResponse for ApiError {
 
 /// Builds the router of a validated `config` (see [`crate::router`]); fails only if the timer
 /// thread cannot be started.
-pub(crate) fn build(config: Config) -> Result<Router, Error> {
+pub(crate) fn build(config: Config) -> Result<(Router, Hangs), Error> {
     let body_limit = config.body_limit;
     let needs_timer = Route::ALL.iter().any(|&route| !config.applied_latency(route).is_zero());
     let timer = if needs_timer { Some(Timer::new(TIMER_THREAD).map_err(Error::Runtime)?) } else { None };
@@ -205,6 +220,7 @@ pub(crate) fn build(config: Config) -> Result<Router, Error> {
         store: Mutex::new(Store::default()),
         timer,
         injector,
+        hangs_released: watch::Sender::new(false),
     });
     let on = |route: Route, endpoint: MethodRouter<Shared>| {
         endpoint.route_layer(middleware::from_fn_with_state((state.clone(), route), per_route))
@@ -219,14 +235,15 @@ pub(crate) fn build(config: Config) -> Result<Router, Error> {
         .route("/new/tickets/summary", on(Route::Summary, get(summary)))
         .route("/new/tickets/{id}/attachments", on(Route::PostAttachment, post(post_attachment)))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Ok(Router::new()
+    let router = Router::new()
         .route("/health", on(Route::Health, get(health)))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
-        .with_state(state))
+        .with_state(state.clone());
+    Ok((router, Hangs(state)))
 }
 
 /// Answers `413` at once to a request that declares a body over the limit (after draining
@@ -317,6 +334,12 @@ async fn per_route(State((state, route)): State<(Shared, Route)>, request: Reque
         )
         .into_response(),
         faults::Fault::Drop => Response::new(Body::new(DroppedAnswer)),
+        faults::Fault::Hang => {
+            // No answer until the server stops; then the connection closes without one.
+            let mut released = state.hangs_released.subscribe();
+            let _ = released.wait_for(|&released| released).await;
+            Response::new(Body::new(DroppedAnswer))
+        }
     }
 }
 
@@ -466,6 +489,7 @@ async fn health(State(state): State<Shared>) -> Json<serde_json::Value> {
         "faults": {
             "error_rate": faults.error_rate,
             "drop_rate": faults.drop_rate,
+            "hang_rate": faults.hang_rate,
             "slow_rate": faults.slow_rate,
             "slow_factor": faults.slow_factor,
             "point": point,

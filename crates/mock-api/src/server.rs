@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::routes;
+use crate::routes::{self, Hangs};
 
 /// Listen backlog: deep enough that a burst of thousands of connects is not dropped into
 /// SYN retries (the kernel caps it at `net.core.somaxconn`).
@@ -39,6 +39,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// the router's timer thread cannot be started ([`Error::Runtime`]). That thread stops once the
 /// router and every request it is serving are dropped.
 pub fn router(config: Config) -> Result<Router, Error> {
+    // Requests held by the hang fault stay held as long as this router serves.
+    built(config).map(|(router, _hangs)| router)
+}
+
+fn built(config: Config) -> Result<(Router, Hangs), Error> {
     config.validate()?;
     routes::build(config)
 }
@@ -51,15 +56,22 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let app = router(config)?;
-    serve_router(listener, app, shutdown).await
+    let (app, hangs) = built(config)?;
+    serve_router(listener, app, hangs, shutdown).await
 }
 
 async fn serve_router(
     listener: TcpListener,
     app: Router,
+    hangs: Hangs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Once the server stops, hung requests end, so that the graceful shutdown does not wait
+    // for answers the hang fault never gives.
+    let shutdown = async move {
+        shutdown.await;
+        hangs.release();
+    };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("listening on http://{addr}");
     }
@@ -86,12 +98,12 @@ impl MockServer {
     /// accepts connections.
     pub fn start(config: Config) -> Result<MockServer, Error> {
         let addr = config.addr;
-        let app = router(config)?;
+        let (app, hangs) = built(config)?;
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, Error>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fanout-mock-api".to_owned())
-            .spawn(move || run(addr, app, ready_tx, stop_rx))
+            .spawn(move || run(addr, app, hangs, ready_tx, stop_rx))
             .map_err(Error::Runtime)?;
         match ready_rx.recv() {
             Ok(Ok(addr)) => Ok(MockServer {
@@ -150,6 +162,7 @@ impl Drop for MockServer {
 fn run(
     addr: SocketAddr,
     app: Router,
+    hangs: Hangs,
     ready: mpsc::Sender<Result<SocketAddr, Error>>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), Error> {
@@ -181,7 +194,7 @@ fn run(
             }
         };
         let (grace_tx, grace_rx) = oneshot::channel::<()>();
-        let server = serve_router(listener, app, async move {
+        let server = serve_router(listener, app, hangs, async move {
             let _ = grace_rx.await;
         });
         tokio::pin!(server);

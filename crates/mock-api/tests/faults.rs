@@ -49,7 +49,7 @@ fn faults_are_off_by_default_and_health_says_so() {
     assert_eq!(health["faults"]["point"], "after");
     assert_eq!(health["faults"]["rate_limit"], serde_json::Value::Null);
     let injected = &health["injected"];
-    for key in ["errors", "drops", "slow", "rate_limited", "over_capacity"] {
+    for key in ["errors", "drops", "hangs", "slow", "rate_limited", "over_capacity"] {
         assert_eq!(injected[key], 0, "{key}");
     }
     assert_eq!(health["in_flight"], 0);
@@ -90,6 +90,41 @@ fn a_dropped_connection_sends_not_a_single_byte() {
     }
     assert_eq!(client.get("/health").status(), Some(200), "health is exempt");
     assert_eq!(client.health()["injected"]["drops"], 7);
+}
+
+#[test]
+fn a_hung_request_is_never_answered_until_the_server_stops() {
+    let server = start(fast(Faults::none().with_hang_rate(1.0)));
+    // Raw TCP: no byte arrives, the connection stays open.
+    let mut hung: Vec<TcpStream> = FAULTY_GETS
+        .iter()
+        .map(|path| {
+            let mut stream = TcpStream::connect(server.addr()).expect("connects");
+            // `read_answer` checks its deadline between reads that time out on their own.
+            stream.set_read_timeout(Some(Duration::from_millis(50))).expect("a read timeout");
+            std::io::Write::write_all(&mut stream, &raw_get(path)).expect("sends");
+            assert_eq!(read_answer(&mut stream, Duration::from_millis(300)), Raw::Hung, "{path}");
+            stream
+        })
+        .collect();
+    let client = Client::new(&server);
+    assert_eq!(client.get("/health").status(), Some(200), "health is exempt");
+    let health = client.health();
+    assert_eq!(health["injected"]["hangs"], 5, "{health}");
+    assert_eq!(health["in_flight"], 5, "the hung requests are still in flight: {health}");
+    assert_eq!(health["faults"]["hang_rate"], 1.0);
+    // Stopping the server ends them (closed without an answer) instead of waiting for them:
+    // without that, the graceful shutdown would wait its whole grace period of 5 s.
+    let stopping = Instant::now();
+    server.shutdown().expect("the server stops");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "shutdown waited {:?} for hung requests",
+        stopping.elapsed()
+    );
+    for stream in &mut hung {
+        assert_eq!(read_answer(stream, PATIENCE), Raw::Closed { received: 0 });
+    }
 }
 
 /// A fault striking after the POST was applied: the client saw a failure, the ticket exists,
