@@ -164,9 +164,18 @@ where
     let state = unsafe { std::mem::transmute::<NonNull<dyn RunRange + '_>, NonNull<dyn RunRange>>(state) };
     let mut guard =
         TasksGuard { progress: &map.progress, inputs: map.inputs, sent: 0, filled: 0, sent_end: 0 };
+    // The count of done ranges as last read. It only grows, so a stale value is a lower bound:
+    // the caller reads the latch again only when the stale value says the window may be full.
+    // Reading it for every range pulled its cache line away from the workers, which update it
+    // once a range: chunk-1 maps paid for that on every job (see `benches/overhead.rs`).
+    let mut done = 0;
     while guard.filled < len {
-        if guard.sent - map.progress.done() >= window {
-            map.progress.wait_for(guard.sent - window / 2);
+        if guard.sent - done >= window {
+            done = map.progress.done();
+            if guard.sent - done >= window {
+                map.progress.wait_for(guard.sent - window / 2);
+                done = map.progress.done();
+            }
         }
         let start = guard.filled;
         let end = start + chunk_size.min(len - start);
