@@ -12,10 +12,13 @@
 //! One mutex guards the queue and the count of drainers together, so that "the queue holds a
 //! chunk" implies "a drainer runs or is being started", and a drainer that finds the queue
 //! empty leaves in the same critical section: no chunk is stranded, and no hand-rolled atomic
-//! protocol needs a model.
+//! protocol needs a model. An idle drainer waits [`IDLE`] for more work before it leaves: with
+//! many workers on few cores the queue runs dry between two refills of the caller, and a
+//! drainer that left at once had to be started again through the blocking pool a moment later.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -25,21 +28,35 @@ use crate::launch::{Shared, Tracker};
 /// was cancelled (the task then drops its reply, which answers `Cancelled`).
 pub(crate) type Task = Box<dyn FnOnce(bool) + Send>;
 
+/// How long an idle drainer waits for another task before it leaves.
+const IDLE: Duration = Duration::from_millis(20);
+
 #[derive(Default)]
 struct State {
     tasks: VecDeque<Task>,
     drainers: usize,
+    /// Drainers waiting for a task.
+    idle: usize,
+    /// The executor is stopping: idle drainers leave at once.
+    closed: bool,
 }
 
 /// The queue of the trait's blocking jobs of one executor.
 pub(crate) struct BlockingQueue {
     state: Mutex<State>,
+    more: Condvar,
     workers: usize,
 }
 
 impl BlockingQueue {
     pub(crate) fn new(workers: usize) -> Self {
-        Self { state: Mutex::new(State::default()), workers }
+        Self { state: Mutex::new(State::default()), more: Condvar::new(), workers }
+    }
+
+    /// Lets idle drainers leave at once (the executor is stopping); queued tasks still run.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.more.notify_all();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -59,7 +76,11 @@ impl BlockingQueue {
         let start = {
             let mut state = self.lock();
             state.tasks.push_back(task);
-            let start = state.drainers < self.workers;
+            if state.idle > 0 {
+                self.more.notify_one();
+            }
+            // An idle drainer takes the task; otherwise one more starts, up to `workers`.
+            let start = state.idle == 0 && state.drainers < self.workers;
             state.drainers += usize::from(start);
             start
         };
@@ -71,20 +92,32 @@ impl BlockingQueue {
         }
     }
 
-    /// A drainer's life: run tasks until the queue is empty, then leave.
+    /// A drainer's life: run tasks until the queue stays empty for [`IDLE`], then leave.
     fn drain(&self, shared: &Shared, tracker: Tracker) {
         loop {
             let task = {
                 let mut state = self.lock();
-                match state.tasks.pop_front() {
-                    Some(task) => task,
-                    None => {
-                        state.drainers -= 1;
-                        break;
+                let mut waited = false;
+                loop {
+                    if let Some(task) = state.tasks.pop_front() {
+                        break Some(task);
                     }
+                    if waited || state.closed {
+                        state.drainers -= 1;
+                        break None;
+                    }
+                    state.idle += 1;
+                    let (next, _) =
+                        self.more.wait_timeout(state, IDLE).unwrap_or_else(PoisonError::into_inner);
+                    state = next;
+                    state.idle -= 1;
+                    waited = true;
                 }
             };
-            task(shared.is_cancelled());
+            match task {
+                Some(task) => task(shared.is_cancelled()),
+                None => break,
+            }
         }
         drop(tracker);
     }

@@ -416,6 +416,7 @@ impl AsyncExecutor {
         if mode == Shutdown::CancelQueued {
             self.shared.cancel_queued();
         }
+        self.blocking.close();
         // The event loop ends once this tracker and every task's are gone.
         self.tracker = None;
         if let Some(thread) = self.thread.take() {
