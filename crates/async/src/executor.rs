@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use crate::blocking::BlockingQueue;
 use crate::launch::{self, Shared, Tracker};
 
-/// Blocking jobs launched per `map` call beyond the workers: they wait for a permit on the
-/// runtime, so that a worker finishing a job finds the next one already there.
+/// Blocking jobs launched per `map` call at least: they wait in the blocking queue, so that a
+/// drainer finishing a job finds the next one already there.
 const BLOCKING_WINDOW_MIN: usize = 64;
 
 /// Tasks the scheduler polls between two looks at the I/O driver (tokio's default: 61).
@@ -532,8 +532,8 @@ impl fmt::Debug for AsyncExecutor {
     }
 }
 
-/// The launcher of the trait's blocking jobs: each chunk waits for a permit on the runtime and
-/// runs on its blocking pool; from one of the executor's own threads, inline.
+/// The launcher of the trait's blocking jobs: each chunk goes to the [`BlockingQueue`], drained
+/// on the runtime's blocking pool; from one of the executor's own threads, inline.
 struct BlockingLaunch<'e, J, I> {
     executor: &'e AsyncExecutor,
     job: Arc<J>,

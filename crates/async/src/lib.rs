@@ -113,7 +113,7 @@
 //!   methods.
 //! - `blocking`: the trait's blocking jobs, a queue drained by at most `workers` tasks on the
 //!   runtime's blocking pool.
-//! - `launch`: one chunk's life on the runtime (permit, blocking pool or futures), answered
+//! - `launch`: one chunk of futures' life on the runtime (a permit, then the loop), answered
 //!   through fanout-core's exactly-once `Reply`. The caller's side of a map (lazy inputs, the
 //!   window, the order of results) is fanout-core's engine.
 //! - `concurrent`: [`map_concurrent`], bounded concurrency inside one future.
