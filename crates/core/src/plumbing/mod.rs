@@ -73,7 +73,7 @@ pub use codec::{
     entry_point, run_caught, run_caught_all, run_chunk,
 };
 pub use engine::{Batch, BatchIter, BatchPacker, Launch, Ordered, Pack, Pushed, Unordered, launch_one};
-pub use reply::{Answer, EncodedReply, Outcome, Reply, job_handle};
+pub use reply::{EncodedReply, Outcome, Reply, job_handle};
 
 #[cfg(all(test, loom))]
 mod loom_models;

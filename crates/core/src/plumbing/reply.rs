@@ -63,7 +63,7 @@ impl Ticket {
 
 /// One chunk's results on their way back to its engine.
 #[derive(Debug)]
-pub struct Answer<O> {
+pub(crate) struct Answer<O> {
     /// The chunk's place in the order the engine cut chunks (0, 1, 2, ...).
     pub(crate) seq: usize,
     /// The input index of the chunk's first input.
