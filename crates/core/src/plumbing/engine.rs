@@ -225,6 +225,9 @@ struct Engine<L: Launch, It> {
     inputs: Option<It>,
     /// An input the previous chunk refused.
     carried: Option<L::Input>,
+    /// The error of an input that could not travel, found while packing the previous chunk:
+    /// the next cut answers it, in its place, so that one cut never takes two window slots.
+    failed: Option<JobError>,
     /// Where the next input's index and the next chunk's sequence number start.
     next_index: usize,
     next_seq: usize,
@@ -255,6 +258,7 @@ where
             launcher,
             inputs: Some(inputs),
             carried: None,
+            failed: None,
             next_index: 0,
             next_seq: 0,
             in_window: 0,
@@ -276,7 +280,9 @@ where
 
     /// Tops the window up with new chunks while inputs remain.
     fn fill(&mut self) {
-        while self.in_window < self.window && (self.inputs.is_some() || self.carried.is_some()) {
+        while self.in_window < self.window
+            && (self.inputs.is_some() || self.carried.is_some() || self.failed.is_some())
+        {
             self.cut();
         }
     }
@@ -284,6 +290,11 @@ where
     /// Packs and launches one chunk (or answers one input that cannot travel).
     fn cut(&mut self) {
         let start = self.next_index;
+        if let Some(error) = self.failed.take() {
+            self.next_index += 1;
+            self.reply(start, 1).send_one(Err(error));
+            return;
+        }
         let mut len = 0;
         loop {
             let input = match self.carried.take() {
@@ -319,13 +330,9 @@ where
                     return;
                 }
                 Pushed::Failed(error) => {
-                    // Launch what was packed; the failed input gets its answer right after it.
-                    let chunk = self.packer.take();
-                    let reply = self.reply(start, len);
-                    self.launcher.launch(chunk, reply);
-                    self.next_index = start + len + 1;
-                    self.reply(start + len, 1).send_one(Err(error));
-                    return;
+                    // Launch what was packed; the next cut answers the failed input.
+                    self.failed = Some(error);
+                    break;
                 }
             }
         }
@@ -357,7 +364,7 @@ where
 
     fn remaining_inputs(&self) -> usize {
         let pending = self.inputs.as_ref().map_or(0, |inputs| inputs.size_hint().0);
-        pending.saturating_add(usize::from(self.carried.is_some()))
+        pending.saturating_add(usize::from(self.carried.is_some()) + usize::from(self.failed.is_some()))
     }
 }
 
