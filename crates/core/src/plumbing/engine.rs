@@ -48,10 +48,12 @@ impl<T> Batch<T> {
 
     /// A batch of these values; one value needs no `Vec` afterwards.
     pub fn from_vec(mut values: Vec<T>) -> Self {
-        match values.len() {
-            1 => Self::One(values.pop().expect("one value")),
-            _ => Self::Many(values),
+        if values.len() == 1
+            && let Some(value) = values.pop()
+        {
+            return Self::One(value);
         }
+        Self::Many(values)
     }
 
     /// Applies `f` to every value, in order.
@@ -495,8 +497,9 @@ where
             if let Some(result) = self.ready.next() {
                 return Some(result);
             }
-            if let Some(Some(_)) = self.held.front() {
-                let Some(Some(results)) = self.held.pop_front() else { unreachable!() };
+            if self.held.front().is_some_and(Option::is_some)
+                && let Some(results) = self.held.pop_front().flatten()
+            {
                 self.next_seq += 1;
                 self.engine.in_window -= 1;
                 self.engine.fill();
