@@ -38,8 +38,8 @@ use std::str::FromStr;
 pub use fanout_async::{AsyncExecutor, AsyncExecutorBuilder, Flavor, map_concurrent};
 pub use fanout_core::{
     AsCompleted, BuildError, Direction, Executor, ForkServerError, Job, JobError, JobHandle, Payload,
-    PayloadPart, Serial, Shutdown, Stateful, StatefulJob, Violation, WorkerExit, as_completed, plumbing,
-    wait_any, wait_any_timeout,
+    PayloadPart, Progress, ProgressWatch, Serial, SerialBuilder, Shutdown, Stateful, StatefulJob, Violation,
+    WorkerExit, as_completed, deadline, plumbing, wait_any, wait_any_timeout,
 };
 pub use fanout_process::{ProcessPool, ProcessPoolBuilder};
 pub use fanout_thread::{ThreadPool, ThreadPoolBuilder};
@@ -217,6 +217,10 @@ impl Executor for AnyExecutor {
 
     fn workers(&self) -> usize {
         each!(self, executor => executor.workers())
+    }
+
+    fn progress_watch(&self) -> ProgressWatch {
+        each!(self, executor => executor.progress_watch())
     }
 
     fn map_unordered<'a, J, I>(

@@ -194,7 +194,7 @@ macro_rules! conformance_suite {
                     return;
                 }
                 let timeout = Duration::from_millis(5);
-                assert_eq!(handle.wait_timeout(timeout), Err(JobError::TimedOut { timeout }));
+                assert_eq!(handle.wait_timeout(timeout), Err(JobError::WaitTimedOut { waited: timeout }));
                 assert_eq!(handle.wait_timeout(Duration::from_secs(60)), Ok(300));
             }
 

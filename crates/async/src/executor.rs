@@ -18,13 +18,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use std::marker::PhantomData;
 
 use fanout_core::plumbing::{
-    Batch, BatchPacker, Launch, Ordered, Reply, Unordered, catch_panic, job_handle, launch_one, run_chunk,
+    Batch, BatchPacker, Launch, Ordered, ProgressCounters, Reply, Unordered, catch_panic, job_handle,
+    launch_one, run_chunk,
 };
-use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown};
+use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::mpsc;
 
@@ -78,6 +80,7 @@ pub struct AsyncExecutorBuilder {
     workers: usize,
     flavor: Flavor,
     thread_name: String,
+    job_timeout: Option<Duration>,
 }
 
 impl AsyncExecutorBuilder {
@@ -114,10 +117,23 @@ impl AsyncExecutorBuilder {
         self
     }
 
+    /// A time limit for each job, counted from when it starts (not while it waits for a
+    /// slot). A future still running at its limit is dropped and fails with
+    /// [`JobError::Expired`]; a blocking job of the [`Executor`] trait is treated like a
+    /// thread pool's: reported expired, its blocking-pool thread abandoned and replaced. Off
+    /// by default.
+    pub fn job_timeout(mut self, limit: Duration) -> Self {
+        self.job_timeout = Some(limit);
+        self
+    }
+
     /// Builds the runtime and starts its event-loop thread.
     pub fn build(self) -> Result<AsyncExecutor, BuildError> {
         if self.workers == 0 || self.flavor == (Flavor::MultiThread { threads: 0 }) {
             return Err(BuildError::ZeroWorkers);
+        }
+        if self.job_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroJobTimeout);
         }
         let shared = Arc::new(Shared::new(self.workers));
         let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
@@ -153,6 +169,8 @@ impl AsyncExecutorBuilder {
             flavor: self.flavor,
             tracker: Some(tracker),
             thread: Some(thread),
+            progress: Arc::new(ProgressCounters::new()),
+            job_timeout: self.job_timeout,
         })
     }
 }
@@ -237,6 +255,9 @@ pub struct AsyncExecutor {
     /// The executor's own tracker: dropping it lets the event loop end once every task is done.
     tracker: Option<Tracker>,
     thread: Option<JoinHandle<()>>,
+    /// What the executor did so far.
+    progress: Arc<ProgressCounters>,
+    job_timeout: Option<Duration>,
 }
 
 impl AsyncExecutor {
@@ -251,6 +272,7 @@ impl AsyncExecutor {
             workers: 0,
             flavor: Flavor::CurrentThread,
             thread_name: "fanout-async".to_owned(),
+            job_timeout: None,
         }
     }
 
@@ -346,7 +368,8 @@ impl AsyncExecutor {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        let (reply, handle) = job_handle();
+        let (mut reply, handle) = job_handle();
+        reply.count_in(&self.progress);
         self.launch_futures(Batch::One(future), reply);
         handle
     }
@@ -412,8 +435,14 @@ impl AsyncExecutor {
         self.blocking.push(task, &self.handle, &self.shared, tracker);
     }
 
+    /// The job time limit set with [`AsyncExecutorBuilder::job_timeout`].
+    pub fn job_timeout(&self) -> Option<Duration> {
+        self.job_timeout
+    }
+
     fn stop(&mut self, mode: Shutdown) {
-        if mode == Shutdown::CancelQueued {
+        // TODO(issue 12): `Kill` must abort futures and abandon blocking jobs at once.
+        if mode != Shutdown::Finish {
             self.shared.cancel_queued();
         }
         self.blocking.close();
@@ -467,6 +496,10 @@ impl Executor for AsyncExecutor {
 
     fn workers(&self) -> usize {
         self.workers
+    }
+
+    fn progress_watch(&self) -> ProgressWatch {
+        ProgressWatch::new(&self.progress)
     }
 
     /// Runs blocking jobs on the runtime's blocking pool, at most `workers` at once.
@@ -568,6 +601,10 @@ where
         if self.inline { 1 } else { self.executor.workers.saturating_mul(2).max(BLOCKING_WINDOW_MIN) }
     }
 
+    fn progress(&self) -> Option<Arc<ProgressCounters>> {
+        Some(Arc::clone(&self.executor.progress))
+    }
+
     fn launch(&mut self, chunk: Batch<I>, reply: Reply<J::Output>) {
         if !self.inline {
             self.executor.launch_blocking(Arc::clone(&self.job), chunk, reply);
@@ -607,6 +644,10 @@ where
 
     fn window(&self) -> usize {
         self.executor.workers
+    }
+
+    fn progress(&self) -> Option<Arc<ProgressCounters>> {
+        Some(Arc::clone(&self.executor.progress))
     }
 
     fn launch(&mut self, chunk: Batch<I>, reply: Reply<Fut::Output>) {

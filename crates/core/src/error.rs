@@ -32,13 +32,32 @@ pub enum JobError {
     /// its queue cancelled, or the iterator of its `map` was dropped before it started.
     #[error("the job was cancelled before it ran")]
     Cancelled,
-    /// No result arrived in time. The job may still be running: wait on its handle again to
-    /// get the result.
-    #[error("no result within {timeout:?}; the job may still be running, wait again for it")]
-    TimedOut {
+    /// The *caller's wait* ended before a result arrived ([`JobHandle::wait_timeout`]): the
+    /// job itself goes on, and waiting on its handle again gets its result. Not to be confused
+    /// with [`Expired`](Self::Expired), the *job's* time limit.
+    ///
+    /// [`JobHandle::wait_timeout`]: crate::JobHandle::wait_timeout
+    #[error("no result within {waited:?} of waiting; the job may still be running, wait again for it")]
+    WaitTimedOut {
         /// How long the caller waited.
-        timeout: Duration,
+        waited: Duration,
     },
+    /// The *job* ran longer than the executor's job time limit (`job_timeout` on its builder)
+    /// and was stopped: its worker process killed and replaced, its future dropped, or its
+    /// thread abandoned and replaced. The clock starts when the job starts on its worker.
+    #[error(
+        "the job ran longer than its time limit of {limit:?} and was stopped; raise the limit \
+         or make the job finish sooner (it may be retried if it is idempotent)"
+    )]
+    Expired {
+        /// The job time limit it exceeded.
+        limit: Duration,
+    },
+    /// The job was running when the executor was terminated with
+    /// [`Shutdown::Kill`](crate::Shutdown::Kill): its worker was killed (or its thread
+    /// abandoned) before it could report a result.
+    #[error("the job was running when its executor was killed (Shutdown::Kill)")]
+    Killed,
     /// This handle's result was already returned by an earlier `wait_timeout` or `try_wait`.
     #[error("the result of this job was already taken from its handle")]
     ResultTaken,
@@ -203,6 +222,20 @@ pub enum BuildError {
     /// A chunk holds at least one job.
     #[error("the chunk size must be at least 1")]
     ZeroChunkSize,
+    /// A job time limit of zero would expire every job before it starts.
+    #[error("the job time limit must be longer than zero; pass a positive `job_timeout`")]
+    ZeroJobTimeout,
+    /// This executor cannot stop a running job, so it refuses a time limit rather than ignore
+    /// it.
+    #[error(
+        "the {executor} executor cannot enforce a job time limit (it runs jobs on the caller's \
+         own thread, which nothing can stop); use a thread, process or async executor for a \
+         `job_timeout`"
+    )]
+    JobTimeoutUnsupported {
+        /// The executor's name.
+        executor: &'static str,
+    },
     /// A process pool's fork server could not be started or broke its protocol.
     #[error("the process pool's fork server failed: {0}")]
     ForkServer(#[from] ForkServerError),

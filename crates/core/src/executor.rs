@@ -1,6 +1,6 @@
 //! The [`Executor`] trait: the one interface of every execution model, and how it shuts down.
 
-use crate::{Job, JobError, JobHandle, Payload};
+use crate::{Job, JobError, JobHandle, Payload, Progress, ProgressWatch};
 
 /// What happens to jobs that are queued but not yet started when an executor shuts down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -11,6 +11,12 @@ pub enum Shutdown {
     /// Drop queued jobs (their handles report [`JobError::Cancelled`]), let running jobs
     /// finish, then stop. Python's `shutdown(cancel_futures=True)`.
     CancelQueued,
+    /// Stop at once, whatever the jobs do (Python's `Pool.terminate()`): queued jobs report
+    /// [`JobError::Cancelled`], running ones [`JobError::Killed`]. Process workers are
+    /// SIGKILLed and reaped; async futures are dropped; a thread cannot be killed, so a thread
+    /// still running a job is abandoned (detached and counted, see the thread pool's docs) and
+    /// its job's result, when it comes, is dropped. Returns within a second.
+    Kill,
 }
 
 /// An execution model: something that runs one [`Job`] over many inputs.
@@ -41,6 +47,16 @@ pub trait Executor {
 
     /// How many jobs run at once at most.
     fn workers(&self) -> usize;
+
+    /// A snapshot of what this executor did so far, counted in the calling process (see
+    /// [`Progress`] for what each count means and how they add up).
+    fn progress(&self) -> Progress {
+        self.progress_watch().snapshot()
+    }
+
+    /// A live view of the same counts that can leave the borrow of the executor (for a
+    /// progress bar drawn by another thread).
+    fn progress_watch(&self) -> ProgressWatch;
 
     /// Runs `job` on every input and yields `(input index, result)` as jobs complete.
     ///
@@ -100,7 +116,8 @@ pub trait Executor {
         I: Payload,
         J::Output: Payload;
 
-    /// Stops the executor: waits for running jobs and, depending on `mode`, for queued ones.
+    /// Stops the executor: waits for running jobs and, depending on `mode`, for queued ones;
+    /// with [`Shutdown::Kill`], for nothing.
     fn shutdown(self, mode: Shutdown)
     where
         Self: Sized;

@@ -45,7 +45,7 @@ impl<O> JobHandle<O> {
 
     /// Blocks for at most `timeout`.
     ///
-    /// Returns [`JobError::TimedOut`] when no result came in time; the job goes on, and a later
+    /// Returns [`JobError::WaitTimedOut`] when no result came in time; the job goes on, and a later
     /// call can still collect its result. Once a result has been returned, the handle is spent
     /// and further calls report [`JobError::ResultTaken`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<O, JobError> {
@@ -56,7 +56,7 @@ impl<O> JobHandle<O> {
             return self.take(Ok(Err(JobError::Cancelled)));
         }
         match self.receiver.recv_timeout(timeout) {
-            Err(RecvTimeoutError::Timeout) => Err(JobError::TimedOut { timeout }),
+            Err(RecvTimeoutError::Timeout) => Err(JobError::WaitTimedOut { waited: timeout }),
             received => self.take(received.map_err(|_| ())),
         }
     }

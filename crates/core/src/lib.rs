@@ -27,11 +27,13 @@
 //! assert_eq!(squares.unwrap(), [1, 4, 9, 16]);
 //! ```
 
+pub mod deadline;
 mod error;
 mod executor;
 mod handle;
 mod job;
 pub mod plumbing;
+mod progress;
 mod serial;
 mod sync;
 
@@ -39,4 +41,5 @@ pub use error::{BuildError, Direction, ForkServerError, JobError, PayloadPart, V
 pub use executor::{Executor, Shutdown};
 pub use handle::{AsCompleted, JobHandle, as_completed, wait_any, wait_any_timeout};
 pub use job::{Job, Payload, Stateful, StatefulJob};
-pub use serial::Serial;
+pub use progress::{Progress, ProgressWatch};
+pub use serial::{Serial, SerialBuilder};

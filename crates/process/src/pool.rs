@@ -5,12 +5,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use fanout_core::plumbing::{
-    EncodedPacker, JobState, Launch, Ordered, Reply, Unordered, entry_point, job_handle, launch_one,
+    EncodedPacker, JobState, Launch, Ordered, ProgressCounters, Reply, Unordered, entry_point, job_handle,
+    launch_one,
 };
-use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown};
+use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
 
 use crate::dispatcher::{Dispatcher, Shared, Task};
 use crate::protocol::{WorkerSettings, offset_of_code, offset_of_entry};
@@ -34,6 +36,9 @@ pub struct ProcessPool {
     chunk_size: usize,
     max_message_bytes: usize,
     server_pid: u32,
+    /// What the pool did so far, counted here in the parent.
+    progress: Arc<ProgressCounters>,
+    job_timeout: Option<Duration>,
 }
 
 /// Configures a [`ProcessPool`].
@@ -45,6 +50,7 @@ pub struct ProcessPoolBuilder {
     initializer: Option<fn()>,
     max_message_bytes: usize,
     retry_lost: u32,
+    job_timeout: Option<Duration>,
 }
 
 impl ProcessPoolBuilder {
@@ -99,10 +105,23 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A time limit for each job, counted from when it starts on its worker (not while it is
+    /// queued). A job still running at its limit fails with [`JobError::Expired`]: its worker
+    /// is SIGKILLed, reaped and replaced. In a chunk of several inputs only that input fails;
+    /// the inputs of the chunk that had not run yet run again on a worker, and those that had
+    /// finished keep their results. Off by default.
+    pub fn job_timeout(mut self, limit: Duration) -> Self {
+        self.job_timeout = Some(limit);
+        self
+    }
+
     /// Starts the fork server and the workers.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         if self.workers == 0 {
             return Err(BuildError::ZeroWorkers);
+        }
+        if self.job_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroJobTimeout);
         }
         if self.chunk_size == 0 {
             return Err(BuildError::ZeroChunkSize);
@@ -130,6 +149,8 @@ impl ProcessPoolBuilder {
             chunk_size: self.chunk_size,
             max_message_bytes: self.max_message_bytes,
             server_pid,
+            progress: Arc::new(ProgressCounters::new()),
+            job_timeout: self.job_timeout,
         })
     }
 }
@@ -149,6 +170,7 @@ impl ProcessPool {
             initializer: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             retry_lost: 0,
+            job_timeout: None,
         }
     }
 
@@ -176,8 +198,14 @@ impl ProcessPool {
         }
     }
 
+    /// The job time limit set with [`ProcessPoolBuilder::job_timeout`].
+    pub fn job_timeout(&self) -> Option<Duration> {
+        self.job_timeout
+    }
+
     fn stop(&mut self, mode: Shutdown) {
-        if mode == Shutdown::CancelQueued {
+        // TODO(issue 12): `Kill` must SIGKILL the workers at once.
+        if mode != Shutdown::Finish {
             self.shared.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.shared.closing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -196,6 +224,10 @@ impl Executor for ProcessPool {
 
     fn workers(&self) -> usize {
         self.workers
+    }
+
+    fn progress_watch(&self) -> ProgressWatch {
+        ProgressWatch::new(&self.progress)
     }
 
     fn map_unordered<'a, J, I>(
@@ -289,6 +321,10 @@ impl<I: Payload, O: Payload> Launch for PoolLaunch<'_, I, O> {
 
     fn window(&self) -> usize {
         self.pool.workers * CHUNKS_PER_WORKER
+    }
+
+    fn progress(&self) -> Option<Arc<ProgressCounters>> {
+        Some(Arc::clone(&self.pool.progress))
     }
 
     fn launch(&mut self, inputs: Vec<u8>, reply: Reply<O>) {

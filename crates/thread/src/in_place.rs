@@ -12,7 +12,7 @@
 use std::ptr::NonNull;
 
 use fanout_core::JobError;
-use fanout_core::plumbing::{Ordered, catch_panic};
+use fanout_core::plumbing::{Ordered, ProgressCounters, catch_panic};
 
 use crate::ThreadPool;
 use crate::latch::Progress;
@@ -66,6 +66,8 @@ struct InPlace<'f, I, O, F> {
     /// The output slots (the output's buffer).
     slots: *mut Result<O, JobError>,
     progress: Progress,
+    /// The pool's counts.
+    counters: &'f ProgressCounters,
 }
 
 // SAFETY: the tasks that share an `InPlace` move inputs out of disjoint slots (they cross
@@ -76,6 +78,9 @@ unsafe impl<I: Send, O: Send, F: Sync> Sync for InPlace<'_, I, O, F> {}
 
 impl<I: Send, O: Send, F: Fn(I) -> O + Sync> RunRange for InPlace<'_, I, O, F> {
     unsafe fn run_range(&self, start: usize, end: usize, cancelled: bool) {
+        if !cancelled {
+            self.counters.started(end - start);
+        }
         let mut next = start;
         // One unwinding guard for the range; a panic costs a new one for the inputs after it.
         while next < end {
@@ -98,6 +103,10 @@ impl<I: Send, O: Send, F: Fn(I) -> O + Sync> RunRange for InPlace<'_, I, O, F> {
                 next += 1;
             }
         }
+        // SAFETY: slots `start..end` are this range's, all written just above, and nothing
+        // else reads or writes them before `finish_one` below.
+        let results = unsafe { std::slice::from_raw_parts(self.slots.wrapping_add(start), end - start) };
+        self.counters.finished_all(results);
         self.progress.finish_one();
     }
 }
@@ -156,6 +165,7 @@ where
         inputs: buffer.as_mut_ptr(),
         slots: out.as_mut_ptr(),
         progress: Progress::for_current_thread(),
+        counters: &pool.progress,
     };
     let state: NonNull<dyn RunRange + '_> = NonNull::from(&map as &dyn RunRange);
     // SAFETY: only the lifetime bound of the trait object changes (same layout and vtable).
@@ -186,6 +196,7 @@ where
             guard.filled += 1;
         }
         if guard.filled > start {
+            pool.progress.submitted(guard.filled - start);
             pool.spawn(Task::Range(RangeTask { map: state, start, end: guard.filled }));
             guard.sent += 1;
             guard.sent_end = guard.filled;

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use fanout_core::Executor;
-use fanout_core::plumbing::{Batch, BatchPacker, Launch, Reply, run_chunk};
+use fanout_core::plumbing::{Batch, BatchPacker, Launch, ProgressCounters, Reply, run_chunk};
 
 use crate::ThreadPool;
 
@@ -76,6 +76,10 @@ where
 
     fn window(&self) -> usize {
         window_chunks(self.pool, MIN_JOBS_IN_FLIGHT)
+    }
+
+    fn progress(&self) -> Option<Arc<ProgressCounters>> {
+        Some(Arc::clone(&self.pool.progress))
     }
 
     fn launch(&mut self, chunk: Batch<I>, reply: Reply<O>) {

@@ -5,10 +5,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use fanout_core::plumbing::{Ordered, Unordered, job_handle, launch_one};
-use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Shutdown};
+use fanout_core::plumbing::{Ordered, ProgressCounters, Unordered, job_handle, launch_one};
+use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
 
 use crate::in_place::{RangeTask, map_in_place};
 use crate::launch::PoolLaunch;
@@ -70,6 +71,9 @@ pub struct ThreadPool {
     threads: Mutex<Vec<JoinHandle<()>>>,
     thread_name: String,
     chunk_size: usize,
+    /// What the pool did so far.
+    pub(crate) progress: Arc<ProgressCounters>,
+    job_timeout: Option<Duration>,
 }
 
 /// Configures a [`ThreadPool`].
@@ -78,6 +82,7 @@ pub struct ThreadPoolBuilder {
     workers: usize,
     chunk_size: usize,
     thread_name: String,
+    job_timeout: Option<Duration>,
 }
 
 impl ThreadPoolBuilder {
@@ -100,10 +105,24 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// A time limit for each job, counted from when it starts on its thread (not while it is
+    /// queued). A thread cannot be killed, so a job still running at its limit is *abandoned*:
+    /// it fails with [`JobError::Expired`] at once, its thread is detached (it runs the job to
+    /// its end and then exits, its result dropped) and a fresh thread takes its place, so the
+    /// pool keeps its capacity. [`ThreadPool::abandoned_threads`] counts them. A job can end
+    /// itself early by polling [`fanout_core::deadline::expired`]. Off by default.
+    pub fn job_timeout(mut self, limit: Duration) -> Self {
+        self.job_timeout = Some(limit);
+        self
+    }
+
     /// Builds the pool and starts its first worker thread; the others start on demand.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         if self.workers == 0 {
             return Err(BuildError::ZeroWorkers);
+        }
+        if self.job_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroJobTimeout);
         }
         if self.chunk_size == 0 {
             return Err(BuildError::ZeroChunkSize);
@@ -118,6 +137,8 @@ impl ThreadPoolBuilder {
             threads: Mutex::new(Vec::with_capacity(self.workers)),
             thread_name: self.thread_name,
             chunk_size: self.chunk_size,
+            progress: Arc::new(ProgressCounters::new()),
+            job_timeout: self.job_timeout,
         };
         pool.start_thread().map_err(|source| BuildError::Os { action: "spawn a worker thread", source })?;
         Ok(pool)
@@ -143,7 +164,12 @@ impl ThreadPool {
 
     /// A builder for a pool with non-default settings.
     pub fn builder() -> ThreadPoolBuilder {
-        ThreadPoolBuilder { workers: 0, chunk_size: 1, thread_name: "fanout-thread".to_owned() }
+        ThreadPoolBuilder {
+            workers: 0,
+            chunk_size: 1,
+            thread_name: "fanout-thread".to_owned(),
+            job_timeout: None,
+        }
     }
 
     /// The chunk size of this pool's `map` calls.
@@ -295,8 +321,13 @@ impl ThreadPool {
         CURRENT_POOL.get() == pool_id(&self.shared)
     }
 
+    /// The job time limit set with [`ThreadPoolBuilder::job_timeout`].
+    pub fn job_timeout(&self) -> Option<Duration> {
+        self.job_timeout
+    }
+
     fn stop(&mut self, mode: Shutdown) {
-        if mode == Shutdown::CancelQueued {
+        if mode != Shutdown::Finish {
             self.shared.cancelled.store(true, Ordering::Release);
         }
         // Closing the channel lets the workers drain what is queued and then leave.
@@ -319,6 +350,10 @@ impl Executor for ThreadPool {
 
     fn workers(&self) -> usize {
         self.workers
+    }
+
+    fn progress_watch(&self) -> ProgressWatch {
+        ProgressWatch::new(&self.progress)
     }
 
     fn map_unordered<'a, J, I>(

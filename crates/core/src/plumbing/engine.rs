@@ -20,6 +20,7 @@ use std::vec;
 
 use super::reply::{Answer, Reply, Ticket};
 use crate::JobError;
+use crate::progress::ProgressCounters;
 use crate::sync::Arc;
 use crate::sync::channel::{self, Receiver, Sender};
 
@@ -198,6 +199,12 @@ pub trait Launch {
     /// Hands one chunk to the workers.
     fn launch(&mut self, chunk: <Self::Packer as Pack<Self::Input>>::Chunk, reply: Reply<Self::Output>);
 
+    /// The executor's progress counters, if it keeps them: the engine counts the call's inputs
+    /// as submitted there, and their replies count starts and results. The default keeps none.
+    fn progress(&self) -> Option<std::sync::Arc<ProgressCounters>> {
+        None
+    }
+
     /// Called while the caller waits for answers: a launcher whose caller may be one of its own
     /// workers (a job that maps over its own pool) runs one queued task here and says `true`,
     /// so that nested use cannot deadlock the pool. The default helps with nothing.
@@ -208,7 +215,10 @@ pub trait Launch {
 
 /// Launches one input outside any `map` (a submitted job): packs it and launches it, or answers
 /// the reply with the input's error.
-pub fn launch_one<L: Launch>(launcher: &mut L, input: L::Input, reply: Reply<L::Output>) {
+pub fn launch_one<L: Launch>(launcher: &mut L, input: L::Input, mut reply: Reply<L::Output>) {
+    if let Some(progress) = launcher.progress() {
+        reply.count_in(&progress);
+    }
     let mut packer = launcher.packer();
     match packer.push(input) {
         Pushed::Room | Pushed::Full => launcher.launch(packer.take(), reply),
@@ -245,6 +255,7 @@ struct Engine<L: Launch, It> {
     call: Arc<Ticket>,
     /// Wait for every answer when dropped (the chunks borrow the caller's stack).
     wait_on_drop: bool,
+    progress: Option<std::sync::Arc<ProgressCounters>>,
 }
 
 impl<L, It> Engine<L, It>
@@ -254,6 +265,7 @@ where
 {
     fn new(mut launcher: L, inputs: It, wait_on_drop: bool) -> Self {
         let (sender, receiver) = channel::unbounded();
+        let progress = launcher.progress();
         Self {
             packer: launcher.packer(),
             window: launcher.window().max(1),
@@ -269,11 +281,22 @@ where
             receiver,
             call: Arc::new(Ticket::new()),
             wait_on_drop,
+            progress,
         }
     }
 
     fn reply(&mut self, start: usize, len: usize) -> Reply<L::Output> {
-        let reply = Reply::for_engine(self.next_seq, start, len, self.sender.clone(), Arc::clone(&self.call));
+        if let Some(progress) = &self.progress {
+            progress.submitted(len);
+        }
+        let reply = Reply::for_engine(
+            self.next_seq,
+            start,
+            len,
+            self.sender.clone(),
+            Arc::clone(&self.call),
+            self.progress.clone(),
+        );
         self.next_seq += 1;
         self.in_window += 1;
         self.in_flight += 1;

@@ -67,7 +67,9 @@ mod codec;
 mod engine;
 pub(crate) mod reply;
 
+pub use crate::deadline::{DeadlineGuard, StopGuard};
 pub use crate::job::JobState;
+pub use crate::progress::ProgressCounters;
 pub use codec::{
     EncodedEntry, EncodedPacker, catch_panic, check_message_size, decode_payload, encode_payload,
     entry_point, run_caught, run_caught_all, run_chunk,

@@ -10,6 +10,7 @@
 //! ([`JobHandle::cancel`]) or the call's iterator was dropped, so that a job that has not
 //! started never runs once nobody waits for it.
 
+use std::cell::Cell;
 use std::fmt;
 
 use crossbeam_channel as handle_channel;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec::decode_payload;
 use super::engine::Batch;
+use crate::progress::ProgressCounters;
 use crate::sync::channel::Sender;
 use crate::sync::{Arc, AtomicU8, Ordering};
 use crate::{JobError, JobHandle, PayloadPart, Violation, WorkerExit};
@@ -90,6 +92,10 @@ pub struct Reply<O> {
     start: usize,
     len: usize,
     destination: Option<Destination<O>>,
+    /// The executor's counters, if it keeps them: starts and results are counted here.
+    progress: Option<std::sync::Arc<ProgressCounters>>,
+    /// Whether `start` said yes once already (a chunk that runs again is started once).
+    started: Cell<bool>,
 }
 
 impl<O> Reply<O> {
@@ -99,8 +105,24 @@ impl<O> Reply<O> {
         len: usize,
         sender: Sender<Answer<O>>,
         call: Arc<Ticket>,
+        progress: Option<std::sync::Arc<ProgressCounters>>,
     ) -> Self {
-        Self { seq, start, len, destination: Some(Destination::Engine { sender, call }) }
+        Self {
+            seq,
+            start,
+            len,
+            destination: Some(Destination::Engine { sender, call }),
+            progress,
+            started: Cell::new(false),
+        }
+    }
+
+    /// Counts this reply's inputs as submitted to the executor that keeps `progress`, and its
+    /// start and results there: for a reply made by [`job_handle`] (the engine does this for
+    /// the replies it makes).
+    pub fn count_in(&mut self, progress: &std::sync::Arc<ProgressCounters>) {
+        progress.submitted(self.len);
+        self.progress = Some(std::sync::Arc::clone(progress));
     }
 
     /// How many inputs this reply answers.
@@ -123,11 +145,22 @@ impl<O> Reply<O> {
     /// which answers [`JobError::Cancelled`]. Calling it again for a chunk that runs again is
     /// fine.
     pub fn start(&self) -> bool {
-        match &self.destination {
+        let may_start = match &self.destination {
             Some(Destination::Engine { call, .. }) => !call.is_cancelled(),
             Some(Destination::Handle { ticket, .. }) => ticket.start(),
             None => false,
+        };
+        if may_start && !self.started.replace(true) {
+            if let Some(progress) = &self.progress {
+                progress.started(self.len);
+            }
         }
+        may_start
+    }
+
+    /// Whether [`start`](Self::start) said yes already.
+    pub fn is_started(&self) -> bool {
+        self.started.get()
     }
 
     /// Delivers the chunk's results, one per input in input order. A batch of the wrong length
@@ -154,6 +187,12 @@ impl<O> Reply<O> {
     }
 
     fn deliver(&mut self, results: Batch<Result<O, JobError>>) {
+        if let Some(progress) = &self.progress {
+            match &results {
+                Batch::One(result) => progress.finished(result),
+                Batch::Many(results) => progress.finished_all(results),
+            }
+        }
         // The caller may have stopped listening (a dropped iterator or handle): that is fine.
         match self.destination.take() {
             Some(Destination::Engine { sender, .. }) => {
@@ -273,6 +312,8 @@ pub fn job_handle<O>() -> (Reply<O>, JobHandle<O>) {
         start: 0,
         len: 1,
         destination: Some(Destination::Handle { sender, ticket: Arc::clone(&ticket) }),
+        progress: None,
+        started: Cell::new(false),
     };
     (reply, JobHandle::new(receiver, ticket))
 }
