@@ -50,6 +50,11 @@ pub struct Progress {
     pub expired: u64,
     /// Failures that were [`JobError::Killed`]: the executor was killed while the job ran.
     pub killed: u64,
+    /// Threads given up on (a thread cannot be killed): a thread pool's or an async
+    /// executor's blocking-pool thread whose job ran past its time limit or was running when
+    /// the executor was killed. Such a thread runs its job to the end, drops the result and
+    /// exits; a fresh thread took its place.
+    pub abandoned_threads: u64,
 }
 
 impl Progress {
@@ -153,6 +158,7 @@ pub struct ProgressCounters {
     retried: Padded,
     expired: Padded,
     killed: Padded,
+    abandoned_threads: Padded,
 }
 
 impl ProgressCounters {
@@ -176,6 +182,11 @@ impl ProgressCounters {
     /// Counts `n` inputs run again after their worker died or was stopped.
     pub fn retried(&self, n: usize) {
         self.retried.add(n as u64);
+    }
+
+    /// Counts `n` threads abandoned (see [`Progress::abandoned_threads`]).
+    pub fn abandoned_threads(&self, n: usize) {
+        self.abandoned_threads.add(n as u64);
     }
 
     /// Counts one result.
@@ -215,6 +226,7 @@ impl ProgressCounters {
             retried: self.retried.get(),
             expired: self.expired.get(),
             killed: self.killed.get(),
+            abandoned_threads: self.abandoned_threads.get(),
             submitted: self.submitted.get().max(succeeded + failed + cancelled),
         }
     }
