@@ -165,7 +165,7 @@ where
         inputs: buffer.as_mut_ptr(),
         slots: out.as_mut_ptr(),
         progress: Progress::for_current_thread(),
-        counters: &pool.progress,
+        counters: &pool.shared().progress,
     };
     let state: NonNull<dyn RunRange + '_> = NonNull::from(&map as &dyn RunRange);
     // SAFETY: only the lifetime bound of the trait object changes (same layout and vtable).
@@ -196,7 +196,7 @@ where
             guard.filled += 1;
         }
         if guard.filled > start {
-            pool.progress.submitted(guard.filled - start);
+            pool.shared().progress.submitted(guard.filled - start);
             pool.spawn(Task::Range(RangeTask { map: state, start, end: guard.filled }));
             guard.sent += 1;
             guard.sent_end = guard.filled;

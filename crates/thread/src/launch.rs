@@ -8,9 +8,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use fanout_core::Executor;
-use fanout_core::plumbing::{Batch, BatchPacker, Launch, ProgressCounters, Reply, run_chunk};
+use fanout_core::plumbing::{Batch, BatchPacker, DeadlineGuard, Launch, ProgressCounters, Reply, run_chunk};
 
 use crate::ThreadPool;
+use crate::pool::Task;
+use crate::supervise::Supervised;
 
 /// Chunks in flight per worker at least: a worker finds the next chunk queued when it
 /// finishes one, while the caller is still busy with the previous results.
@@ -31,18 +33,46 @@ pub(crate) fn window_chunks(pool: &ThreadPool, min_jobs: usize) -> usize {
 pub(crate) struct PoolLaunch<'p, 'env, I, O, C> {
     pool: &'p ThreadPool,
     run: Arc<C>,
+    /// How a chunk is launched under supervision (see `supervise`); `None` for the fast path.
+    /// A function pointer, because only launchers of `'static` jobs may choose it.
+    supervised: Option<LaunchFn<I, O, C>>,
     _types: PhantomData<fn(I) -> O>,
     _env: PhantomData<&'env ()>,
 }
 
+type LaunchFn<I, O, C> = fn(&ThreadPool, &Arc<C>, Batch<I>, Reply<O>);
+
 impl<'p, I, O, C> PoolLaunch<'p, 'static, I, O, C>
 where
+    I: Send + 'static,
+    O: Send + 'static,
     C: Fn(I) -> O + Send + Sync + 'static,
 {
-    /// A launcher whose tasks own everything they use.
+    /// A launcher whose tasks own everything they use: supervised when the pool has a job time
+    /// limit.
     pub(crate) fn new(pool: &'p ThreadPool, run: C) -> Self {
-        Self { pool, run: Arc::new(run), _types: PhantomData, _env: PhantomData }
+        let supervised =
+            pool.job_timeout().is_some().then_some(launch_supervised::<I, O, C> as LaunchFn<I, O, C>);
+        Self { pool, run: Arc::new(run), supervised, _types: PhantomData, _env: PhantomData }
     }
+
+    /// A launcher whose every chunk is supervised: for submitted jobs, whose handles a `Kill`
+    /// must answer even without a time limit.
+    pub(crate) fn supervised(pool: &'p ThreadPool, run: C) -> Self {
+        let supervised = Some(launch_supervised::<I, O, C> as LaunchFn<I, O, C>);
+        Self { pool, run: Arc::new(run), supervised, _types: PhantomData, _env: PhantomData }
+    }
+}
+
+/// Launches one chunk as a [`Supervised`] task.
+fn launch_supervised<I, O, C>(pool: &ThreadPool, run: &Arc<C>, chunk: Batch<I>, reply: Reply<O>)
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    C: Fn(I) -> O + Send + Sync + 'static,
+{
+    let limit = pool.job_timeout();
+    pool.spawn(Task::Supervised(Arc::new(Supervised::new(Arc::clone(run), limit, chunk, reply))));
 }
 
 impl<'p, 'env, I, O, C> PoolLaunch<'p, 'env, I, O, C>
@@ -56,7 +86,7 @@ where
     /// made with `Ordered::new_scoped`, which waits for every answer when it is dropped, and
     /// do not leak that engine.
     pub(crate) unsafe fn new_scoped(pool: &'p ThreadPool, run: C) -> Self {
-        Self { pool, run: Arc::new(run), _types: PhantomData, _env: PhantomData }
+        Self { pool, run: Arc::new(run), supervised: None, _types: PhantomData, _env: PhantomData }
     }
 }
 
@@ -79,15 +109,25 @@ where
     }
 
     fn progress(&self) -> Option<Arc<ProgressCounters>> {
-        Some(Arc::clone(&self.pool.progress))
+        Some(Arc::clone(&self.pool.shared().progress))
     }
 
     fn launch(&mut self, chunk: Batch<I>, reply: Reply<O>) {
+        if let Some(launch) = self.supervised {
+            return launch(self.pool, &self.run, chunk, reply);
+        }
         let run = Arc::clone(&self.run);
+        // Only borrowed jobs (`scoped_map`) run unsupervised under a limit: their thread cannot
+        // be given up on while they use the caller's stack, but they can see their deadline.
+        let limit = self.pool.job_timeout();
         let task = Box::new(move |cancelled: bool| {
             // A cancelled pool or a dropped call: the reply, dropped, answers `Cancelled`.
             if cancelled || !reply.start() {
                 return;
+            }
+            if limit.is_some() {
+                let _deadline = DeadlineGuard::start(limit);
+                return reply.send(run_chunk(chunk, &*run));
             }
             reply.send(run_chunk(chunk, &*run));
         });

@@ -27,5 +27,6 @@ mod in_place;
 mod latch;
 mod launch;
 mod pool;
+mod supervise;
 
 pub use pool::{ThreadPool, ThreadPoolBuilder};

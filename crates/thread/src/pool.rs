@@ -1,18 +1,19 @@
 //! The pool itself: worker threads, the task channel, submission and shutdown.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use fanout_core::plumbing::{Ordered, ProgressCounters, Unordered, job_handle, launch_one};
+use fanout_core::plumbing::{Ordered, ProgressCounters, StopGuard, Unordered, job_handle, launch_one};
 use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
 
 use crate::in_place::{RangeTask, map_in_place};
 use crate::launch::PoolLaunch;
+use crate::supervise::{Claim, RunSupervised, Watch};
 
 /// A unit of work for a worker thread. [`Task::run`]'s flag says whether the pool was
 /// cancelled: a cancelled task reports [`JobError::Cancelled`] for its jobs instead of running
@@ -23,26 +24,159 @@ pub(crate) enum Task {
     /// A range of inputs of an in-place `map`, whose state lives with its caller: sending it
     /// allocates nothing.
     Range(RangeTask),
+    /// A chunk under supervision (a job time limit, or a submitted job that `Kill` answers).
+    Supervised(Arc<dyn RunSupervised>),
 }
 
 impl Task {
-    pub(crate) fn run(self, cancelled: bool) {
+    pub(crate) fn run(self, shared: &Arc<Shared>, cancelled: bool) {
         match self {
             Self::Boxed(task) => task(cancelled),
             Self::Range(range) => range.run(cancelled),
+            Self::Supervised(chunk) => chunk.run(shared, cancelled),
         }
     }
 }
 
-/// What the pool's workers share.
+/// What the pool's workers, its watchdog and its front end share.
 pub(crate) struct Shared {
     pub(crate) tasks: Receiver<Task>,
     cancelled: AtomicBool,
+    /// The most threads the pool runs (abandoned threads do not count).
+    workers: usize,
+    /// Whether another thread may start: `false` once `workers` run or the OS refused one.
+    /// Read on every submission, so that a fully started pool pays one relaxed load.
+    may_grow: AtomicBool,
+    threads: Mutex<Threads>,
+    /// Signalled when a worker thread exits or is abandoned.
+    thread_gone: Condvar,
+    thread_name: String,
+    pub(crate) progress: Arc<ProgressCounters>,
+    pub(crate) job_timeout: Option<Duration>,
+    /// The inputs of supervised chunks running now.
+    pub(crate) watch: Watch,
+}
+
+/// The pool's threads.
+#[derive(Default)]
+struct Threads {
+    /// The threads that belong to the pool, with their stop flags: started and not
+    /// abandoned. They may have exited already; `stop` joins them.
+    handles: Vec<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// Threads in `handles` that have not exited yet.
+    live: usize,
+    /// Threads started so far, for their names.
+    started: usize,
 }
 
 thread_local! {
     /// The pool whose worker this thread is (the address of its `Shared`), 0 elsewhere.
     static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+    /// This worker thread's stop flag: set when the pool gives up on the thread.
+    static WORKER_FLAG: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// The stop flag of the worker thread that calls this (a fresh, unwatched one elsewhere).
+pub(crate) fn current_worker_flag() -> Arc<AtomicBool> {
+    WORKER_FLAG.with_borrow(|flag| flag.clone()).unwrap_or_default()
+}
+
+/// How long `Kill` waits for threads to leave on their own before it abandons them.
+const KILL_GRACE: Duration = Duration::from_millis(200);
+
+impl Shared {
+    fn lock_threads(&self) -> MutexGuard<'_, Threads> {
+        // Nothing panics while the lock is held; a poisoned list is still the right list.
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts one more worker thread, unless `workers` already run; one that must continue a
+    /// chunk (`first`) starts in any case. On an OS refusal the pool stops growing and keeps the
+    /// threads it has.
+    fn start_thread(self: &Arc<Self>, first: Option<Task>) -> std::io::Result<()> {
+        let mut threads = self.lock_threads();
+        if threads.handles.len() >= self.workers && first.is_none() {
+            return Ok(());
+        }
+        let index = threads.started;
+        let shared = Arc::clone(self);
+        let flag = Arc::new(AtomicBool::new(false));
+        let thread_flag = Arc::clone(&flag);
+        let started = std::thread::Builder::new()
+            .name(format!("{}-{index}", self.thread_name))
+            .spawn(move || work(&shared, thread_flag, first));
+        match started {
+            Ok(thread) => {
+                threads.handles.push((thread, flag));
+                threads.live += 1;
+                threads.started += 1;
+                if threads.handles.len() >= self.workers {
+                    self.may_grow.store(false, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.may_grow.store(false, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Gives up on the thread whose stop flag is `flag` (it runs a job past its limit, or the
+    /// pool was killed): detaches it, counts it, and starts a thread in its place when there is
+    /// work for one (`continuation`, the rest of the claimed chunk, or a queued task).
+    pub(crate) fn abandon(self: &Arc<Self>, flag: &Arc<AtomicBool>, continuation: Option<Task>) {
+        {
+            let mut threads = self.lock_threads();
+            // The flag is set under the lock, once: a thread is abandoned at most once, and a
+            // thread that exits reads it under the same lock to know whether it still counts.
+            if !flag.swap(true, Ordering::SeqCst) {
+                if let Some(position) = threads.handles.iter().position(|(_, other)| Arc::ptr_eq(other, flag))
+                {
+                    // Dropping the handle detaches the thread.
+                    drop(threads.handles.swap_remove(position));
+                    threads.live -= 1;
+                }
+                self.progress.abandoned_threads(1);
+                self.thread_gone.notify_all();
+            }
+            if threads.handles.len() < self.workers {
+                self.may_grow.store(true, Ordering::Relaxed);
+            }
+        }
+        if continuation.is_some() || !self.tasks.is_empty() {
+            // An OS refusal drops the continuation, which answers its chunk: the results it has,
+            // and `Cancelled` for the inputs that could not run.
+            let _ = self.start_thread(continuation);
+        }
+    }
+
+    /// A worker thread leaves: it no longer counts as live (unless it was abandoned, which
+    /// uncounted it already).
+    fn thread_exits(&self, flag: &AtomicBool) {
+        let mut threads = self.lock_threads();
+        if !flag.load(Ordering::SeqCst) {
+            threads.live -= 1;
+            self.thread_gone.notify_all();
+        }
+    }
+}
+
+fn work(shared: &Arc<Shared>, flag: Arc<AtomicBool>, first: Option<Task>) {
+    CURRENT_POOL.set(pool_id(shared));
+    WORKER_FLAG.set(Some(Arc::clone(&flag)));
+    // Jobs on this thread see `deadline::expired()` once the pool gives up on the thread.
+    let _stop = StopGuard::install(Arc::clone(&flag));
+    if let Some(task) = first {
+        task.run(shared, shared.cancelled.load(Ordering::Acquire));
+    }
+    // An abandoned thread takes no more work: another thread has its place.
+    while !flag.load(Ordering::Relaxed)
+        && let Ok(task) = shared.tasks.recv()
+    {
+        task.run(shared, shared.cancelled.load(Ordering::Acquire));
+    }
+    shared.thread_exits(&flag);
 }
 
 /// A pool of worker threads that runs fanout jobs.
@@ -61,19 +195,9 @@ thread_local! {
 pub struct ThreadPool {
     shared: Arc<Shared>,
     sender: Option<Sender<Task>>,
-    /// The most threads the pool starts.
-    workers: usize,
-    /// Whether another thread may start: `false` once `workers` run or the OS refused one.
-    /// Read on every submission, so that a fully started pool pays one relaxed load.
-    may_grow: AtomicBool,
-    /// The started threads. Only submissions (through `&self`) add to it and only `stop`
-    /// (through `&mut self`) drains it, so no thread can start behind a shutdown's back.
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    thread_name: String,
+    /// The thread that gives up on jobs past their time limit (only with a limit).
+    watchdog: Option<JoinHandle<()>>,
     chunk_size: usize,
-    /// What the pool did so far.
-    pub(crate) progress: Arc<ProgressCounters>,
-    job_timeout: Option<Duration>,
 }
 
 /// Configures a [`ThreadPool`].
@@ -128,27 +252,32 @@ impl ThreadPoolBuilder {
             return Err(BuildError::ZeroChunkSize);
         }
         let (sender, tasks) = crossbeam_channel::unbounded::<Task>();
-        let shared = Arc::new(Shared { tasks, cancelled: AtomicBool::new(false) });
-        let pool = ThreadPool {
-            shared,
-            sender: Some(sender),
+        let shared = Arc::new(Shared {
+            tasks,
+            cancelled: AtomicBool::new(false),
             workers: self.workers,
             may_grow: AtomicBool::new(true),
-            threads: Mutex::new(Vec::with_capacity(self.workers)),
+            threads: Mutex::new(Threads::default()),
+            thread_gone: Condvar::new(),
             thread_name: self.thread_name,
-            chunk_size: self.chunk_size,
             progress: Arc::new(ProgressCounters::new()),
             job_timeout: self.job_timeout,
-        };
-        pool.start_thread().map_err(|source| BuildError::Os { action: "spawn a worker thread", source })?;
+            watch: Watch::new(),
+        });
+        let mut pool =
+            ThreadPool { shared, sender: Some(sender), watchdog: None, chunk_size: self.chunk_size };
+        pool.shared
+            .start_thread(None)
+            .map_err(|source| BuildError::Os { action: "spawn a worker thread", source })?;
+        if self.job_timeout.is_some() {
+            let shared = Arc::clone(&pool.shared);
+            let watchdog = std::thread::Builder::new()
+                .name(format!("{}-watchdog", pool.shared.thread_name))
+                .spawn(move || shared.watch.watchdog(&shared))
+                .map_err(|source| BuildError::Os { action: "spawn the watchdog thread", source })?;
+            pool.watchdog = Some(watchdog);
+        }
         Ok(pool)
-    }
-}
-
-fn work(shared: &Arc<Shared>) {
-    CURRENT_POOL.set(pool_id(shared));
-    while let Ok(task) = shared.tasks.recv() {
-        task.run(shared.cancelled.load(Ordering::Acquire));
     }
 }
 
@@ -222,7 +351,13 @@ impl ThreadPool {
         F: Fn(I) -> O + Send + Sync + 'static,
     {
         match inputs.size_hint() {
-            (low, Some(high)) if low == high && !self.is_own_worker() => map_in_place(self, f, inputs, low),
+            // A job time limit needs supervised chunks: a thread given up on must not hold a
+            // pointer into the caller's output.
+            (low, Some(high))
+                if low == high && !self.is_own_worker() && self.shared.job_timeout.is_none() =>
+            {
+                map_in_place(self, f, inputs, low)
+            }
             _ => Ordered::new(PoolLaunch::new(self, f), inputs).collect(),
         }
     }
@@ -240,7 +375,15 @@ impl ThreadPool {
     /// # Ok::<(), fanout_core::BuildError>(())
     /// ```
     pub fn threads_started(&self) -> usize {
-        self.lock_threads().len()
+        self.shared.lock_threads().handles.len()
+    }
+
+    /// How many threads this pool gave up on so far: threads whose job ran past the pool's
+    /// time limit, each replaced by a fresh thread (see [`ThreadPoolBuilder::job_timeout`]).
+    /// The same count is [`Progress::abandoned_threads`](fanout_core::Progress), which stays
+    /// readable through a [`progress_watch`](Executor::progress_watch) after a `Kill`.
+    pub fn abandoned_threads(&self) -> u64 {
+        self.shared.progress.snapshot().abandoned_threads
     }
 
     /// Queues a task for the workers, and starts another thread if the task found none free.
@@ -251,43 +394,11 @@ impl ThreadPool {
             // A task still queued right after the send found no thread waiting for it. (A
             // waiting thread that has not woken yet also leaves it queued: then one thread
             // too many starts, which is cheaper than one too few for jobs that block.)
-            if self.may_grow.load(Ordering::Relaxed) && !self.shared.tasks.is_empty() {
+            if self.shared.may_grow.load(Ordering::Relaxed) && !self.shared.tasks.is_empty() {
                 // An OS refusal is not the task's failure: the started threads will run it.
-                let _ = self.start_thread();
+                let _ = self.shared.start_thread(None);
             }
         }
-    }
-
-    /// Starts one more worker thread, unless `workers` already run. On an OS refusal the pool
-    /// stops growing and keeps the threads it has.
-    fn start_thread(&self) -> std::io::Result<()> {
-        let mut threads = self.lock_threads();
-        let index = threads.len();
-        if index >= self.workers {
-            return Ok(());
-        }
-        let shared = Arc::clone(&self.shared);
-        let started = std::thread::Builder::new()
-            .name(format!("{}-{index}", self.thread_name))
-            .spawn(move || work(&shared));
-        match started {
-            Ok(thread) => {
-                threads.push(thread);
-                if threads.len() == self.workers {
-                    self.may_grow.store(false, Ordering::Relaxed);
-                }
-                Ok(())
-            }
-            Err(error) => {
-                self.may_grow.store(false, Ordering::Relaxed);
-                Err(error)
-            }
-        }
-    }
-
-    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        // Nothing panics while the lock is held; a poisoned list is still the right list.
-        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a task that borrows from its caller.
@@ -309,7 +420,7 @@ impl ThreadPool {
     pub(crate) fn run_one_queued(&self) -> bool {
         match self.shared.tasks.try_recv() {
             Ok(task) => {
-                task.run(self.shared.cancelled.load(Ordering::Acquire));
+                task.run(&self.shared, self.shared.cancelled.load(Ordering::Acquire));
                 true
             }
             Err(_) => false,
@@ -321,24 +432,78 @@ impl ThreadPool {
         CURRENT_POOL.get() == pool_id(&self.shared)
     }
 
+    /// What the pool's threads share.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The job time limit set with [`ThreadPoolBuilder::job_timeout`].
     pub fn job_timeout(&self) -> Option<Duration> {
-        self.job_timeout
+        self.shared.job_timeout
     }
 
     fn stop(&mut self, mode: Shutdown) {
+        let shared = Arc::clone(&self.shared);
         if mode != Shutdown::Finish {
-            self.shared.cancelled.store(true, Ordering::Release);
+            shared.cancelled.store(true, Ordering::Release);
         }
         // Closing the channel lets the workers drain what is queued and then leave.
         self.sender = None;
+        if mode == Shutdown::Kill {
+            // Running supervised inputs report `Killed`, their chunks' other inputs `Cancelled`,
+            // and their threads are given up on at once.
+            for (id, entry) in shared.watch.drain() {
+                if let Some(continuation) = Arc::clone(&entry.chunk).claim(id, Claim::Killed) {
+                    drop(continuation);
+                    shared.abandon(&entry.flag, None);
+                }
+            }
+            // What is still queued reports `Cancelled` now, whatever the threads do.
+            while let Ok(task) = shared.tasks.try_recv() {
+                task.run(&shared, true);
+            }
+        }
+        // A pool dropped by one of its own workers (a job that owned it) cannot wait for itself.
+        let own = usize::from(self.is_own_worker());
+        let kill_deadline = Instant::now() + KILL_GRACE;
+        let mut threads = shared.lock_threads();
+        while threads.live > own {
+            if mode != Shutdown::Kill {
+                // With a job time limit, a stuck thread is abandoned at its limit, which ends
+                // this wait; without one, `Finish` waits for the job as it promises.
+                threads = shared.thread_gone.wait(threads).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            let now = Instant::now();
+            if now >= kill_deadline {
+                // Threads still busy (with unsupervised work that nobody waits for) are given
+                // up on; they leave when their job returns.
+                let flags: Vec<_> = threads.handles.iter().map(|(_, flag)| Arc::clone(flag)).collect();
+                drop(threads);
+                let me = WORKER_FLAG.with_borrow(Clone::clone);
+                for flag in flags.iter().filter(|flag| me.as_ref().is_none_or(|me| !Arc::ptr_eq(me, flag))) {
+                    shared.abandon(flag, None);
+                }
+                threads = shared.lock_threads();
+                break;
+            }
+            threads = shared
+                .thread_gone
+                .wait_timeout(threads, kill_deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let handles = std::mem::take(&mut threads.handles);
+        drop(threads);
         let current = std::thread::current().id();
-        let threads = std::mem::take(self.threads.get_mut().unwrap_or_else(PoisonError::into_inner));
-        for thread in threads {
-            // A pool dropped by one of its own workers (a job that owned it) cannot join itself.
+        for (thread, _) in handles {
             if thread.thread().id() != current {
                 let _ = thread.join();
             }
+        }
+        shared.watch.stop();
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = watchdog.join();
         }
     }
 }
@@ -349,11 +514,11 @@ impl Executor for ThreadPool {
     }
 
     fn workers(&self) -> usize {
-        self.workers
+        self.shared.workers
     }
 
     fn progress_watch(&self) -> ProgressWatch {
-        ProgressWatch::new(&self.progress)
+        ProgressWatch::new(&self.shared.progress)
     }
 
     fn map_unordered<'a, J, I>(
@@ -398,7 +563,7 @@ impl Executor for ThreadPool {
         J::Output: Payload,
     {
         let (reply, handle) = job_handle();
-        launch_one(&mut PoolLaunch::new(self, move |input| job.call(input)), input, reply);
+        launch_one(&mut PoolLaunch::supervised(self, move |input| job.call(input)), input, reply);
         handle
     }
 
@@ -416,7 +581,7 @@ impl Drop for ThreadPool {
 impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPool")
-            .field("workers", &self.workers)
+            .field("workers", &self.shared.workers)
             .field("threads_started", &self.threads_started())
             .field("chunk_size", &self.chunk_size)
             .finish_non_exhaustive()
