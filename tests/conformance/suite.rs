@@ -229,6 +229,57 @@ macro_rules! conformance_suite {
             }
 
             #[test]
+            fn kill_cancels_queued_jobs_and_kills_running_ones_at_once() {
+                let executor = build(1).expect("builds");
+                let marker = marker_path(concat!(stringify!($module), "-kill"));
+                let watch = executor.progress_watch();
+                // Far longer than `Kill` may take; inline, the job simply runs.
+                let running_ms = if INLINE { 10 } else { 60_000 };
+                let running = executor.submit(mark_started_then_sleep, (marker.clone(), running_ms));
+                if !INLINE {
+                    while !std::path::Path::new(&marker).exists() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                let queued: Vec<_> = (0..5).map(|_| executor.submit(sleep_ms, 10)).collect();
+                let killed_at = std::time::Instant::now();
+                executor.shutdown(Shutdown::Kill);
+                let took = killed_at.elapsed();
+                let _ = std::fs::remove_file(&marker);
+                // A guard against a hang, generous for a loaded machine; the target is 1 s.
+                assert!(took < Duration::from_secs(10), "Kill took {took:?}");
+                let (running_result, queued_result) =
+                    if INLINE { (Ok(10), Ok(10)) } else { (Err(JobError::Killed), Err(JobError::Cancelled)) };
+                assert_eq!(running.wait(), running_result);
+                for handle in queued {
+                    assert_eq!(handle.wait(), queued_result);
+                }
+                let progress = watch.snapshot();
+                assert_eq!(progress.submitted, 6);
+                assert_eq!(progress.pending(), 0, "{progress:?}");
+                assert_eq!(progress.killed, u64::from(!INLINE));
+                assert_eq!(progress.cancelled, if INLINE { 0 } else { 5 });
+            }
+
+            #[test]
+            fn progress_counts_add_up() {
+                let executor = executor();
+                assert_eq!(executor.progress(), fanout::Progress::default());
+                let results = executor.map(double_or_panic_at_500, 0..1_000_u64);
+                assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+                assert_eq!(executor.imap(square, 0..100_u64).count(), 100);
+                assert_eq!(executor.map_unordered(square, 0..50_u64).count(), 50);
+                assert_eq!(executor.submit(square, 3).wait(), Ok(9));
+                let progress = executor.progress();
+                assert_eq!(progress.submitted, 1_151, "{progress:?}");
+                assert_eq!(progress.started, 1_151, "{progress:?}");
+                assert_eq!(progress.succeeded, 1_150, "{progress:?}");
+                assert_eq!(progress.failed, 1, "{progress:?}");
+                assert_eq!((progress.cancelled, progress.expired, progress.killed), (0, 0, 0));
+                assert_eq!(progress.pending(), 0);
+            }
+
+            #[test]
             fn drop_finishes_queued_jobs() {
                 let executor = build(2).expect("builds");
                 let handles: Vec<_> = (0..6).map(|_| executor.submit(sleep_ms, 10)).collect();
