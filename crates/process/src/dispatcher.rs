@@ -6,15 +6,25 @@
 //! cancel it. A worker's death shows as its reply channel closing; the fork server then reaps
 //! it and says how it ended, and its task is reported as [`JobError::WorkerLost`], or, with
 //! retries on, queued again ahead of the pool's queue with its attempt counted.
+//!
+//! With a job time limit the workers *stream*: one message per finished input, then the end
+//! of the chunk. The dispatcher then knows which input of a chunk runs and since when; one
+//! that runs past the limit (and a short grace, [`kill_grace`]) gets its worker killed, its own
+//! result is [`JobError::Expired`],
+//! the results before it are kept, and the inputs after it run again on a worker (a `Stream`
+//! request that skips the finished ones). A death while streaming loses (or retries) only the
+//! input that was running, in the same way. [`Shutdown::Kill`](fanout_core::Shutdown::Kill)
+//! answers the running inputs [`JobError::Killed`] and SIGKILLs every worker.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use fanout_core::plumbing::{EncodedReply, Outcome, check_message_size};
+use fanout_core::plumbing::{EncodedReply, Outcome, ProgressCounters, check_message_size};
 use fanout_core::{BuildError, Direction, ForkServerError, JobError, PayloadPart, Violation, WorkerExit};
+use ipc_channel::TrySelectError;
 use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult, IpcSender};
 
 use crate::protocol::{
@@ -72,8 +82,10 @@ pub(crate) struct Shared {
     /// Set by the dispatcher when it waits with an idle worker and an empty queue: the next
     /// task must wake it.
     idle_waiting: AtomicBool,
-    /// Set by `shutdown(CancelQueued)`.
+    /// Set by `shutdown(CancelQueued)` and `shutdown(Kill)`.
     pub(crate) cancel: AtomicBool,
+    /// Set by `shutdown(Kill)`: answer what runs `Killed`, SIGKILL every worker, stop.
+    pub(crate) kill: AtomicBool,
     /// Set when the pool stops taking tasks; the queue then only drains.
     pub(crate) closing: AtomicBool,
     /// The live workers' process ids.
@@ -102,8 +114,11 @@ impl Shared {
 /// A task a worker runs.
 struct Running {
     reply: EncodedReply,
-    /// What the task sent, kept to send it again if the worker dies (only with retries on).
+    /// What the task sent, kept to send it again if the worker dies (with retries on) or to
+    /// send the rest of a streamed chunk again (with a time limit).
     resend: Option<Resend>,
+    /// With a time limit: what the chunk streamed so far, and since when its input runs.
+    stream: Option<Stream>,
 }
 
 /// A task's request, kept for a retry, and the retries it had so far.
@@ -111,7 +126,100 @@ struct Resend {
     entry: isize,
     state: Arc<[u8]>,
     inputs: Vec<u8>,
+    /// Retries after a death: of the whole chunk, or, when streaming, of its current input.
     retries: u32,
+}
+
+/// The progress of a streamed chunk on its worker.
+struct Stream {
+    finished: Finished,
+    /// When the input after the finished ones started (when the request was sent, or when the
+    /// result before it came back).
+    since: Instant,
+}
+
+/// The results of a chunk's first `count` inputs: each one's encoded `Result<O, JobError>`,
+/// concatenated. With postcard's varint of the chunk's length in front, they make the encoded
+/// `Vec<Result<O, JobError>>` that an [`EncodedReply`] decodes.
+#[derive(Default)]
+struct Finished {
+    count: usize,
+    bytes: Vec<u8>,
+}
+
+impl Finished {
+    fn push(&mut self, encoded: &[u8]) {
+        self.bytes.extend_from_slice(encoded);
+        self.count += 1;
+    }
+
+    /// Answers the chunk: the finished results, and `rest` for each input after them.
+    fn answer(mut self, reply: EncodedReply, rest: JobError) {
+        let len = reply.len();
+        if self.count == 0 {
+            reply.send(Err(rest));
+            return;
+        }
+        if self.count < len {
+            let error = encode_error(rest);
+            while self.count < len {
+                self.push(&error);
+            }
+        }
+        reply.send(Ok(self.into_vec()))
+    }
+
+    /// The encoded `Vec` of the finished results.
+    fn into_vec(self) -> Vec<u8> {
+        // A `usize` always encodes.
+        let mut bytes = postcard::to_stdvec(&self.count).unwrap_or_default();
+        bytes.extend_from_slice(&self.bytes);
+        bytes
+    }
+}
+
+/// How long past its time limit a job that still runs is given before its worker is killed: a
+/// tenth of the limit, at most a second. The job sees its deadline at the limit itself
+/// ([`fanout_core::deadline::expired`]); one that stops then answers `Expired` from its worker,
+/// which lives on, instead of being killed and replaced.
+pub(crate) fn kill_grace(limit: Duration) -> Duration {
+    (limit / 10).min(Duration::from_secs(1))
+}
+
+/// Postcard's encoding of `Err(error)` as a `Result<O, JobError>`: the variant's tag then the
+/// error, the same bytes whatever `O` is.
+fn encode_error(error: JobError) -> Vec<u8> {
+    // A `JobError` always encodes (strings, numbers and durations).
+    postcard::to_stdvec(&Err::<(), JobError>(error)).unwrap_or_default()
+}
+
+/// Whether `bytes` can be one streamed result: an `Ok` (whose output only its caller can
+/// decode) or a whole, well-formed `Err`.
+fn is_result(bytes: &[u8]) -> bool {
+    match bytes.split_first() {
+        Some((0, _)) => true,
+        Some((1, error)) => {
+            matches!(postcard::take_from_bytes::<JobError>(error), Ok((_, rest)) if rest.is_empty())
+        }
+        _ => false,
+    }
+}
+
+/// A chunk to run again ahead of the queue: its worker died, or it streamed part of its inputs
+/// before its worker was stopped.
+struct Retry {
+    reply: EncodedReply,
+    resend: Resend,
+    /// The inputs that have their results already (none unless streaming): the rest runs.
+    finished: Finished,
+}
+
+/// Why a worker is gone.
+enum Gone {
+    /// It died, or broke the protocol (the violation, if so).
+    Died(Option<WorkerExit>),
+    /// Its input ran past the job time limit, and it was killed for it.
+    Expired(Duration),
 }
 
 struct Worker {
@@ -146,7 +254,13 @@ pub(crate) struct Dispatcher {
     /// How many times a task may run again after its worker died.
     retry_lost: u32,
     /// Tasks whose worker died, to run again before the queue's.
-    retries: VecDeque<(EncodedReply, Resend)>,
+    retries: VecDeque<Retry>,
+    /// The job time limit: with one, workers stream their results.
+    limit: Option<Duration>,
+    /// How long an input may run before its worker is killed: the limit and its grace.
+    kill_after: Option<Duration>,
+    /// The pool's counts; the dispatcher counts the runs again.
+    progress: Arc<ProgressCounters>,
 }
 
 impl Dispatcher {
@@ -156,6 +270,7 @@ impl Dispatcher {
         settings: WorkerSettings,
         retry_lost: u32,
         queue: Receiver<Task>,
+        progress: Arc<ProgressCounters>,
     ) -> Result<(Self, Arc<Shared>), BuildError> {
         let server = ServerLink::start()?;
         let os = |action| move |source| BuildError::Os { action, source };
@@ -165,6 +280,7 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             idle_waiting: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
+            kill: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             pids: Mutex::new(Vec::new()),
             retried: AtomicU64::new(0),
@@ -183,9 +299,12 @@ impl Dispatcher {
             broken: None,
             retry_lost,
             retries: VecDeque::new(),
+            limit: settings.job_timeout,
+            kill_after: settings.job_timeout.map(|limit| limit + kill_grace(limit)),
+            progress,
         };
         if let Err(error) = dispatcher.spawn_workers(size) {
-            dispatcher.stop_workers();
+            dispatcher.stop_workers(false);
             return Err(error.into_build_error());
         }
         Ok((dispatcher, shared))
@@ -196,9 +315,15 @@ impl Dispatcher {
         self.server.pid()
     }
 
-    /// The dispatcher thread's loop; returns when the queue is closed and every task is done.
+    /// The dispatcher thread's loop; returns when the queue is closed and every task is done,
+    /// or at once when the pool is killed.
     pub(crate) fn run(mut self) {
         loop {
+            if self.shared.kill.load(Ordering::SeqCst) {
+                self.kill();
+                return;
+            }
+            self.expire_overdue();
             self.dispatch();
             // Once closing, nothing more is queued: an empty queue stays empty.
             if self.shared.closing.load(Ordering::SeqCst) && self.queue.is_empty() {
@@ -217,7 +342,7 @@ impl Dispatcher {
             if !self.park() {
                 continue;
             }
-            match self.set.select() {
+            match self.select() {
                 Ok(events) => {
                     for event in events {
                         self.handle(event);
@@ -227,7 +352,8 @@ impl Dispatcher {
                     let exit = WorkerExit::ChannelsFailed { reason: error.to_string() };
                     for worker in &mut self.workers {
                         if let Some(running) = worker.running.take() {
-                            running.reply.send(Err(lost(exit.clone())));
+                            let finished = running.stream.map(|stream| stream.finished).unwrap_or_default();
+                            finished.answer(running.reply, lost(exit.clone()));
                         }
                     }
                     self.broken = Some(exit);
@@ -239,52 +365,122 @@ impl Dispatcher {
                 }
             }
         }
-        self.stop_workers();
+        self.stop_workers(false);
+    }
+
+    /// Waits for the workers' replies (or a wake-up), but not past the earliest deadline of a
+    /// running input.
+    fn select(&mut self) -> Result<Vec<IpcSelectionResult>, std::io::Error> {
+        let Some(deadline) = self.next_deadline() else { return self.set.select() };
+        // At least a millisecond: the poll below counts in milliseconds, and a shorter wait
+        // would spin until the deadline.
+        let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        match self.set.try_select_timeout(wait) {
+            Ok(events) => Ok(events),
+            Err(TrySelectError::Empty) => Ok(Vec::new()),
+            Err(TrySelectError::IoError(error)) => Err(error),
+        }
+    }
+
+    /// When the first running input is due to be killed, if any runs under a time limit.
+    fn next_deadline(&self) -> Option<Instant> {
+        let limit = self.kill_after?;
+        self.workers
+            .iter()
+            .filter_map(|w| w.running.as_ref()?.stream.as_ref())
+            .map(|stream| stream.since + limit)
+            .min()
+    }
+
+    /// Stops the workers whose input ran past the time limit (and its grace).
+    fn expire_overdue(&mut self) {
+        let (Some(limit), Some(kill_after)) = (self.limit, self.kill_after) else { return };
+        let now = Instant::now();
+        let overdue = |w: &Worker| {
+            w.running.as_ref().and_then(|r| r.stream.as_ref()).is_some_and(|s| now >= s.since + kill_after)
+        };
+        while let Some(index) = self.workers.iter().position(overdue) {
+            self.worker_gone(index, Gone::Expired(limit));
+        }
+    }
+
+    /// `Shutdown::Kill`: cancels what is queued, SIGKILLs and reaps every worker, then answers
+    /// what they ran: `Killed` for the input that was running, and, when streaming, the
+    /// finished inputs' results and `Cancelled` for the inputs not started.
+    fn kill(&mut self) {
+        for retry in self.retries.drain(..) {
+            retry.finished.answer(retry.reply, JobError::Cancelled);
+        }
+        // Dropped tasks answer `Cancelled` through their `Reply`.
+        while self.queue.try_recv().is_ok() {}
+        let running: Vec<Running> = self.workers.iter_mut().filter_map(|w| w.running.take()).collect();
+        self.stop_workers(true);
+        for task in running {
+            match task.stream {
+                Some(Stream { mut finished, .. }) => {
+                    if finished.count < task.reply.len() {
+                        finished.push(&encode_error(JobError::Killed));
+                    }
+                    finished.answer(task.reply, JobError::Cancelled);
+                }
+                None => task.reply.send(Err(JobError::Killed)),
+            }
+        }
+    }
+
+    /// The request that runs `inputs` from the one at `skip` on: a `Stream` under a time limit.
+    fn request(&self, entry: isize, state: &[u8], inputs: Vec<u8>, skip: usize) -> WorkerRequest {
+        let (key, state) = (self.settings.key, state.to_vec());
+        match self.limit {
+            Some(_) => WorkerRequest::Stream { key, entry, state, inputs, skip: skip as u64 },
+            None => WorkerRequest::Run { key, entry, state, inputs },
+        }
     }
 
     /// Hands tasks to idle workers: those to run again first, then the queue's.
     fn dispatch(&mut self) {
         loop {
             if self.shared.cancel.load(Ordering::SeqCst) {
-                // Dropping a task answers `Cancelled` through its `Reply`.
-                self.retries.clear();
+                // Dropping a task answers `Cancelled` through its `Reply`; a chunk that ran in
+                // part keeps its finished results.
+                for retry in self.retries.drain(..) {
+                    retry.finished.answer(retry.reply, JobError::Cancelled);
+                }
                 while self.queue.try_recv().is_ok() {}
             }
-            let Some(worker) = self.workers.iter_mut().find(|w| w.is_idle()) else { return };
-            if let Some((reply, resend)) = self.retries.pop_front() {
-                if !reply.start() {
-                    continue; // nobody waits for it any more: dropped, it answers `Cancelled`
+            let Some(index) = self.workers.iter().position(Worker::is_idle) else { return };
+            if let Some(retry) = self.retries.pop_front() {
+                if !retry.reply.start() {
+                    // Nobody waits for it any more: it answers `Cancelled` past what finished.
+                    retry.finished.answer(retry.reply, JobError::Cancelled);
+                    continue;
                 }
-                let request = WorkerRequest::Run {
-                    key: self.settings.key,
-                    entry: resend.entry,
-                    state: resend.state.to_vec(),
-                    inputs: resend.inputs.clone(),
-                };
-                let _ = worker.jobs.send(request);
-                worker.running = Some(Running { reply, resend: Some(resend) });
+                let Retry { reply, resend, finished } = retry;
+                let request =
+                    self.request(resend.entry, &resend.state, resend.inputs.clone(), finished.count);
+                let _ = self.workers[index].jobs.send(request);
+                let stream = self.limit.map(|_| Stream { finished, since: Instant::now() });
+                self.workers[index].running = Some(Running { reply, resend: Some(resend), stream });
                 continue;
             }
             match self.queue.try_recv() {
                 Ok(task) if !task.reply.start() => {} // cancelled: dropped, it answers so
                 Ok(task) => {
-                    // The request is kept only when a dead worker's task may run again.
-                    let resend = (self.retry_lost > 0).then(|| Resend {
+                    // The request is kept only when it may be sent again: a dead worker's task
+                    // with retries on, or the rest of a streamed chunk.
+                    let resend = (self.retry_lost > 0 || self.limit.is_some()).then(|| Resend {
                         entry: task.entry,
                         state: Arc::clone(&task.state),
                         inputs: task.inputs.clone(),
                         retries: 0,
                     });
-                    let request = WorkerRequest::Run {
-                        key: self.settings.key,
-                        entry: task.entry,
-                        state: task.state.to_vec(),
-                        inputs: task.inputs,
-                    };
+                    let request = self.request(task.entry, &task.state, task.inputs, 0);
                     // A failed send means the worker is dying: its closed channel will report
                     // the task as lost with the worker's exit status.
-                    let _ = worker.jobs.send(request);
-                    worker.running = Some(Running { reply: task.reply, resend });
+                    let _ = self.workers[index].jobs.send(request);
+                    let stream =
+                        self.limit.map(|_| Stream { finished: Finished::default(), since: Instant::now() });
+                    self.workers[index].running = Some(Running { reply: task.reply, resend, stream });
                 }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -336,16 +532,25 @@ impl Dispatcher {
                         self.workers[index].retiring = true;
                         self.broken = Some(WorkerExit::InitializerPanicked { message });
                     }
+                    Ok(WorkerReply::Result { bytes }) => self.input_done(index, &bytes),
+                    Ok(WorkerReply::Streamed { outcome, last }) => {
+                        if last {
+                            self.workers[index].retiring = true;
+                            self.forget_pid(self.workers[index].pid);
+                            self.replenish();
+                        }
+                        self.stream_done(index, outcome);
+                    }
                     Err(error) => {
                         // A worker that breaks the protocol cannot be trusted with more work.
-                        let violation = Violation::MalformedMessage { message: error.to_string() };
-                        self.worker_gone(index, Some(WorkerExit::ProtocolViolation(violation)));
+                        let message = error.to_string();
+                        self.violation(index, Violation::MalformedMessage { message });
                     }
                 }
             }
             IpcSelectionResult::ChannelClosed(id) => {
                 if let Some(index) = self.worker_index(id) {
-                    self.worker_gone(index, None);
+                    self.worker_gone(index, Gone::Died(None));
                 }
             }
         }
@@ -358,12 +563,72 @@ impl Dispatcher {
     fn task_done(&mut self, index: usize, outcome: Outcome) {
         let worker = &mut self.workers[index];
         match worker.running.take() {
-            Some(running) => running.reply.send(outcome.and_then(|bytes| self.check_size(bytes))),
-            None => {
-                let violation = WorkerExit::ProtocolViolation(Violation::UnrequestedAnswer);
-                self.worker_gone(index, Some(violation));
+            Some(Running { reply, stream: None, .. }) => {
+                reply.send(outcome.and_then(|bytes| self.check_size(bytes)));
+            }
+            // A whole answer to a streamed chunk, or an answer to nothing.
+            running => {
+                worker.running = running;
+                self.violation(index, Violation::UnrequestedAnswer);
             }
         }
+    }
+
+    /// One streamed input's result: kept, and the clock starts for the next input.
+    fn input_done(&mut self, index: usize, bytes: &[u8]) {
+        let limit = self.settings.max_message_bytes;
+        let violation = match self.workers[index].running.as_mut() {
+            Some(Running { reply, resend, stream: Some(stream) }) => {
+                let Stream { finished, since } = stream;
+                if finished.count >= reply.len() {
+                    Some(Violation::WrongResultCount { expected: reply.len(), got: finished.count + 1 })
+                } else if !is_result(bytes) {
+                    let message = "a streamed result that is not an encoded `Result`".to_owned();
+                    Some(Violation::MalformedMessage { message })
+                } else {
+                    match check_message_size(PayloadPart::Message, Direction::Decode, bytes.len(), limit) {
+                        Ok(()) => finished.push(bytes),
+                        Err(error) => finished.push(&encode_error(error)),
+                    }
+                    *since = Instant::now();
+                    if let Some(resend) = resend {
+                        // When streaming, retries after a death count per input: this one is
+                        // done, the next starts with none.
+                        resend.retries = 0;
+                    }
+                    None
+                }
+            }
+            _ => Some(Violation::UnrequestedAnswer),
+        };
+        if let Some(violation) = violation {
+            self.violation(index, violation);
+        }
+    }
+
+    /// The end of a streamed chunk: every input answered, or the chunk failed with the
+    /// outcome's error before the inputs that did not answer.
+    fn stream_done(&mut self, index: usize, outcome: Result<(), JobError>) {
+        let worker = &mut self.workers[index];
+        let Some((expected, got)) =
+            worker.running.as_ref().and_then(|r| Some((r.reply.len(), r.stream.as_ref()?.finished.count)))
+        else {
+            self.violation(index, Violation::UnrequestedAnswer);
+            return;
+        };
+        match outcome {
+            Ok(()) if got < expected => self.violation(index, Violation::WrongResultCount { expected, got }),
+            outcome => {
+                if let Some(Running { reply, stream: Some(stream), .. }) = worker.running.take() {
+                    stream.finished.answer(reply, outcome.err().unwrap_or(JobError::Cancelled));
+                }
+            }
+        }
+    }
+
+    /// Kills a worker that broke the protocol.
+    fn violation(&mut self, index: usize, violation: Violation) {
+        self.worker_gone(index, Gone::Died(Some(WorkerExit::ProtocolViolation(violation))));
     }
 
     fn check_size(&self, bytes: Vec<u8>) -> Outcome {
@@ -373,33 +638,78 @@ impl Dispatcher {
 
     /// Reaps a worker whose channel closed (or that must go), starts a replacement, and
     /// reports the worker's task as lost (by then the pool is whole again) or queues it to run
-    /// again.
-    fn worker_gone(&mut self, index: usize, reason: Option<WorkerExit>) {
+    /// again. A streamed chunk keeps its finished results: the input that ran is lost, expired
+    /// or retried, and the inputs after it run again.
+    fn worker_gone(&mut self, index: usize, gone: Gone) {
         let worker = self.workers.swap_remove(index);
         self.forget_pid(worker.pid);
         let exit = self
             .reap(vec![worker.pid])
             .pop()
             .unwrap_or_else(|| WorkerExit::ForkServerGone { reason: ForkServerError::OutOfTurn.to_string() });
-        let lost_task = match worker.running {
-            Some(Running { reply, resend: Some(mut resend) })
-                // A broken pool has no worker to retry on; a cancelled one runs nothing more.
-                if resend.retries < self.retry_lost
-                    && self.broken.is_none()
-                    && !self.shared.cancel.load(Ordering::SeqCst) =>
+        // A broken pool has no worker to run anything again on; a cancelled one runs nothing more.
+        let may_rerun = self.broken.is_none() && !self.shared.cancel.load(Ordering::SeqCst);
+        let (reason, expired) = match gone {
+            Gone::Died(reason) => (reason, None),
+            Gone::Expired(limit) => (None, Some(limit)),
+        };
+        // What the task's caller hears once the pool is whole again, unless it runs again.
+        let answer = match worker.running {
+            Some(Running { reply, resend: Some(mut resend), stream: Some(Stream { mut finished, .. }) }) => {
+                let len = reply.len();
+                if finished.count < len && expired.is_none() && resend.retries < self.retry_lost && may_rerun
+                {
+                    // The input that ran goes again, with the ones after it.
+                    resend.retries += 1;
+                    self.shared.retried.fetch_add(1, Ordering::Relaxed);
+                    self.progress.retried(len - finished.count);
+                    self.retries.push_back(Retry { reply, resend, finished });
+                    None
+                } else {
+                    if finished.count < len {
+                        let error = match expired {
+                            Some(limit) => JobError::Expired { limit },
+                            None => {
+                                lost(reason.clone().or_else(|| self.broken.clone()).unwrap_or(exit.clone()))
+                            }
+                        };
+                        finished.push(&encode_error(error));
+                    }
+                    if finished.count < len && may_rerun {
+                        // The inputs after it never started: they run on another worker, the
+                        // next one with its own retries.
+                        resend.retries = 0;
+                        self.progress.retried(len - finished.count);
+                        self.retries.push_back(Retry { reply, resend, finished });
+                        None
+                    } else {
+                        Some((reply, finished))
+                    }
+                }
+            }
+            Some(Running { reply, resend: Some(mut resend), stream: None })
+                if resend.retries < self.retry_lost && may_rerun =>
             {
                 resend.retries += 1;
                 self.shared.retried.fetch_add(1, Ordering::Relaxed);
-                self.retries.push_back((reply, resend));
+                self.progress.retried(reply.len());
+                self.retries.push_back(Retry { reply, resend, finished: Finished::default() });
                 None
             }
-            Some(running) => Some(running.reply),
+            Some(running) => Some((running.reply, running.stream.map(|s| s.finished).unwrap_or_default())),
             None => None,
         };
         self.replenish();
-        if let Some(reply) = lost_task {
-            // A worker whose initializer failed exits without running its task: say why.
-            reply.send(Err(lost(reason.or_else(|| self.broken.clone()).unwrap_or(exit))));
+        if let Some((reply, finished)) = answer {
+            // A worker whose initializer failed exits without running its task: say why. The
+            // inputs of a streamed chunk past the one that ran are cancelled (the pool stops).
+            let rest = match (finished.count, expired) {
+                (0, Some(limit)) => JobError::Expired { limit },
+                (0, None) => lost(reason.or_else(|| self.broken.clone()).unwrap_or(exit)),
+                _ if self.broken.is_some() => lost(self.broken.clone().unwrap_or(exit)),
+                _ => JobError::Cancelled,
+            };
+            finished.answer(reply, rest);
         }
     }
 
@@ -472,8 +782,8 @@ impl Dispatcher {
             .broken
             .clone()
             .unwrap_or_else(|| WorkerExit::SpawnFailed { reason: "the pool has no workers".to_owned() });
-        for (reply, _) in self.retries.drain(..) {
-            reply.send(Err(lost(exit.clone())));
+        for retry in self.retries.drain(..) {
+            retry.finished.answer(retry.reply, lost(exit.clone()));
         }
         loop {
             match self.queue.try_recv() {
@@ -488,7 +798,8 @@ impl Dispatcher {
     }
 
     /// Lets every worker exit (their job channels close), reaps them all, then the server.
-    fn stop_workers(&mut self) {
+    /// `kill` skips the wait: the fork server SIGKILLs them at once.
+    fn stop_workers(&mut self, kill: bool) {
         let workers = std::mem::take(&mut self.workers);
         let mut open: Vec<u64> = Vec::with_capacity(workers.len());
         let mut pids = Vec::with_capacity(workers.len());
@@ -499,8 +810,8 @@ impl Dispatcher {
             drop(worker.running);
         }
         // Give them a moment to exit on their own (flushing what they printed).
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while !open.is_empty() && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + if kill { Duration::ZERO } else { Duration::from_secs(1) };
+        while !open.is_empty() && Instant::now() < deadline {
             match self.set.try_select_timeout(Duration::from_millis(50)) {
                 Ok(events) => {
                     for event in events {
@@ -522,4 +833,122 @@ impl Dispatcher {
 
 fn lost(exit: WorkerExit) -> JobError {
     JobError::WorkerLost { exit }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fanout_core::deadline;
+    use fanout_core::plumbing::entry_point_streaming;
+
+    use super::*;
+
+    #[test]
+    fn an_error_encodes_the_same_whatever_the_output_type() {
+        for error in [
+            JobError::Expired { limit: Duration::from_millis(300) },
+            JobError::Killed,
+            JobError::Cancelled,
+            JobError::Panicked { message: "boom".to_owned() },
+            lost(WorkerExit::Signaled { signal: 9, name: "SIGKILL".to_owned() }),
+        ] {
+            let ours = encode_error(error.clone());
+            assert_eq!(ours, postcard::to_stdvec(&Err::<u64, JobError>(error.clone())).unwrap());
+            assert_eq!(ours, postcard::to_stdvec(&Err::<String, JobError>(error.clone())).unwrap());
+            assert_eq!(
+                ours,
+                postcard::to_stdvec(&Err::<Vec<(u8, String)>, JobError>(error.clone())).unwrap()
+            );
+            assert!(is_result(&ours));
+            let decoded: Result<Vec<u8>, JobError> = postcard::from_bytes(&ours).unwrap();
+            assert_eq!(decoded, Err(error));
+        }
+    }
+
+    #[test]
+    fn streamed_results_concatenated_are_the_encoding_of_the_chunks_vec() {
+        let results: Vec<Result<String, JobError>> = (0..300)
+            .map(|i| match i % 7 {
+                3 => Err(JobError::Expired { limit: Duration::from_secs(i) }),
+                5 => Err(JobError::Panicked { message: format!("input {i}") }),
+                _ => Ok(format!("output {i}")),
+            })
+            .collect();
+        let mut finished = Finished::default();
+        for result in &results {
+            let bytes = postcard::to_stdvec(result).unwrap();
+            assert!(is_result(&bytes));
+            finished.push(&bytes);
+        }
+        assert_eq!(finished.into_vec(), postcard::to_stdvec(&results).unwrap());
+    }
+
+    #[test]
+    fn what_is_not_an_encoded_result_is_refused() {
+        assert!(!is_result(&[]));
+        assert!(!is_result(&[2, 0]));
+        assert!(!is_result(&[0xff, 0xff]));
+        // An `Err` whose error is cut short, or followed by stray bytes.
+        let error = encode_error(JobError::Panicked { message: "a message".to_owned() });
+        assert!(!is_result(&error[..error.len() - 1]));
+        let mut longer = error.clone();
+        longer.push(0);
+        assert!(!is_result(&longer));
+    }
+
+    fn job(x: u64) -> (u64, bool) {
+        assert!(x != 4, "four");
+        (x * 10, deadline::time_left().is_some())
+    }
+
+    /// The streaming entry point of a job, named by its (zero-sized) value.
+    fn entry_of<J: fanout_core::Job<u64, Output = (u64, bool)>>(
+        _job: J,
+    ) -> fanout_core::plumbing::StreamingEntry {
+        entry_point_streaming::<J, u64>()
+    }
+
+    fn stream(skip: usize, limit: Option<Duration>) -> Vec<Result<(u64, bool), JobError>> {
+        let entry = entry_of(job);
+        let inputs = postcard::to_stdvec(&(0..6_u64).collect::<Vec<_>>()).unwrap();
+        let mut emitted = Vec::new();
+        entry(&[], &inputs, skip, limit, &mut |bytes| {
+            emitted.push(postcard::from_bytes(&bytes).unwrap());
+            true
+        })
+        .unwrap();
+        emitted
+    }
+
+    #[test]
+    fn the_streaming_entry_point_skips_runs_each_input_under_its_deadline_and_catches_panics() {
+        let results = stream(2, Some(Duration::from_secs(60)));
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[0], Ok((20, true)));
+        assert_eq!(results[1], Ok((30, true)));
+        assert!(matches!(&results[2], Err(JobError::Panicked { message }) if message == "four"));
+        assert_eq!(results[3], Ok((50, true)));
+        // Without a limit there is no deadline, and nothing is skipped.
+        let results = stream(0, None);
+        assert_eq!(results.len(), 6);
+        assert_eq!(results[0], Ok((0, false)));
+        // The deadline does not outlive the chunk.
+        assert_eq!(deadline::time_left(), None);
+    }
+
+    #[test]
+    fn the_streaming_entry_point_stops_when_nobody_listens() {
+        let entry = entry_of(job);
+        let inputs = postcard::to_stdvec(&[1_u64, 2, 3]).unwrap();
+        let mut calls = 0;
+        entry(&[], &inputs, 0, None, &mut |_| {
+            calls += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+        // Bytes that are not a `Vec<u64>` fail the chunk before anything runs.
+        assert!(matches!(entry(&[], &[0xff], 0, None, &mut |_| true), Err(JobError::Serialization { .. })));
+    }
 }

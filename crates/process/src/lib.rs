@@ -18,6 +18,35 @@
 //! - Job code must live in the main executable, not in a library loaded with `dlopen`.
 //! - A worker that dies (a signal, `exit` in a job) fails its job with `JobError::WorkerLost`
 //!   and is replaced; the other jobs go on. When the pool's process dies, its workers follow.
+//! - A job that never returns cannot hold a worker forever when the pool has a time limit
+//!   ([`job_timeout`](ProcessPoolBuilder::job_timeout), counted from when the job starts on its
+//!   worker): it fails with `JobError::Expired`, its worker is SIGKILLed, reaped and replaced,
+//!   and in a chunk of several inputs only that input fails. The job can watch its deadline
+//!   with `fanout_core::deadline::expired()` and stop itself first.
+//! - `shutdown(Shutdown::Kill)` (Python's `Pool.terminate()`) returns at once whatever the jobs
+//!   do: queued jobs fail with `JobError::Cancelled`, running ones with `JobError::Killed`, and
+//!   every worker is SIGKILLed and reaped before the fork server stops. Dropping the pool (or
+//!   `Shutdown::Finish`) waits for every job instead; with a time limit that wait is bounded.
+//!
+//! ```
+//! use std::time::Duration;
+//! use fanout_core::{Executor, JobError};
+//! use fanout_process::ProcessPool;
+//!
+//! fn fetch(id: u64) -> u64 {
+//!     if id == 2 {
+//!         std::thread::sleep(Duration::from_secs(3600)); // a request without a timeout
+//!     }
+//!     id
+//! }
+//!
+//! let limit = Duration::from_secs(1);
+//! let pool = ProcessPool::builder().workers(2).chunk_size(4).job_timeout(limit).build()?;
+//! let results = pool.map(fetch, 0..4);
+//! assert_eq!(results, [Ok(0), Ok(1), Err(JobError::Expired { limit }), Ok(3)]);
+//! assert_eq!(pool.progress().expired, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ```
 //! use fanout_core::Executor;

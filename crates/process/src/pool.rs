@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use fanout_core::plumbing::{
-    EncodedPacker, JobState, Launch, Ordered, ProgressCounters, Reply, Unordered, entry_point, job_handle,
-    launch_one,
+    EncodedPacker, JobState, Launch, Ordered, ProgressCounters, Reply, Unordered, entry_point,
+    entry_point_streaming, job_handle, launch_one,
 };
 use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
 
 use crate::dispatcher::{Dispatcher, Shared, Task};
-use crate::protocol::{WorkerSettings, offset_of_code, offset_of_entry};
+use crate::protocol::{WorkerSettings, offset_of_code, offset_of_entry, offset_of_streaming_entry};
 
 /// Messages larger than this are refused unless the builder says otherwise.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -27,7 +27,13 @@ const CHUNKS_PER_WORKER: usize = 2;
 ///
 /// Jobs and their inputs travel to the workers serialized, over ipc-channel; see the crate
 /// documentation for how workers are started and what that means for your program. Dropping
-/// the pool runs its queued jobs, then stops and reaps every worker.
+/// the pool runs its queued jobs, then stops and reaps every worker: it waits for every job,
+/// as long as a stuck one takes unless the pool has a
+/// [`job_timeout`](ProcessPoolBuilder::job_timeout). [`Executor::shutdown`] with
+/// [`Shutdown::Kill`] returns at once instead: queued jobs answer [`JobError::Cancelled`],
+/// running ones [`JobError::Killed`] (under a time limit, the inputs of a running chunk that
+/// had finished keep their results and those not started are `Cancelled`), and every worker
+/// is SIGKILLed and reaped, then the fork server stops.
 pub struct ProcessPool {
     tasks: Option<Sender<Task>>,
     shared: Arc<Shared>,
@@ -82,6 +88,12 @@ impl ProcessPoolBuilder {
     /// died, and with [`chunk_size`](Self::chunk_size) above 1 the whole chunk runs again. A
     /// job that kills every worker it runs on fails with `WorkerLost` after `1 + retries`
     /// workers. [`ProcessPool::retried_tasks`] counts the retries.
+    ///
+    /// With a [`job_timeout`](Self::job_timeout) the pool hears of each input of a chunk as it
+    /// finishes, so a death costs less: the finished inputs keep their results, and only the
+    /// input that was running (with the inputs after it) runs again; the retries are counted
+    /// per input. The count of [`Progress::retried`](fanout_core::Progress::retried) is of
+    /// inputs sent to a worker again.
     pub fn retry_lost(mut self, retries: u32) -> Self {
         self.retry_lost = retries;
         self
@@ -109,7 +121,18 @@ impl ProcessPoolBuilder {
     /// queued). A job still running at its limit fails with [`JobError::Expired`]: its worker
     /// is SIGKILLed, reaped and replaced. In a chunk of several inputs only that input fails;
     /// the inputs of the chunk that had not run yet run again on a worker, and those that had
-    /// finished keep their results. Off by default.
+    /// finished keep their results. Off by default; zero is a [`BuildError::ZeroJobTimeout`].
+    ///
+    /// The job sees its deadline: [`fanout_core::deadline::expired`] turns true at the limit,
+    /// and the worker is killed a short grace later (a tenth of the limit, at most a second),
+    /// so a job that checks it between steps can stop cleanly and keep its worker. A job that
+    /// returns after its limit, for that reason or any other, fails with `Expired` all the
+    /// same; so does one whose panic took it past the limit (a panic hook printing a
+    /// backtrace can take a while).
+    ///
+    /// Under a limit, each finished input of a chunk is its own message to the pool (without
+    /// one, a chunk's results travel together): a small cost per input, which
+    /// [`chunk_size`](Self::chunk_size) no longer amortizes.
     pub fn job_timeout(mut self, limit: Duration) -> Self {
         self.job_timeout = Some(limit);
         self
@@ -131,11 +154,14 @@ impl ProcessPoolBuilder {
             max_tasks: self.max_tasks_per_worker,
             max_message_bytes: self.max_message_bytes,
             key: WorkerSettings::new_key(),
+            job_timeout: self.job_timeout,
         };
         // The queue is bounded: `map` keeps a window of chunks in flight, and `submit` waits
         // when a backlog this deep is already queued.
         let (tasks, queue) = crossbeam_channel::bounded((self.workers * 64).max(1024));
-        let (dispatcher, shared) = Dispatcher::start(self.workers, settings, self.retry_lost, queue)?;
+        let progress = Arc::new(ProgressCounters::new());
+        let (dispatcher, shared) =
+            Dispatcher::start(self.workers, settings, self.retry_lost, queue, Arc::clone(&progress))?;
         let server_pid = dispatcher.server_pid();
         let dispatcher = std::thread::Builder::new()
             .name("fanout-process-dispatcher".to_owned())
@@ -149,7 +175,7 @@ impl ProcessPoolBuilder {
             chunk_size: self.chunk_size,
             max_message_bytes: self.max_message_bytes,
             server_pid,
-            progress: Arc::new(ProgressCounters::new()),
+            progress,
             job_timeout: self.job_timeout,
         })
     }
@@ -180,7 +206,9 @@ impl ProcessPool {
     }
 
     /// How many tasks ran again because their worker died (see
-    /// [`ProcessPoolBuilder::retry_lost`]).
+    /// [`ProcessPoolBuilder::retry_lost`]). Under a time limit a task is the input that was
+    /// running; [`Executor::progress`]'s `retried` counts every input sent to a worker again,
+    /// the not-yet-started inputs of a stopped chunk included.
     pub fn retried_tasks(&self) -> u64 {
         self.shared.retried.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -204,9 +232,11 @@ impl ProcessPool {
     }
 
     fn stop(&mut self, mode: Shutdown) {
-        // TODO(issue 12): `Kill` must SIGKILL the workers at once.
         if mode != Shutdown::Finish {
             self.shared.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if mode == Shutdown::Kill {
+            self.shared.kill.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.shared.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks = None;
@@ -301,12 +331,13 @@ struct PoolLaunch<'p, I, O> {
 
 impl<'p, I: Payload, O: Payload> PoolLaunch<'p, I, O> {
     fn new<J: Job<I, Output = O>>(pool: &'p ProcessPool, job: &J) -> Self {
-        Self {
-            pool,
-            entry: offset_of_entry(entry_point::<J, I>()),
-            state: JobState::encode_state(job).map(Arc::from),
-            _types: PhantomData,
-        }
+        // With a time limit the workers stream (see `WorkerRequest::Stream`), through the
+        // streaming entry point; the dispatcher sends `Stream` requests exactly then.
+        let entry = match pool.job_timeout {
+            Some(_) => offset_of_streaming_entry(entry_point_streaming::<J, I>()),
+            None => offset_of_entry(entry_point::<J, I>()),
+        };
+        Self { pool, entry, state: JobState::encode_state(job).map(Arc::from), _types: PhantomData }
     }
 }
 

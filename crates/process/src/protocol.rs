@@ -5,8 +5,10 @@
 //! same function names the same code in each of them, whatever address-space layout randomization
 //! did to the base address.
 
-use fanout_core::WorkerExit;
-use fanout_core::plumbing::{EncodedEntry, Outcome};
+use std::time::Duration;
+
+use fanout_core::plumbing::{EncodedEntry, Outcome, StreamingEntry};
+use fanout_core::{JobError, WorkerExit};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +70,9 @@ pub(crate) struct WorkerSettings {
     /// calls code by address, so it runs only requests that prove they come from its pool,
     /// and a malformed or stray frame that happens to decode as a `Run` is refused.
     pub(crate) key: u64,
+    /// The pool's job time limit. With one, the pool sends `Stream` requests, and each input
+    /// runs under a deadline of this length that the job can poll.
+    pub(crate) job_timeout: Option<Duration>,
 }
 
 impl WorkerSettings {
@@ -86,6 +91,11 @@ impl WorkerSettings {
 pub(crate) enum WorkerRequest {
     /// Run a chunk of inputs through the job at code offset `entry`.
     Run { key: u64, entry: isize, state: Vec<u8>, inputs: Vec<u8> },
+    /// Run the inputs of a chunk after the first `skip` through the job whose
+    /// [`StreamingEntry`] is at code offset `entry`, answering one [`WorkerReply::Result`] per
+    /// input as it finishes, then [`WorkerReply::Streamed`]. Only pools with a job time limit
+    /// send it: the pool then knows which input runs and since when.
+    Stream { key: u64, entry: isize, state: Vec<u8>, inputs: Vec<u8>, skip: u64 },
 }
 
 /// What a worker sends back.
@@ -97,6 +107,13 @@ pub(crate) enum WorkerReply {
     Done { outcome: Outcome, last: bool },
     /// The initializer panicked; the worker exits after this message.
     InitFailed { message: String },
+    /// The result of one input of a `Stream`: postcard's encoding of its
+    /// `Result<Output, JobError>`.
+    Result { bytes: Vec<u8> },
+    /// The end of a `Stream`: every input not skipped sent its `Result`, or the chunk failed
+    /// with this error before the inputs that did not send one (its state or inputs did not
+    /// decode). `last` as for `Done`.
+    Streamed { outcome: Result<(), JobError>, last: bool },
 }
 
 /// The function every code offset is taken from.
@@ -137,6 +154,22 @@ pub(crate) unsafe fn entry_at(offset: isize) -> EncodedEntry {
     // SAFETY: by the caller's contract, `address` is where this executable keeps the same
     // `EncodedEntry` function the pool named, and a function pointer is an address.
     unsafe { std::mem::transmute::<usize, EncodedEntry>(address) }
+}
+
+/// The offset of a job's streaming entry point.
+pub(crate) fn offset_of_streaming_entry(entry: StreamingEntry) -> isize {
+    offset_of_code(entry as usize)
+}
+
+/// The streaming job entry point at `offset`, in a worker.
+///
+/// # Safety
+/// As for [`entry_at`], with an offset from [`offset_of_streaming_entry`].
+pub(crate) unsafe fn streaming_entry_at(offset: isize) -> StreamingEntry {
+    let address = (code_anchor as fn() as usize).wrapping_add(offset as usize);
+    // SAFETY: by the caller's contract, `address` is where this executable keeps the same
+    // `StreamingEntry` function the pool named, and a function pointer is an address.
+    unsafe { std::mem::transmute::<usize, StreamingEntry>(address) }
 }
 
 /// The initializer at `offset`, in a worker.

@@ -9,7 +9,9 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::protocol::{WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at};
+use crate::protocol::{
+    WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at, streaming_entry_at,
+};
 
 /// The whole life of a worker, from just after `fork` to `_exit`.
 pub(crate) fn run(
@@ -54,31 +56,74 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
         }
     }
     let mut tasks: u64 = 0;
-    // A frame that does not decode, or a `Run` without the pool's key, ends the worker: the
+    // A frame that does not decode, or a request without the pool's key, ends the worker: the
     // pool sees its channel close and reports the task lost, like any other worker death.
-    while let Ok(WorkerRequest::Run { key, entry, state, inputs }) = jobs.recv() {
-        if key != settings.key {
+    while let Ok(request) = jobs.recv() {
+        let reply = match request {
+            WorkerRequest::Run { key, entry, state, inputs } => {
+                if key != settings.key {
+                    return;
+                }
+                // SAFETY: calling job code by address is sound here because the address names
+                // the same code as in the pool: the request carries the pool's key, so it is
+                // the pool's, and `entry` is the offset of a monomorphized `EncodedEntry` taken
+                // by the pool from this very executable (the fork server is `/proc/self/exe`
+                // started afresh, its code offsets checked by the handshake), and this process
+                // is a fork of that single-threaded server, so no lock is held by a thread that
+                // fork left behind. The entry point itself is safe Rust: it decodes, runs each
+                // input under `catch_unwind` and encodes, reporting bad bytes as errors.
+                let entry = unsafe { entry_at(entry) };
+                let outcome = catch_panic(|| entry(&state, &inputs)).and_then(|outcome| outcome);
+                let outcome = outcome.and_then(|bytes| {
+                    let limit = settings.max_message_bytes;
+                    check_message_size(PayloadPart::Output, Direction::Encode, bytes.len(), limit)
+                        .map(|()| bytes)
+                });
+                tasks += 1;
+                let last = settings.max_tasks.is_some_and(|max| tasks >= max);
+                (WorkerReply::Done { outcome, last }, last)
+            }
+            WorkerRequest::Stream { key, entry, state, inputs, skip } => {
+                if key != settings.key {
+                    return;
+                }
+                // SAFETY: as for `Run` above: the request carries the pool's key, and the pool
+                // sends `Stream` only with the offset of a monomorphized `StreamingEntry` taken
+                // from this same executable (`PoolLaunch` picks the streaming entry point
+                // exactly when the pool has a job time limit, which is when its dispatcher
+                // sends `Stream`). The entry point is safe Rust as well.
+                let entry = unsafe { streaming_entry_at(entry) };
+                let mut emit = |bytes: Vec<u8>| {
+                    replies.send(WorkerReply::Result { bytes: fit(bytes, &settings) }).is_ok()
+                };
+                let outcome = catch_panic(|| {
+                    entry(
+                        &state,
+                        &inputs,
+                        usize::try_from(skip).unwrap_or(usize::MAX),
+                        settings.job_timeout,
+                        &mut emit,
+                    )
+                })
+                .and_then(|outcome| outcome);
+                tasks += 1;
+                let last = settings.max_tasks.is_some_and(|max| tasks >= max);
+                (WorkerReply::Streamed { outcome, last }, last)
+            }
+        };
+        let (reply, last) = reply;
+        if replies.send(reply).is_err() || last {
             return;
         }
-        // SAFETY: calling job code by address is sound here because the address names the same
-        // code as in the pool: the request carries the pool's key, so it is the pool's, and
-        // `entry` is the offset of a monomorphized `EncodedEntry` taken by the pool from this
-        // very executable (the fork server is `/proc/self/exe` started
-        // afresh, its code offsets checked by the handshake), and this process is a fork of
-        // that single-threaded server, so no lock is held by a thread that fork left behind.
-        // The entry point itself is safe Rust: it decodes, runs each input under
-        // `catch_unwind` and encodes, reporting bad bytes as errors.
-        let entry = unsafe { entry_at(entry) };
-        let outcome = catch_panic(|| entry(&state, &inputs)).and_then(|outcome| outcome);
-        let outcome = outcome.and_then(|bytes| {
-            let limit = settings.max_message_bytes;
-            check_message_size(PayloadPart::Output, Direction::Encode, bytes.len(), limit).map(|()| bytes)
-        });
-        tasks += 1;
-        let last = settings.max_tasks.is_some_and(|max| tasks >= max);
-        if replies.send(WorkerReply::Done { outcome, last }).is_err() || last {
-            return;
-        }
+    }
+}
+
+/// One streamed result, or in its place the error that it is over the message limit.
+fn fit(bytes: Vec<u8>, settings: &WorkerSettings) -> Vec<u8> {
+    let limit = settings.max_message_bytes;
+    match check_message_size(PayloadPart::Output, Direction::Encode, bytes.len(), limit) {
+        Ok(()) => bytes,
+        Err(error) => postcard::to_stdvec(&Err::<(), JobError>(error)).unwrap_or_default(),
     }
 }
 
@@ -89,7 +134,13 @@ mod tests {
     use super::*;
 
     fn settings() -> WorkerSettings {
-        WorkerSettings { initializer: None, max_tasks: None, max_message_bytes: 1 << 20, key: 0x5eed }
+        WorkerSettings {
+            initializer: None,
+            max_tasks: None,
+            max_message_bytes: 1 << 20,
+            key: 0x5eed,
+            job_timeout: None,
+        }
     }
 
     /// Serves one frame of type `T` (re-typed on the way: the worker decodes it as a
@@ -122,8 +173,10 @@ mod tests {
             // lengths past the end, and (rarely) a well-formed `Run` with the wrong key.
             let mut raw = [0_u8; 32];
             raw.iter_mut().for_each(|byte| *byte = bytes(&mut seed));
-            if round % 3 == 0 {
-                raw[0] = 0; // the `Run` variant, so that the fields are what is malformed
+            match round % 3 {
+                0 => raw[0] = 0, // the `Run` variant, so that the fields are what is malformed
+                1 => raw[0] = 1, // the `Stream` variant, likewise
+                _ => {}
             }
             assert!(!serve_frame(raw), "raw frame {raw:?} was answered");
             // Length-prefixed bytes of every length class.
@@ -137,6 +190,9 @@ mod tests {
     fn a_well_formed_run_without_the_pools_key_is_refused() {
         // An entry offset of 0 would call `code_anchor` as a job: never reached without the key.
         let request = WorkerRequest::Run { key: 0xbad, entry: 0, state: Vec::new(), inputs: Vec::new() };
+        assert!(!serve_frame(request));
+        let request =
+            WorkerRequest::Stream { key: 0xbad, entry: 0, state: Vec::new(), inputs: Vec::new(), skip: 0 };
         assert!(!serve_frame(request));
     }
 }

@@ -152,6 +152,92 @@ where
     }
 }
 
+/// Runs the inputs of a chunk through a job one by one, handing each input's encoded result to
+/// `emit` as soon as it is known: the entry point of a worker process whose executor must hear
+/// of every finished input (to enforce a per-input time limit without losing the others).
+///
+/// `inputs` is an encoded `Vec<I>`, as for [`EncodedEntry`]; the first `skip` inputs are
+/// skipped (they ran before). Each call of `emit` receives postcard's encoding of one input's
+/// `Result<Output, JobError>`, in input order, so that the varint count of the chunk followed by
+/// the emitted results, concatenated, is the encoding of the chunk's `Vec<Result<..>>` that
+/// [`Reply::encoded`](super::Reply::encoded) decodes. An `Err` result encodes the same whatever
+/// the output type is (the variant's tag, then the error), so an executor may emit errors of
+/// its own in an input's place. `limit` is the job time limit: each input runs under a
+/// [`DeadlineGuard`](crate::deadline::DeadlineGuard) of that length, and an input that returns
+/// after its deadline passed (one that stopped itself when it saw
+/// [`deadline::expired`](crate::deadline::expired)) is answered
+/// [`JobError::Expired`], as if it had been stopped. `emit` returning `false`
+/// stops the chunk (nobody listens any more). An `Err` means the state or the inputs could not
+/// be decoded, before any input ran.
+pub type StreamingEntry = fn(
+    state: &[u8],
+    inputs: &[u8],
+    skip: usize,
+    limit: Option<std::time::Duration>,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), JobError>;
+
+/// The [`StreamingEntry`] of job type `J` with input `I`: [`entry_point`]'s counterpart for
+/// executors that take the results of a chunk one input at a time.
+pub fn entry_point_streaming<J, I>() -> StreamingEntry
+where
+    J: Job<I>,
+    I: Payload,
+    J::Output: Payload,
+{
+    run_encoded_stream::<J, I>
+}
+
+fn run_encoded_stream<J, I>(
+    state: &[u8],
+    inputs: &[u8],
+    skip: usize,
+    limit: Option<std::time::Duration>,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), JobError>
+where
+    J: Job<I>,
+    I: Payload,
+    J::Output: Payload,
+{
+    let inputs: Vec<I> = decode_payload(PayloadPart::Input, inputs)?;
+    J::with_decoded_state(state, |job| {
+        for input in inputs.into_iter().skip(skip) {
+            let result = {
+                let _deadline = crate::deadline::DeadlineGuard::start(limit);
+                let result = run_caught(job, input);
+                match limit {
+                    // It returned, but past its limit (it stopped itself once it saw its
+                    // deadline pass, or just finished late): expired all the same.
+                    Some(limit) if crate::deadline::expired() => Err(JobError::Expired { limit }),
+                    _ => result,
+                }
+            };
+            let bytes = match encode_payload(PayloadPart::Message, &result) {
+                Ok(bytes) => bytes,
+                // The output refused to serialize: its input fails alone.
+                Err(_) => {
+                    let error = result
+                        .and_then(|output| encode_payload(PayloadPart::Output, &output).map(|_| output));
+                    match encode_payload(PayloadPart::Message, &error) {
+                        Ok(bytes) => bytes,
+                        Err(error) => encode_error(error),
+                    }
+                }
+            };
+            if !emit(bytes) {
+                break;
+            }
+        }
+    })
+}
+
+/// Postcard's encoding of `Err::<(), _>(error)`, which is that of `Err(error)` for every
+/// output type; a `JobError` always encodes.
+fn encode_error(error: JobError) -> Vec<u8> {
+    postcard::to_stdvec(&Err::<(), JobError>(error)).unwrap_or_default()
+}
+
 /// Runs `job` on `input`, turning a panic into [`JobError::Panicked`].
 ///
 /// Every executor runs jobs through this function, so a panic means the same everywhere.

@@ -74,6 +74,7 @@ pub use codec::{
     EncodedEntry, EncodedPacker, catch_panic, check_message_size, decode_payload, encode_payload,
     entry_point, run_caught, run_caught_all, run_chunk,
 };
+pub use codec::{StreamingEntry, entry_point_streaming};
 pub use engine::{Batch, BatchIter, BatchPacker, Launch, Ordered, Pack, Pushed, Unordered, launch_one};
 pub use reply::{EncodedReply, Outcome, Reply, job_handle};
 
