@@ -225,6 +225,15 @@ pub enum BuildError {
     /// A job time limit of zero would expire every job before it starts.
     #[error("the job time limit must be longer than zero; pass a positive `job_timeout`")]
     ZeroJobTimeout,
+    /// A rate limit that is not a positive, finite rate with a burst of at least 1.
+    #[error("invalid rate limit: {reason}")]
+    InvalidRateLimit {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A limit of zero jobs in flight would run nothing.
+    #[error("max_in_flight must be at least 1")]
+    ZeroInFlight,
     /// This executor cannot stop a running job, so it refuses a time limit rather than ignore
     /// it.
     #[error(

@@ -32,6 +32,7 @@ mod error;
 mod executor;
 mod handle;
 mod job;
+pub mod limit;
 pub mod plumbing;
 mod progress;
 mod serial;

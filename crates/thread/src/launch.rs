@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use fanout_core::Executor;
+use fanout_core::limit::Gate;
 use fanout_core::plumbing::{Batch, BatchPacker, DeadlineGuard, Launch, ProgressCounters, Reply, run_chunk};
 
 use crate::ThreadPool;
@@ -120,14 +121,18 @@ where
         // Only borrowed jobs (`scoped_map`) run unsupervised under a limit: their thread cannot
         // be given up on while they use the caller's stack, but they can see their deadline.
         let limit = self.pool.job_timeout();
+        let gate = (!self.pool.shared().gate.is_open()).then(|| self.pool.shared().gate.clone());
         let task = Box::new(move |cancelled: bool| {
             // A cancelled pool or a dropped call: the reply, dropped, answers `Cancelled`.
             if cancelled || !reply.start() {
                 return;
             }
-            if limit.is_some() {
-                let _deadline = DeadlineGuard::start(limit);
-                return reply.send(run_chunk(chunk, &*run));
+            if limit.is_some() || gate.is_some() {
+                return reply.send(run_chunk(chunk, |input| {
+                    let _pass = gate.as_ref().map(Gate::enter);
+                    let _deadline = DeadlineGuard::start(limit);
+                    run(input)
+                }));
             }
             reply.send(run_chunk(chunk, &*run));
         });

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use fanout_core::limit::{AmbientGuard, Gate, RateLimit};
 use fanout_core::plumbing::{Ordered, ProgressCounters, StopGuard, Unordered, job_handle, launch_one};
 use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
 
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) job_timeout: Option<Duration>,
     /// The inputs of supervised chunks running now.
     pub(crate) watch: Watch,
+    /// The rate limit and `max_in_flight` every job passes before it starts.
+    pub(crate) gate: Gate,
 }
 
 /// The pool's threads.
@@ -151,6 +154,11 @@ impl Shared {
         }
     }
 
+    /// Whether the pool was shut down with its queue cancelled (or killed).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
     /// A worker thread leaves: it no longer counts as live (unless it was abandoned, which
     /// uncounted it already).
     fn thread_exits(&self, flag: &AtomicBool) {
@@ -165,8 +173,10 @@ impl Shared {
 fn work(shared: &Arc<Shared>, flag: Arc<AtomicBool>, first: Option<Task>) {
     CURRENT_POOL.set(pool_id(shared));
     WORKER_FLAG.set(Some(Arc::clone(&flag)));
-    // Jobs on this thread see `deadline::expired()` once the pool gives up on the thread.
+    // Jobs on this thread see `deadline::expired()` once the pool gives up on the thread, and
+    // draw their permits (`limit::acquire`) from the pool's limit.
     let _stop = StopGuard::install(Arc::clone(&flag));
+    let _permits = AmbientGuard::install(shared.gate.source());
     if let Some(task) = first {
         task.run(shared, shared.cancelled.load(Ordering::Acquire));
     }
@@ -207,6 +217,8 @@ pub struct ThreadPoolBuilder {
     chunk_size: usize,
     thread_name: String,
     job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+    max_in_flight: Option<usize>,
 }
 
 impl ThreadPoolBuilder {
@@ -240,6 +252,21 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// A rate limit that every job of the pool shares (see [`fanout_core::limit`]): by default
+    /// each job takes a permit before it starts; with [`RateLimit::per_request`] jobs take
+    /// them with [`fanout_core::limit::acquire`]. A pool built inside a job of a limited
+    /// executor draws from that executor's limit unless it has one of its own.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `jobs` jobs run at once (at least 1), whatever the number of threads.
+    pub fn max_in_flight(mut self, jobs: usize) -> Self {
+        self.max_in_flight = Some(jobs);
+        self
+    }
+
     /// Builds the pool and starts its first worker thread; the others start on demand.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         if self.workers == 0 {
@@ -251,6 +278,7 @@ impl ThreadPoolBuilder {
         if self.chunk_size == 0 {
             return Err(BuildError::ZeroChunkSize);
         }
+        let gate = Gate::new(self.rate_limit, self.max_in_flight)?;
         let (sender, tasks) = crossbeam_channel::unbounded::<Task>();
         let shared = Arc::new(Shared {
             tasks,
@@ -263,6 +291,7 @@ impl ThreadPoolBuilder {
             progress: Arc::new(ProgressCounters::new()),
             job_timeout: self.job_timeout,
             watch: Watch::new(),
+            gate,
         });
         let mut pool =
             ThreadPool { shared, sender: Some(sender), watchdog: None, chunk_size: self.chunk_size };
@@ -298,6 +327,8 @@ impl ThreadPool {
             chunk_size: 1,
             thread_name: "fanout-thread".to_owned(),
             job_timeout: None,
+            rate_limit: None,
+            max_in_flight: None,
         }
     }
 
@@ -351,10 +382,13 @@ impl ThreadPool {
         F: Fn(I) -> O + Send + Sync + 'static,
     {
         match inputs.size_hint() {
-            // A job time limit needs supervised chunks: a thread given up on must not hold a
-            // pointer into the caller's output.
+            // A job time limit needs supervised chunks (a thread given up on must not hold a
+            // pointer into the caller's output), and limits gate each job: both stream.
             (low, Some(high))
-                if low == high && !self.is_own_worker() && self.shared.job_timeout.is_none() =>
+                if low == high
+                    && !self.is_own_worker()
+                    && self.shared.job_timeout.is_none()
+                    && self.shared.gate.is_open() =>
             {
                 map_in_place(self, f, inputs, low)
             }

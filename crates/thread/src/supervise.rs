@@ -135,6 +135,16 @@ where
                     return;
                 }
             };
+            drop(state);
+            // The rate limit and `max_in_flight` first: the job's clock starts after them.
+            let _pass = (!shared.gate.is_open()).then(|| shared.gate.enter());
+            let mut state = self.lock();
+            if shared.is_cancelled() {
+                // The pool was shut down while this input waited: it never runs.
+                state.results.push(Err(JobError::Cancelled));
+                state.finish();
+                return;
+            }
             let id = shared.watch.register(self.limit, &flag, Arc::clone(&self) as Arc<dyn RunSupervised>);
             state.running = Some(id);
             drop(state);
