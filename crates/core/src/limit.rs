@@ -126,11 +126,29 @@ pub trait PermitSource: Send + Sync {
     /// Blocks until one permit is granted.
     fn acquire(&self);
 
+    /// Takes a permit if one is free now, for callers that must not block (a dispatcher, an
+    /// event loop); see [`Poll`].
+    fn poll_acquire(&self) -> Poll {
+        Poll::MustBlock
+    }
+
     /// Pauses every permit for `duration` from now (a server's `Retry-After`).
     fn pause(&self, duration: Duration);
 
     /// Whether jobs take the permits themselves (see [`RateLimit::per_request`]).
     fn scope(&self) -> Scope;
+}
+
+/// What [`PermitSource::poll_acquire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// A permit was taken.
+    Granted,
+    /// No permit before this long from now: ask again then.
+    WaitFor(Duration),
+    /// This source can only grant by blocking (it asks another process): call
+    /// [`PermitSource::acquire`] on a thread that may block.
+    MustBlock,
 }
 
 /// The rate limiter of one root executor, shared by everything that runs on its behalf.
@@ -207,6 +225,13 @@ impl PermitSource for Limiter {
     fn acquire(&self) {
         while let Err(wait) = self.try_acquire() {
             std::thread::sleep(wait);
+        }
+    }
+
+    fn poll_acquire(&self) -> Poll {
+        match self.try_acquire() {
+            Ok(()) => Poll::Granted,
+            Err(wait) => Poll::WaitFor(wait),
         }
     }
 
