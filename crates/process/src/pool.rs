@@ -314,6 +314,7 @@ impl fmt::Debug for ProcessPool {
             .field("workers", &self.workers)
             .field("chunk_size", &self.chunk_size)
             .field("fork_server_pid", &self.server_pid)
+            .field("job_timeout", &self.job_timeout)
             .finish_non_exhaustive()
     }
 }
