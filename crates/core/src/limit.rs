@@ -50,7 +50,7 @@ pub struct RateLimit {
 }
 
 /// Who takes the permits of a [`RateLimit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Scope {
     /// The executor, one permit per job, before the job starts.

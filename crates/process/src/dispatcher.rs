@@ -22,13 +22,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
+use fanout_core::limit::Gate;
 use fanout_core::plumbing::{EncodedReply, Outcome, ProgressCounters, check_message_size};
 use fanout_core::{BuildError, Direction, ForkServerError, JobError, PayloadPart, Violation, WorkerExit};
 use ipc_channel::TrySelectError;
 use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult, IpcSender};
 
+use crate::permits::{PermitRequest, PermitThread};
 use crate::protocol::{
-    MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings,
+    MAX_DESCRIPTORS, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply, WorkerRequest,
+    WorkerSettings,
 };
 use crate::server::ServerLink;
 
@@ -231,6 +234,8 @@ struct Worker {
     running: Option<Running>,
     /// It said it is leaving (task limit reached, or its initializer failed).
     retiring: bool,
+    /// Where the permits its jobs ask for go (a rate-limited pool only).
+    grants: Option<IpcSender<()>>,
 }
 
 impl Worker {
@@ -261,6 +266,16 @@ pub(crate) struct Dispatcher {
     kill_after: Option<Duration>,
     /// The pool's counts; the dispatcher counts the runs again.
     progress: Arc<ProgressCounters>,
+    /// The pool's rate limit and `max_in_flight`.
+    gate: Gate,
+    /// Serves every permit of the pool (a rate-limited pool only).
+    permits: Option<PermitThread>,
+    /// A queued task waiting for its permits.
+    held: Option<Task>,
+    /// Permits taken for `held`.
+    held_permits: usize,
+    /// Dispatch permits asked of the permit thread and not taken yet.
+    permits_asked: usize,
 }
 
 impl Dispatcher {
@@ -271,6 +286,7 @@ impl Dispatcher {
         retry_lost: u32,
         queue: Receiver<Task>,
         progress: Arc<ProgressCounters>,
+        gate: Gate,
     ) -> Result<(Self, Arc<Shared>), BuildError> {
         let server = ServerLink::start()?;
         let os = |action| move |source| BuildError::Os { action, source };
@@ -302,7 +318,18 @@ impl Dispatcher {
             limit: settings.job_timeout,
             kill_after: settings.job_timeout.map(|limit| limit + kill_grace(limit)),
             progress,
+            permits: None,
+            gate,
+            held: None,
+            held_permits: 0,
+            permits_asked: 0,
         };
+        if let Some(source) = dispatcher.gate.source() {
+            let waker = Arc::clone(&shared);
+            let permits = PermitThread::start(source, move || waker.wake())
+                .map_err(|source| BuildError::Os { action: "spawn the permit thread", source })?;
+            dispatcher.permits = Some(permits);
+        }
         if let Err(error) = dispatcher.spawn_workers(size) {
             dispatcher.stop_workers(false);
             return Err(error.into_build_error());
@@ -331,6 +358,7 @@ impl Dispatcher {
             }
             if self.queue_closed
                 && self.retries.is_empty()
+                && self.held.is_none()
                 && self.workers.iter().all(|w| w.running.is_none())
             {
                 break;
@@ -408,6 +436,11 @@ impl Dispatcher {
     /// what they ran: `Killed` for the input that was running, and, when streaming, the
     /// finished inputs' results and `Cancelled` for the inputs not started.
     fn kill(&mut self) {
+        // A permit thread waiting out a long `Retry-After` must not hold up a kill.
+        if let Some(permits) = self.permits.take() {
+            permits.detach();
+        }
+        drop(self.held.take());
         for retry in self.retries.drain(..) {
             retry.finished.answer(retry.reply, JobError::Cancelled);
         }
@@ -446,6 +479,7 @@ impl Dispatcher {
                 for retry in self.retries.drain(..) {
                     retry.finished.answer(retry.reply, JobError::Cancelled);
                 }
+                drop(self.held.take());
                 while self.queue.try_recv().is_ok() {}
             }
             let Some(index) = self.workers.iter().position(Worker::is_idle) else { return };
@@ -463,7 +497,21 @@ impl Dispatcher {
                 self.workers[index].running = Some(Running { reply, resend: Some(resend), stream });
                 continue;
             }
-            match self.queue.try_recv() {
+            if self.gate.slots().is_some_and(|slots| self.busy() >= slots.max()) {
+                return; // `max_in_flight` chunks run: a reply frees a slot
+            }
+            let next = match self.held.take() {
+                Some(task) => Ok(task),
+                None => self.queue.try_recv(),
+            };
+            let next = match next {
+                Ok(task) if !self.has_permits_for(&task) => {
+                    self.held = Some(task);
+                    return; // the permit thread wakes us when a permit is granted
+                }
+                other => other,
+            };
+            match next {
                 Ok(task) if !task.reply.start() => {} // cancelled: dropped, it answers so
                 Ok(task) => {
                     // The request is kept only when it may be sent again: a dead worker's task
@@ -491,8 +539,37 @@ impl Dispatcher {
         }
     }
 
+    /// How many workers run a chunk.
+    fn busy(&self) -> usize {
+        self.workers.iter().filter(|w| w.running.is_some()).count()
+    }
+
+    /// Takes the per-job permits `task` needs (one per input), as far as they are granted, and
+    /// asks the permit thread for the rest; `true` once it has them all.
+    fn has_permits_for(&mut self, task: &Task) -> bool {
+        let (Some(permits), Some(_)) = (&self.permits, self.gate.per_job()) else { return true };
+        let needed = task.reply.len();
+        while self.held_permits < needed && permits.take() {
+            self.held_permits += 1;
+            self.permits_asked = self.permits_asked.saturating_sub(1);
+        }
+        if self.held_permits >= needed {
+            self.held_permits -= needed;
+            return true;
+        }
+        for _ in self.permits_asked..needed - self.held_permits {
+            permits.request(PermitRequest::Dispatch);
+            self.permits_asked += 1;
+        }
+        false
+    }
+
     /// Prepares to block; `false` if there is work after all.
     fn park(&mut self) -> bool {
+        if self.held.is_some() {
+            // Waiting for permits: the permit thread wakes us (so do replies and a shutdown).
+            return true;
+        }
         // A new task needs us when a worker is idle, or when there are no workers at all (a
         // broken pool fails queued tasks). Otherwise a busy worker's reply wakes the select.
         let task_needs_us = self.workers.is_empty() || self.workers.iter().any(Worker::is_idle);
@@ -533,6 +610,16 @@ impl Dispatcher {
                         self.broken = Some(WorkerExit::InitializerPanicked { message });
                     }
                     Ok(WorkerReply::Result { bytes }) => self.input_done(index, &bytes),
+                    Ok(WorkerReply::Acquire) => {
+                        if let (Some(permits), Some(grant)) = (&self.permits, &self.workers[index].grants) {
+                            permits.request(PermitRequest::Worker(grant.clone()));
+                        }
+                    }
+                    Ok(WorkerReply::Pause { nanos }) => {
+                        if let Some(source) = self.gate.source() {
+                            source.pause(Duration::from_nanos(nanos));
+                        }
+                    }
                     Ok(WorkerReply::Streamed { outcome, last }) => {
                         if last {
                             self.workers[index].retiring = true;
@@ -735,16 +822,29 @@ impl Dispatcher {
     /// Forks `count` workers, in as few requests to the fork server as ipc-channel allows.
     fn spawn_workers(&mut self, count: usize) -> Result<(), SpawnError> {
         let mut left = count;
+        let limited = self.permits.is_some();
+        // A rate-limited pool's workers bring a third descriptor, for their grants.
+        let max_batch = if limited { MAX_DESCRIPTORS / 3 } else { MAX_SPAWN_BATCH };
         while left > 0 {
-            let batch = left.min(MAX_SPAWN_BATCH);
+            let batch = left.min(max_batch);
             left -= batch;
             let mut ours = Vec::with_capacity(batch);
             let mut theirs = Vec::with_capacity(batch);
             for _ in 0..batch {
                 let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(SpawnError::Channel)?;
                 let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(SpawnError::Channel)?;
-                ours.push((jobs, replies));
-                theirs.push(WorkerEnds { jobs: jobs_receiver, replies: replies_sender });
+                let (grants, grants_receiver) = match limited {
+                    true => {
+                        ipc::channel::<()>().map(|(s, r)| (Some(s), Some(r))).map_err(SpawnError::Channel)?
+                    }
+                    false => (None, None),
+                };
+                ours.push((jobs, replies, grants));
+                theirs.push(WorkerEnds {
+                    jobs: jobs_receiver,
+                    replies: replies_sender,
+                    grants: grants_receiver,
+                });
             }
             // The workers' ends travel to the fork server inside the request and are closed
             // here once sent, so that each worker alone holds its own.
@@ -753,10 +853,10 @@ impl Dispatcher {
                     ServerReply::Spawned { pids } if pids.len() == batch => pids,
                     _ => return Err(ForkServerError::OutOfTurn.into()),
                 };
-            for ((jobs, replies), pid) in ours.into_iter().zip(pids) {
+            for ((jobs, replies, grants), pid) in ours.into_iter().zip(pids) {
                 let pid = pid.map_err(|errno| SpawnError::Fork(std::io::Error::from_raw_os_error(errno)))?;
                 let replies = self.set.add(replies).map_err(SpawnError::Watch)?;
-                self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false });
+                self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false, grants });
                 if let Ok(mut live) = self.shared.pids.lock() {
                     live.push(pid);
                 }
@@ -784,6 +884,9 @@ impl Dispatcher {
             .unwrap_or_else(|| WorkerExit::SpawnFailed { reason: "the pool has no workers".to_owned() });
         for retry in self.retries.drain(..) {
             retry.finished.answer(retry.reply, lost(exit.clone()));
+        }
+        if let Some(task) = self.held.take() {
+            task.reply.send(Err(lost(exit.clone())));
         }
         loop {
             match self.queue.try_recv() {

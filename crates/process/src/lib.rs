@@ -89,6 +89,7 @@
 //! ```
 
 mod dispatcher;
+mod permits;
 mod pool;
 mod protocol;
 mod server;

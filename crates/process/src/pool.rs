@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use fanout_core::limit::{Gate, RateLimit};
 use fanout_core::plumbing::{
     EncodedPacker, JobState, Launch, Ordered, ProgressCounters, Reply, Unordered, entry_point,
     entry_point_streaming, job_handle, launch_one,
@@ -57,6 +58,8 @@ pub struct ProcessPoolBuilder {
     max_message_bytes: usize,
     retry_lost: u32,
     job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+    max_in_flight: Option<usize>,
 }
 
 impl ProcessPoolBuilder {
@@ -138,6 +141,24 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A rate limit that every worker shares, enforced here in the parent (see
+    /// [`fanout_core::limit`]): by default each job takes a permit before it is handed to a
+    /// worker; with [`RateLimit::per_request`] jobs take them with
+    /// [`fanout_core::limit::acquire`], which in a worker asks this process for the permit, so
+    /// the limit holds across all workers. A pool built inside a job of a limited executor
+    /// (in a worker process too) draws from that executor's limit unless it has one of its own.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `chunks` chunks (jobs, with the default chunk size of 1) run at once, at
+    /// least 1, whatever the number of workers.
+    pub fn max_in_flight(mut self, chunks: usize) -> Self {
+        self.max_in_flight = Some(chunks);
+        self
+    }
+
     /// Starts the fork server and the workers.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         if self.workers == 0 {
@@ -149,19 +170,21 @@ impl ProcessPoolBuilder {
         if self.chunk_size == 0 {
             return Err(BuildError::ZeroChunkSize);
         }
+        let gate = Gate::new(self.rate_limit, self.max_in_flight)?;
         let settings = WorkerSettings {
             initializer: self.initializer.map(|f| offset_of_code(f as usize)),
             max_tasks: self.max_tasks_per_worker,
             max_message_bytes: self.max_message_bytes,
             key: WorkerSettings::new_key(),
             job_timeout: self.job_timeout,
+            permits: gate.source().map(|source| source.scope()),
         };
         // The queue is bounded: `map` keeps a window of chunks in flight, and `submit` waits
         // when a backlog this deep is already queued.
         let (tasks, queue) = crossbeam_channel::bounded((self.workers * 64).max(1024));
         let progress = Arc::new(ProgressCounters::new());
         let (dispatcher, shared) =
-            Dispatcher::start(self.workers, settings, self.retry_lost, queue, Arc::clone(&progress))?;
+            Dispatcher::start(self.workers, settings, self.retry_lost, queue, Arc::clone(&progress), gate)?;
         let server_pid = dispatcher.server_pid();
         let dispatcher = std::thread::Builder::new()
             .name("fanout-process-dispatcher".to_owned())
@@ -197,6 +220,8 @@ impl ProcessPool {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             retry_lost: 0,
             job_timeout: None,
+            rate_limit: None,
+            max_in_flight: None,
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use fanout_core::limit::Scope;
 use fanout_core::plumbing::{EncodedEntry, Outcome, StreamingEntry};
 use fanout_core::{JobError, WorkerExit};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
@@ -46,16 +47,20 @@ pub(crate) enum ServerReply {
     Reaped { exits: Vec<WorkerExit> },
 }
 
-/// A worker's ends of its two channels: it takes jobs from `jobs` and answers on `replies`.
+/// A worker's ends of its channels: it takes jobs from `jobs` and answers on `replies`; a
+/// worker of a rate-limited pool also gets the permits its jobs ask for on `grants`.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerEnds {
     pub(crate) jobs: IpcReceiver<WorkerRequest>,
     pub(crate) replies: IpcSender<WorkerReply>,
+    pub(crate) grants: Option<IpcReceiver<()>>,
 }
 
-/// The most workers one `Spawn` may carry: each brings two descriptors, and ipc-channel
-/// passes at most 64 descriptors in one message.
-pub(crate) const MAX_SPAWN_BATCH: usize = 32;
+/// The most descriptors one message may carry (ipc-channel's limit).
+pub(crate) const MAX_DESCRIPTORS: usize = 64;
+
+/// The most workers one `Spawn` may carry: each brings two descriptors (three with `grants`).
+pub(crate) const MAX_SPAWN_BATCH: usize = MAX_DESCRIPTORS / 2;
 
 /// Settings every worker of a pool starts with.
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -73,6 +78,9 @@ pub(crate) struct WorkerSettings {
     /// The pool's job time limit. With one, the pool sends `Stream` requests, and each input
     /// runs under a deadline of this length that the job can poll.
     pub(crate) job_timeout: Option<Duration>,
+    /// Whether the pool has a rate limit (and who takes its permits): the worker's jobs then
+    /// ask the pool for permits (`limit::acquire`) over `Acquire` and `grants`.
+    pub(crate) permits: Option<Scope>,
 }
 
 impl WorkerSettings {
@@ -114,6 +122,10 @@ pub(crate) enum WorkerReply {
     /// with this error before the inputs that did not send one (its state or inputs did not
     /// decode). `last` as for `Done`.
     Streamed { outcome: Result<(), JobError>, last: bool },
+    /// A job asks for a permit of the pool's rate limit; the grant comes on `grants`.
+    Acquire,
+    /// A job pauses the pool's rate limit (a server's `Retry-After`) for this long.
+    Pause { nanos: u64 },
 }
 
 /// The function every code offset is taken from.

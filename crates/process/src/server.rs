@@ -117,7 +117,7 @@ fn serve(name: String) -> Result<(), IpcError> {
                             drop(requested);
                             drop(requests);
                             drop(replies);
-                            worker::run(server, ends.jobs, ends.replies, settings)
+                            worker::run(server, ends, settings)
                         }
                         Ok(ForkResult::Parent { child }) => {
                             workers.insert(child);

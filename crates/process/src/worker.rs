@@ -2,6 +2,9 @@
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use fanout_core::limit::{AmbientGuard, PermitHandle};
 
 use fanout_core::plumbing::{catch_panic, check_message_size};
 use fanout_core::{Direction, JobError, PayloadPart};
@@ -9,17 +12,14 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::permits::RemoteSource;
 use crate::protocol::{
-    WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at, streaming_entry_at,
+    WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at, streaming_entry_at,
 };
 
 /// The whole life of a worker, from just after `fork` to `_exit`.
-pub(crate) fn run(
-    server: Pid,
-    jobs: IpcReceiver<WorkerRequest>,
-    replies: IpcSender<WorkerReply>,
-    settings: WorkerSettings,
-) -> ! {
+pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! {
+    let WorkerEnds { jobs, replies, grants } = ends;
     // The worker dies with its server, and the server ends when its pool goes away, so no
     // worker outlives the program that started it. The check after `prctl` covers a server
     // that died before the request took effect.
@@ -28,6 +28,11 @@ pub(crate) fn run(
         1
     } else {
         // Nothing may unwind past the fork: the frames above belong to the fork server.
+        // Jobs of a rate-limited pool take their permits from the pool's limit, in the parent.
+        let source = settings.permits.zip(grants).map(|(scope, grants)| {
+            Arc::new(RemoteSource::new(replies.clone(), grants, scope)) as PermitHandle
+        });
+        let _permits = AmbientGuard::install(source);
         match std::panic::catch_unwind(AssertUnwindSafe(|| serve(&jobs, &replies, settings))) {
             Ok(()) => 0,
             Err(_) => 1,
@@ -140,6 +145,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             key: 0x5eed,
             job_timeout: None,
+            permits: None,
         }
     }
 
