@@ -148,9 +148,16 @@ where
             let id = shared.watch.register(self.limit, &flag, Arc::clone(&self) as Arc<dyn RunSupervised>);
             state.running = Some(id);
             drop(state);
+            let started = Instant::now();
             let result = {
                 let _deadline = DeadlineGuard::start(self.limit);
                 catch_panic(|| (self.run)(input))
+            };
+            // A job that returns past its limit (one that polled `deadline::expired` and gave
+            // up) is expired too, as on every executor, even if the watchdog had not noticed.
+            let result = match self.limit {
+                Some(limit) if started.elapsed() >= limit => Err(JobError::Expired { limit }),
+                _ => result,
             };
             let mut state = self.lock();
             if state.running != Some(id) {

@@ -215,3 +215,17 @@ fn progress_adds_up_for_a_map_with_panics_and_expiries() {
     );
     RELEASE.store(true, Ordering::SeqCst);
 }
+
+#[test]
+fn a_job_that_gives_up_at_its_deadline_is_expired() {
+    fn polite(x: u64) -> u64 {
+        while !deadline::expired() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        x
+    }
+    // Whether the job's return or the watchdog's claim comes first, the result is `Expired`.
+    let pool = ThreadPool::builder().workers(1).job_timeout(Duration::from_millis(300)).build().unwrap();
+    assert_eq!(pool.submit(polite, 1).wait(), Err(JobError::Expired { limit: Duration::from_millis(300) }));
+    assert_eq!(pool.submit(|x: u64| x + 1, 1).wait(), Ok(2));
+}
