@@ -44,7 +44,9 @@ pub struct Progress {
     pub failed: u64,
     /// Inputs that ended [`JobError::Cancelled`], never run.
     pub cancelled: u64,
-    /// Runs again of inputs whose worker died or was stopped.
+    /// Inputs sent to a worker again because their worker died or was stopped (a process
+    /// pool's `retry_lost`, and the inputs of a chunk that had not finished when its worker
+    /// was killed at a time limit).
     pub retried: u64,
     /// Failures that were [`JobError::Expired`]: the job ran past its time limit.
     pub expired: u64,
