@@ -26,12 +26,12 @@ use fanout_core::limit::Gate;
 use fanout_core::plumbing::{EncodedReply, Outcome, ProgressCounters, check_message_size};
 use fanout_core::{BuildError, Direction, ForkServerError, JobError, PayloadPart, Violation, WorkerExit};
 use ipc_channel::TrySelectError;
-use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult, IpcSender};
+use ipc_channel::ipc::{self, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender};
 
 use crate::permits::{PermitRequest, PermitThread};
 use crate::protocol::{
-    MAX_DESCRIPTORS, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply, WorkerRequest,
-    WorkerSettings,
+    Forked, MAX_DESCRIPTORS, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply,
+    WorkerRequest, WorkerSettings,
 };
 use crate::server::ServerLink;
 
@@ -244,12 +244,29 @@ impl Worker {
     }
 }
 
+/// The pool's ends of a worker's channels, kept while its ends travel to the fork server.
+struct Ours {
+    jobs: IpcSender<WorkerRequest>,
+    replies: IpcReceiver<WorkerReply>,
+    grants: Option<IpcSender<()>>,
+}
+
 pub(crate) struct Dispatcher {
     server: ServerLink,
     settings: WorkerSettings,
     size: usize,
     set: IpcReceiverSet,
     wake_id: u64,
+    /// The id in `set` of the fork server's announcements of `SpawnEach` workers.
+    forked_id: u64,
+    /// Workers asked for with `SpawnEach` and not announced yet, in the order asked.
+    pending: VecDeque<Ours>,
+    /// Worker slots opened so far (at most `size`): one at build, more as tasks queue
+    /// ([`Dispatcher::grow`]). A worker that dies or retires is replaced, so the pool keeps
+    /// the workers it started.
+    started: usize,
+    /// A fork of `SpawnEach` failed: the pool stays at the workers it has.
+    grow_failed: bool,
     workers: Vec<Worker>,
     queue: Receiver<Task>,
     queue_closed: bool,
@@ -288,11 +305,13 @@ impl Dispatcher {
         progress: Arc<ProgressCounters>,
         gate: Gate,
     ) -> Result<(Self, Arc<Shared>), BuildError> {
-        let server = ServerLink::start()?;
+        let mut server = ServerLink::attach()?;
         let os = |action| move |source| BuildError::Os { action, source };
         let mut set = IpcReceiverSet::new().map_err(os("create a receiver set"))?;
         let (wake, wake_receiver) = ipc::channel::<()>().map_err(os("create a channel"))?;
         let wake_id = set.add(wake_receiver).map_err(os("watch a channel"))?;
+        let forked = server.take_forked().ok_or(ForkServerError::OutOfTurn)?;
+        let forked_id = set.add(forked).map_err(os("watch a channel"))?;
         let shared = Arc::new(Shared {
             idle_waiting: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
@@ -308,6 +327,10 @@ impl Dispatcher {
             size,
             set,
             wake_id,
+            forked_id,
+            pending: VecDeque::new(),
+            started: 1,
+            grow_failed: false,
             workers: Vec::with_capacity(size),
             queue,
             queue_closed: false,
@@ -330,7 +353,9 @@ impl Dispatcher {
                 .map_err(|source| BuildError::Os { action: "spawn the permit thread", source })?;
             dispatcher.permits = Some(permits);
         }
-        if let Err(error) = dispatcher.spawn_workers(size) {
+        // One worker at build, so that a pool that cannot fork fails here; the others start
+        // as tasks queue.
+        if let Err(error) = dispatcher.spawn_workers(1) {
             dispatcher.stop_workers(false);
             return Err(error.into_build_error());
         }
@@ -352,6 +377,7 @@ impl Dispatcher {
             }
             self.expire_overdue();
             self.dispatch();
+            self.grow();
             // Once closing, nothing more is queued: an empty queue stays empty.
             if self.shared.closing.load(Ordering::SeqCst) && self.queue.is_empty() {
                 self.queue_closed = true;
@@ -571,8 +597,11 @@ impl Dispatcher {
             return true;
         }
         // A new task needs us when a worker is idle, or when there are no workers at all (a
-        // broken pool fails queued tasks). Otherwise a busy worker's reply wakes the select.
-        let task_needs_us = self.workers.is_empty() || self.workers.iter().any(Worker::is_idle);
+        // broken pool fails queued tasks), or when the pool may start a worker for it.
+        // Otherwise a busy worker's reply wakes the select.
+        let can_take =
+            self.workers.iter().any(Worker::is_idle) || (self.workers.is_empty() && self.pending.is_empty());
+        let task_needs_us = can_take || self.may_grow();
         if !self.retries.is_empty() && self.workers.iter().any(Worker::is_idle) {
             return false;
         }
@@ -581,7 +610,12 @@ impl Dispatcher {
         }
         self.shared.idle_waiting.store(true, Ordering::SeqCst);
         // A task queued before the flag was set saw no flag and sent no wake-up: look again.
-        if !self.queue.is_empty() || self.shared.cancel.load(Ordering::SeqCst) {
+        // (Tasks that wait for the workers on their way are not new.)
+        let new_task = match can_take {
+            true => !self.queue.is_empty(),
+            false => self.growth() > 0,
+        };
+        if new_task || self.shared.cancel.load(Ordering::SeqCst) {
             self.shared.idle_waiting.store(false, Ordering::SeqCst);
             return false;
         }
@@ -592,6 +626,15 @@ impl Dispatcher {
         match event {
             IpcSelectionResult::MessageReceived(id, _) if id == self.wake_id => {
                 // The queue may have been closed: `dispatch` finds out.
+            }
+            IpcSelectionResult::MessageReceived(id, message) if id == self.forked_id => {
+                self.forked(message.to::<Forked>().ok());
+            }
+            IpcSelectionResult::ChannelClosed(id) if id == self.forked_id => {
+                // The fork server is gone: no announcement will come.
+                while !self.pending.is_empty() {
+                    self.forked(None);
+                }
             }
             IpcSelectionResult::MessageReceived(id, message) => {
                 let Some(index) = self.worker_index(id) else { return };
@@ -803,13 +846,111 @@ impl Dispatcher {
     /// Starts workers until the pool has its size again, unless it is broken, or closing with
     /// no task left to run again.
     fn replenish(&mut self) {
-        let active = self.workers.iter().filter(|w| !w.retiring).count();
+        let active = self.workers.iter().filter(|w| !w.retiring).count() + self.pending.len();
         if self.broken.is_none()
             && (!self.queue_closed || !self.retries.is_empty())
-            && active < self.size
-            && let Err(error) = self.spawn_workers(self.size - active)
+            && active < self.started
+            && let Err(error) = self.spawn_workers(self.started - active)
         {
             self.broken = Some(error.into_exit());
+        }
+    }
+
+    /// The most workers the pool runs: its size, or fewer if fewer chunks may run at once.
+    fn most_workers(&self) -> usize {
+        self.gate.slots().map_or(self.size, |slots| slots.max().min(self.size))
+    }
+
+    /// Whether the pool may start more workers.
+    fn may_grow(&self) -> bool {
+        self.broken.is_none() && !self.grow_failed && self.started < self.most_workers()
+    }
+
+    /// How many workers to start now: one per task that waits with no idle worker, and no
+    /// worker on its way, to take it.
+    fn growth(&self) -> usize {
+        if !self.may_grow() {
+            return 0;
+        }
+        let waiting = self.queue.len() + self.retries.len() + usize::from(self.held.is_some());
+        let idle = self.workers.iter().filter(|w| w.is_idle()).count();
+        waiting.saturating_sub(idle + self.pending.len()).min(self.most_workers() - self.started)
+    }
+
+    /// Starts workers for the tasks that wait with no idle worker (and none on its way) to
+    /// take them, up to the pool's size: [`ServerRequest::SpawnEach`], so that the first
+    /// workers run tasks while the fork server forks the others.
+    fn grow(&mut self) {
+        if self.shared.cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let count = self.growth();
+        if count == 0 {
+            return;
+        }
+        let limited = self.permits.is_some();
+        let max_batch = if limited { MAX_DESCRIPTORS / 3 } else { MAX_SPAWN_BATCH };
+        let mut left = count;
+        while left > 0 {
+            let batch = left.min(max_batch);
+            let mut theirs = Vec::with_capacity(batch);
+            let mut ours = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                match channels(limited) {
+                    Ok((mine, ends)) => {
+                        ours.push(mine);
+                        theirs.push(ends);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if theirs.is_empty() {
+                self.grow_failed = true;
+                return;
+            }
+            let asked = theirs.len();
+            if self
+                .server
+                .send(ServerRequest::SpawnEach { workers: theirs, settings: self.settings })
+                .is_err()
+            {
+                self.grow_failed = true;
+                return;
+            }
+            self.pending.extend(ours);
+            self.started += asked;
+            left -= batch;
+        }
+    }
+
+    /// The fork server announced the next `SpawnEach` worker (`None`: it could not).
+    fn forked(&mut self, announced: Option<Forked>) {
+        let Some(ours) = self.pending.pop_front() else { return };
+        match announced {
+            Some(Forked(Ok(pid))) => match self.set.add(ours.replies) {
+                Ok(replies) => {
+                    let Ours { jobs, grants, .. } = ours;
+                    self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false, grants });
+                    if let Ok(mut live) = self.shared.pids.lock() {
+                        live.push(pid);
+                    }
+                }
+                Err(_) => {
+                    // Unwatched, it cannot be used: reap it now (its channels are closed).
+                    self.started -= 1;
+                    self.grow_failed = true;
+                    self.reap(vec![pid]);
+                }
+            },
+            _ => {
+                // A failed fork (out of processes, or memory): stay at the workers we have.
+                self.started -= 1;
+                self.grow_failed = true;
+                if self.workers.is_empty() && self.pending.is_empty() && self.broken.is_none() {
+                    let reason = "the fork server could not fork a worker".to_owned();
+                    self.broken = Some(WorkerExit::SpawnFailed { reason });
+                }
+            }
         }
     }
 
@@ -831,20 +972,9 @@ impl Dispatcher {
             let mut ours = Vec::with_capacity(batch);
             let mut theirs = Vec::with_capacity(batch);
             for _ in 0..batch {
-                let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(SpawnError::Channel)?;
-                let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(SpawnError::Channel)?;
-                let (grants, grants_receiver) = match limited {
-                    true => {
-                        ipc::channel::<()>().map(|(s, r)| (Some(s), Some(r))).map_err(SpawnError::Channel)?
-                    }
-                    false => (None, None),
-                };
-                ours.push((jobs, replies, grants));
-                theirs.push(WorkerEnds {
-                    jobs: jobs_receiver,
-                    replies: replies_sender,
-                    grants: grants_receiver,
-                });
+                let (mine, ends) = channels(limited)?;
+                ours.push(mine);
+                theirs.push(ends);
             }
             // The workers' ends travel to the fork server inside the request and are closed
             // here once sent, so that each worker alone holds its own.
@@ -853,7 +983,7 @@ impl Dispatcher {
                     ServerReply::Spawned { pids } if pids.len() == batch => pids,
                     _ => return Err(ForkServerError::OutOfTurn.into()),
                 };
-            for ((jobs, replies, grants), pid) in ours.into_iter().zip(pids) {
+            for (Ours { jobs, replies, grants }, pid) in ours.into_iter().zip(pids) {
                 let pid = pid.map_err(|errno| SpawnError::Fork(std::io::Error::from_raw_os_error(errno)))?;
                 let replies = self.set.add(replies).map_err(SpawnError::Watch)?;
                 self.workers.push(Worker { pid, jobs, replies, running: None, retiring: false, grants });
@@ -900,28 +1030,45 @@ impl Dispatcher {
         }
     }
 
-    /// Lets every worker exit (their job channels close), reaps them all, then the server.
-    /// `kill` skips the wait: the fork server SIGKILLs them at once.
+    /// Lets every worker exit (their job channels close), reaps them all, and ends the
+    /// pool's session with the fork server (the last pool's stops the server). Workers still
+    /// on their way (`SpawnEach`) are waited for first, so that they are reaped too. `kill`
+    /// skips the wait for the workers to exit: the fork server SIGKILLs them at once.
     fn stop_workers(&mut self, kill: bool) {
-        let workers = std::mem::take(&mut self.workers);
-        let mut open: Vec<u64> = Vec::with_capacity(workers.len());
-        let mut pids = Vec::with_capacity(workers.len());
-        for worker in workers {
-            open.push(worker.replies);
-            pids.push(worker.pid);
-            // Dropping `worker.jobs` closes the worker's queue: it leaves its loop and exits.
-            drop(worker.running);
-        }
+        let mut open: Vec<u64> = Vec::with_capacity(self.workers.len() + self.pending.len());
+        let mut pids = Vec::with_capacity(open.capacity());
+        let close = |workers: &mut Vec<Worker>, open: &mut Vec<u64>, pids: &mut Vec<i32>| {
+            for worker in workers.drain(..) {
+                open.push(worker.replies);
+                pids.push(worker.pid);
+                // Dropping `worker.jobs` closes the worker's queue: it leaves its loop and exits.
+                drop(worker.running);
+            }
+        };
+        close(&mut self.workers, &mut open, &mut pids);
         // Give them a moment to exit on their own (flushing what they printed).
         let deadline = Instant::now() + if kill { Duration::ZERO } else { Duration::from_secs(1) };
-        while !open.is_empty() && Instant::now() < deadline {
+        let settle_by = Instant::now() + Duration::from_secs(10);
+        while (!self.pending.is_empty() && Instant::now() < settle_by)
+            || (!open.is_empty() && Instant::now() < deadline)
+        {
             match self.set.try_select_timeout(Duration::from_millis(50)) {
                 Ok(events) => {
                     for event in events {
-                        if let IpcSelectionResult::ChannelClosed(id) = event {
-                            open.retain(|&other| other != id);
+                        match event {
+                            IpcSelectionResult::MessageReceived(id, message) if id == self.forked_id => {
+                                self.forked(message.to::<Forked>().ok());
+                            }
+                            IpcSelectionResult::ChannelClosed(id) if id == self.forked_id => {
+                                while !self.pending.is_empty() {
+                                    self.forked(None);
+                                }
+                            }
+                            IpcSelectionResult::ChannelClosed(id) => open.retain(|&other| other != id),
+                            IpcSelectionResult::MessageReceived(..) => {}
                         }
                     }
+                    close(&mut self.workers, &mut open, &mut pids);
                 }
                 Err(_) => continue,
             }
@@ -936,6 +1083,19 @@ impl Dispatcher {
 
 fn lost(exit: WorkerExit) -> JobError {
     JobError::WorkerLost { exit }
+}
+
+/// A new worker's channels: the pool's ends, and the worker's, to send to the fork server. A
+/// rate-limited pool's workers get a third channel, for their grants.
+fn channels(limited: bool) -> Result<(Ours, WorkerEnds), SpawnError> {
+    let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(SpawnError::Channel)?;
+    let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(SpawnError::Channel)?;
+    let (grants, grants_receiver) = match limited {
+        true => ipc::channel::<()>().map(|(s, r)| (Some(s), Some(r))).map_err(SpawnError::Channel)?,
+        false => (None, None),
+    };
+    let ends = WorkerEnds { jobs: jobs_receiver, replies: replies_sender, grants: grants_receiver };
+    Ok((Ours { jobs, replies, grants }, ends))
 }
 
 #[cfg(test)]

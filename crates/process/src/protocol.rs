@@ -13,13 +13,17 @@ use fanout_core::{JobError, WorkerExit};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
-/// The fork server's first message to the pool that started it.
+/// The fork server's first message to the program that started it.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Hello {
-    /// The server is up: here are its ends of the control channel.
+    /// The server is up.
     Ready {
-        requests: IpcSender<ServerRequest>,
-        replies: IpcReceiver<ServerReply>,
+        /// The server's life line: it exits when it reads [`Control::Shutdown`] here or when
+        /// this channel closes (the program died). Only the program's own process holds it.
+        control: IpcSender<Control>,
+        /// Where pools ask to be served ([`Attach`]). The server's workers inherit a copy, so
+        /// that a pool built inside a worker is served by the same server.
+        attach: IpcSender<Attach>,
         /// [`probe_offset`] as the server computes it; it must equal the pool's.
         probe: isize,
     },
@@ -27,18 +31,39 @@ pub(crate) enum Hello {
     Abort,
 }
 
-/// What a pool asks its fork server.
+/// What the program tells its fork server on the control channel.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum ServerRequest {
-    /// Fork one worker per entry of `workers` (at most [`MAX_SPAWN_BATCH`]).
-    Spawn { workers: Vec<WorkerEnds>, settings: WorkerSettings },
-    /// Make sure these workers are gone (kill those that are not) and reap them.
-    Reap { pids: Vec<i32> },
-    /// Exit; the pool has reaped every worker already.
+pub(crate) enum Control {
+    /// Exit: the program's last pool is gone, and with it every worker.
     Shutdown,
 }
 
-/// The fork server's answers, one per request.
+/// A pool's request to be served: its own channels to the fork server. The server owns the
+/// pool's workers until this session ends, when `requests` closes (the pool stopped, or the
+/// process that holds it died): the server then kills and reaps whatever is left of them.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Attach {
+    pub(crate) requests: IpcReceiver<ServerRequest>,
+    pub(crate) replies: IpcSender<ServerReply>,
+    /// Where the workers of a [`ServerRequest::SpawnEach`] are announced, one by one.
+    pub(crate) forked: IpcSender<Forked>,
+}
+
+/// What a pool asks the fork server, on its session.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ServerRequest {
+    /// Fork one worker per entry of `workers` (at most [`MAX_SPAWN_BATCH`]), then answer
+    /// [`ServerReply::Spawned`].
+    Spawn { workers: Vec<WorkerEnds>, settings: WorkerSettings },
+    /// Fork one worker per entry of `workers`, announcing each on the session's `forked`
+    /// channel as soon as it is forked, without a reply: the pool goes on meanwhile.
+    SpawnEach { workers: Vec<WorkerEnds>, settings: WorkerSettings },
+    /// Make sure these workers of the session are gone (kill those that are not) and reap
+    /// them.
+    Reap { pids: Vec<i32> },
+}
+
+/// The fork server's answers to `Spawn` and `Reap`, one per request, in order.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ServerReply {
     /// One entry per requested worker: its pid, or the `errno` of a failed `fork`.
@@ -46,6 +71,11 @@ pub(crate) enum ServerReply {
     /// One entry per reaped pid, in order.
     Reaped { exits: Vec<WorkerExit> },
 }
+
+/// One worker of a `SpawnEach`, in the order of the request: its pid, or the `errno` of a
+/// failed `fork`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Forked(pub(crate) Result<i32, i32>);
 
 /// A worker's ends of its channels: it takes jobs from `jobs` and answers on `replies`; a
 /// worker of a rate-limited pool also gets the permits its jobs ask for on `grants`.

@@ -1,31 +1,51 @@
-//! The fork server: a fresh, single-threaded copy of the executable that forks the workers.
+//! The fork server: a fresh, single-threaded copy of the executable that forks the workers of
+//! every pool of the program.
 //!
 //! Forking the caller's process directly would be hazardous: only the forking thread survives
 //! in the child, and a lock that another thread held at that moment (in the allocator's arenas,
 //! `stdout`, a tokio runtime, the user's own mutexes) stays locked there forever. Tokio says it
-//! cannot be used in a forked child at all, and rayon refuses fork. So each pool starts its own
-//! fork server the way Python 3.14's default `forkserver` does: it *executes* the program again
+//! cannot be used in a forked child at all, and rayon refuses fork. So the program starts a fork
+//! server the way Python 3.14's default `forkserver` does: it *executes* the program again
 //! (`/proc/self/exe`) with a marker argument. A constructor in `.init_array` ([`HOOK`]) sees the
-//! marker before `main` (or the test harness) runs, serves the pool, and leaves with `_exit`.
-//! The server has one thread and a small heap, so forking from it is both sound and cheap, and
-//! the workers it forks inherit none of the caller's threads, locks or memory.
+//! marker before `main` (or the test harness) runs, serves the program's pools, and leaves with
+//! `_exit`. The server has one thread and a small heap, so forking from it is both sound and
+//! cheap, and the workers it forks inherit none of the caller's threads, locks or memory.
 //!
-//! This module holds both sides: [`ServerLink`] in the pool, [`serve`] in the server process.
+//! **One server per program.** The first pool starts it ([`Root`]); every pool of the process
+//! attaches to it while it runs, each with a *session* of its own ([`ServerLink`]: its own
+//! channels, its own workers, its own shutdown), and the last pool's going ends it. The
+//! server's workers inherit the channel pools attach on, so a pool built inside a worker is a
+//! session of the same server: its workers cost a fork, not an exec, and they are forked by
+//! the single-threaded server, never by the worker (which may run threads).
+//!
+//! **No orphans, no zombies.** The server reaps every worker it forks. A session that ends
+//! (its pool stopped, or the process holding the pool died, which closes the session's
+//! channel) has what is left of its workers killed and reaped at once, so a nested pool's
+//! workers die with the worker that owns them. The server exits when the program's last pool
+//! says so or when the program dies (its control channel closes), killing and reaping every
+//! worker first; workers also set `PR_SET_PDEATHSIG(SIGKILL)` against the server. The program
+//! reaps the server.
+//!
+//! This module holds both sides: [`ServerLink`] and [`Root`] in the program, [`serve`] in the
+//! server process.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, c_char, c_int};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fanout_core::{BuildError, ForkServerError, WorkerExit};
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 use nix::sys::signal::{self, SigHandler, Signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use crate::protocol::{Hello, ServerReply, ServerRequest, probe_offset};
+use crate::protocol::{
+    Attach, Control, Forked, Hello, ServerReply, ServerRequest, WorkerEnds, WorkerSettings, probe_offset,
+};
 use crate::worker;
 
 /// The first argument that turns a start of the executable into a fork server.
@@ -33,6 +53,9 @@ const MARKER: &str = "--fanout-fork-server-v1";
 
 /// How long a pool waits for its fork server to start or to answer.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the last pool waits for the server to exit before it kills it.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs before `main` in every process of the executable; returns at once unless the process
 /// was started as a fork server.
@@ -78,7 +101,29 @@ unsafe fn argument(argv: *const *const c_char, index: usize) -> &'static CStr {
     unsafe { CStr::from_ptr(pointer) }
 }
 
-/// The fork server's loop: fork workers and reap them until the pool says stop or goes away.
+/// The fork server's side of one pool.
+struct Client {
+    replies: IpcSender<ServerReply>,
+    forked: IpcSender<Forked>,
+    /// The pool's workers that are not reaped yet.
+    workers: HashSet<Pid>,
+}
+
+/// The fork server's state.
+struct Server {
+    pid: Pid,
+    /// What the server waits on: the control channel, the attach channel and every session's
+    /// requests. An `Option` so that a forked worker can close all of it.
+    set: Option<IpcReceiverSet>,
+    control: u64,
+    attach: u64,
+    /// The sessions, by the id of their requests in `set`.
+    clients: HashMap<u64, Client>,
+    /// The attach channel's sender, which every worker inherits for the pools it may build.
+    inherit: IpcSender<Attach>,
+}
+
+/// The fork server's life: serve the program's pools until it says stop or goes away.
 fn serve(name: String) -> Result<(), IpcError> {
     // A write to a channel whose reader died must be an error here, not a signal that kills
     // the server; `main` has not run, so Rust's own `SIGPIPE` setting is not in place yet.
@@ -86,73 +131,195 @@ fn serve(name: String) -> Result<(), IpcError> {
     let _ = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 
     let hello = IpcSender::<Hello>::connect(name)?;
-    let (requests_sender, requests) = ipc::channel::<ServerRequest>()?;
-    let (replies, replies_receiver) = ipc::channel::<ServerReply>()?;
+    let (control_sender, control) = ipc::channel::<Control>()?;
+    let (attach_sender, attach) = ipc::channel::<Attach>()?;
+    let mut set = IpcReceiverSet::new()?;
+    let control = set.add(control)?;
+    let attach = set.add(attach)?;
+    // The control sender travels to the program and is closed here once sent: the program's
+    // process alone holds it, so its death closes the channel.
     hello.send(Hello::Ready {
-        requests: requests_sender,
-        replies: replies_receiver,
+        control: control_sender,
+        attach: attach_sender.clone(),
         probe: probe_offset(),
     })?;
     drop(hello);
 
-    let server = nix::unistd::getpid();
-    let mut workers: HashSet<Pid> = HashSet::new();
-    loop {
-        // An error means the pool is gone (it exited or was killed): end everything.
-        let Ok(request) = requests.recv() else { break };
-        let reply = match request {
-            ServerRequest::Spawn { workers: requested, settings } => {
-                let mut pids = Vec::with_capacity(requested.len());
-                let mut requested = requested.into_iter();
-                while let Some(ends) = requested.next() {
-                    // SAFETY: the fork server has a single thread (it runs before `main`, and
-                    // nothing here starts a thread), so the child is a complete copy with no
-                    // lock held by a vanished thread. The child runs `worker::run` only, which
-                    // never returns: it leaves with `_exit`.
-                    match unsafe { fork() } {
-                        Ok(ForkResult::Child) => {
-                            // The worker keeps its own channel ends only: copies of the
-                            // server's, or of the workers forked after it, would keep those
-                            // channels open after their owners died.
-                            drop(requested);
-                            drop(requests);
-                            drop(replies);
-                            worker::run(server, ends, settings)
-                        }
-                        Ok(ForkResult::Parent { child }) => {
-                            workers.insert(child);
-                            pids.push(Ok(child.as_raw()));
-                        }
-                        Err(errno) => pids.push(Err(errno as i32)),
-                    }
-                    // The server's copies of this worker's ends are dropped here, so that only
-                    // the worker holds them and its death closes the pool's side of its
-                    // channel (ipc-channel issue 281).
+    let mut server = Server {
+        pid: nix::unistd::getpid(),
+        set: Some(set),
+        control,
+        attach,
+        clients: HashMap::new(),
+        inherit: attach_sender,
+    };
+    server.run();
+    // No worker outlives its server.
+    for client in server.clients.into_values() {
+        client.workers.into_iter().for_each(|pid| drop(kill_and_reap(pid)));
+    }
+    Ok(())
+}
+
+impl Server {
+    fn run(&mut self) {
+        loop {
+            let Some(set) = self.set.as_mut() else { return };
+            // An error would repeat forever: end everything instead.
+            let Ok(events) = set.select() else { return };
+            let mut events = events.into_iter();
+            while let Some(event) = events.next() {
+                if !self.handle(event, &mut events) {
+                    return;
                 }
-                ServerReply::Spawned { pids }
+            }
+        }
+    }
+
+    /// Handles one event; `false` when the server must stop. `rest` is what is left of the
+    /// events of the same `select`, which a forked worker must close too.
+    fn handle(
+        &mut self,
+        event: IpcSelectionResult,
+        rest: &mut std::vec::IntoIter<IpcSelectionResult>,
+    ) -> bool {
+        match event {
+            IpcSelectionResult::MessageReceived(id, _) | IpcSelectionResult::ChannelClosed(id)
+                if id == self.control =>
+            {
+                // `Shutdown`, or the program died.
+                false
+            }
+            IpcSelectionResult::MessageReceived(id, message) if id == self.attach => {
+                if let (Ok(attach), Some(set)) = (message.to::<Attach>(), self.set.as_mut())
+                    && let Ok(id) = set.add(attach.requests)
+                {
+                    let client =
+                        Client { replies: attach.replies, forked: attach.forked, workers: HashSet::new() };
+                    self.clients.insert(id, client);
+                }
+                true
+            }
+            IpcSelectionResult::MessageReceived(id, message) => {
+                // A request that does not decode gets no answer: its pool gives up waiting.
+                if let Ok(request) = message.to::<ServerRequest>() {
+                    self.request(id, request, rest);
+                }
+                true
+            }
+            IpcSelectionResult::ChannelClosed(id) => {
+                // A session ended: its pool stopped, or the process that held it died.
+                if let Some(client) = self.clients.remove(&id) {
+                    client.workers.into_iter().for_each(|pid| drop(kill_and_reap(pid)));
+                }
+                true
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        id: u64,
+        request: ServerRequest,
+        rest: &mut std::vec::IntoIter<IpcSelectionResult>,
+    ) {
+        match request {
+            ServerRequest::Spawn { workers, settings } => {
+                let pids = self.fork_workers(id, workers, settings, false, rest);
+                if let Some(client) = self.clients.get(&id) {
+                    let _ = client.replies.send(ServerReply::Spawned { pids });
+                }
+            }
+            ServerRequest::SpawnEach { workers, settings } => {
+                self.fork_workers(id, workers, settings, true, rest);
             }
             ServerRequest::Reap { pids } => {
+                let Some(client) = self.clients.get_mut(&id) else { return };
                 let exits = pids
                     .into_iter()
                     .map(|pid| {
                         let pid = Pid::from_raw(pid);
-                        workers.remove(&pid);
-                        kill_and_reap(pid)
+                        // Only the session's own workers: a pid it does not own may belong to
+                        // another pool, or to nobody.
+                        match client.workers.remove(&pid) {
+                            true => kill_and_reap(pid),
+                            false => WorkerExit::ReapFailed { errno: nix::errno::Errno::ECHILD as i32 },
+                        }
                     })
                     .collect();
-                ServerReply::Reaped { exits }
+                let _ = client.replies.send(ServerReply::Reaped { exits });
             }
-            ServerRequest::Shutdown => break,
-        };
-        if replies.send(reply).is_err() {
-            break;
         }
     }
-    // No worker outlives its server.
-    for pid in workers {
-        kill_and_reap(pid);
+
+    /// Forks one worker per entry of `requested` for session `id`; each one's pid (or the
+    /// `errno` of its failed fork), also announced on the session's `forked` channel when
+    /// `announce`.
+    fn fork_workers(
+        &mut self,
+        id: u64,
+        requested: Vec<WorkerEnds>,
+        settings: WorkerSettings,
+        announce: bool,
+        rest: &mut std::vec::IntoIter<IpcSelectionResult>,
+    ) -> Vec<Result<i32, i32>> {
+        let mut pids = Vec::with_capacity(requested.len());
+        if !self.clients.contains_key(&id) {
+            return pids;
+        }
+        let mut requested = requested.into_iter();
+        while let Some(ends) = requested.next() {
+            // SAFETY: the fork server has a single thread (it runs before `main`, and nothing
+            // here starts a thread), so the child is a complete copy with no lock held by a
+            // vanished thread. The child runs `worker::run` only, which never returns: it
+            // leaves with `_exit`.
+            let pid = match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    // The worker keeps its own channel ends and the attach sender only: copies
+                    // of the server's, of other sessions' or of the workers forked after it
+                    // (in this request or in messages not handled yet) would keep those
+                    // channels open after their owners died.
+                    drop(requested);
+                    rest.for_each(|event| self.discard(event));
+                    self.clients.clear();
+                    self.set = None;
+                    let _ = INHERITED
+                        .set(Inherited { attach: Mutex::new(self.inherit.clone()), server: self.pid });
+                    worker::run(self.pid, ends, settings)
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    if let Some(client) = self.clients.get_mut(&id) {
+                        client.workers.insert(child);
+                    }
+                    Ok(child.as_raw())
+                }
+                Err(errno) => Err(errno as i32),
+            };
+            // The server's copies of this worker's ends are dropped here, so that only the
+            // worker holds them and its death closes the pool's side of its channel
+            // (ipc-channel issue 281).
+            if announce && let Some(client) = self.clients.get(&id) {
+                let _ = client.forked.send(Forked(pid));
+            }
+            pids.push(pid);
+        }
+        pids
     }
-    Ok(())
+}
+
+impl Server {
+    /// Closes the descriptors an event carries. A message's channels must be decoded into
+    /// their types to be closed: ipc-channel treats an undecoded one as a leak (and asserts so
+    /// in debug builds).
+    fn discard(&self, event: IpcSelectionResult) {
+        if let IpcSelectionResult::MessageReceived(id, message) = event {
+            match id {
+                id if id == self.attach => drop(message.to::<Attach>()),
+                id if id == self.control => drop(message.to::<Control>()),
+                _ => drop(message.to::<ServerRequest>()),
+            }
+        }
+    }
 }
 
 /// Kills the worker if it still runs, then reaps it and says how it ended.
@@ -171,16 +338,42 @@ fn kill_and_reap(pid: Pid) -> WorkerExit {
     }
 }
 
-/// The pool's end of its fork server.
-pub(crate) struct ServerLink {
-    child: Child,
-    requests: IpcSender<ServerRequest>,
-    replies: IpcReceiver<ServerReply>,
+/// In a worker: how to reach the program's fork server, inherited from it at the fork.
+struct Inherited {
+    attach: Mutex<IpcSender<Attach>>,
+    server: Pid,
 }
 
-impl ServerLink {
+/// Set in every worker (by the fork server, in the child, before the worker starts): a pool
+/// built in a worker attaches to the program's server through it.
+static INHERITED: OnceLock<Inherited> = OnceLock::new();
+
+/// The program's fork server, held by its pools in the process that started it; the last
+/// one's drop stops it.
+pub(crate) struct Root {
+    child: Child,
+    control: IpcSender<Control>,
+    attach: Mutex<IpcSender<Attach>>,
+}
+
+/// The program's fork server while a pool of this process holds it.
+static ROOT: Mutex<Weak<Root>> = Mutex::new(Weak::new());
+
+impl Root {
+    /// The running server, or a new one.
+    fn get() -> Result<Arc<Self>, BuildError> {
+        // The lock is held while a server starts, so that two first pools start one server.
+        let mut root = ROOT.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = root.upgrade() {
+            return Ok(running);
+        }
+        let started = Arc::new(Self::start()?);
+        *root = Arc::downgrade(&started);
+        Ok(started)
+    }
+
     /// Starts a fork server: this executable again, with the marker argument.
-    pub(crate) fn start() -> Result<Self, BuildError> {
+    fn start() -> Result<Self, BuildError> {
         // Referencing the hook keeps the linker from dropping it with an unused object file.
         std::hint::black_box(&HOOK);
         let os = |action, source| BuildError::Os { action, source };
@@ -192,49 +385,99 @@ impl ServerLink {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| os("start the fork server (/proc/self/exe)", e))?;
-        let mut link = PendingLink { child: Some(child) };
-        let hello = link.accept(one_shot, name)?;
-        let (Hello::Ready { requests, replies, probe }, Some(child)) = (hello, link.child.take()) else {
+        let mut pending = PendingServer { child: Some(child) };
+        let hello = pending.accept(one_shot, name)?;
+        let (Hello::Ready { control, attach, probe }, Some(child)) = (hello, pending.child.take()) else {
             return Err(ForkServerError::DidNotStart(SERVER_TIMEOUT).into());
         };
-        let link = ServerLink { child, requests, replies };
+        let root = Self { child, control, attach: Mutex::new(attach) };
         if probe != probe_offset() {
             return Err(ForkServerError::DifferentExecutable.into());
         }
-        Ok(link)
+        Ok(root)
+    }
+}
+
+impl Drop for Root {
+    /// Tells the server to exit and reaps it; kills it if it does not go within a second.
+    fn drop(&mut self) {
+        let _ = self.control.send(Control::Shutdown);
+        reap_within(&mut self.child, EXIT_GRACE);
+    }
+}
+
+/// A pool's session with the program's fork server.
+pub(crate) struct ServerLink {
+    requests: IpcSender<ServerRequest>,
+    replies: IpcReceiver<ServerReply>,
+    /// Where the workers of a `SpawnEach` are announced; the dispatcher watches it.
+    forked: Option<IpcReceiver<Forked>>,
+    server: Pid,
+    /// The program's server, in the process that started it (declared last: the session
+    /// closes before the last pool stops the server).
+    _root: Option<Arc<Root>>,
+}
+
+impl ServerLink {
+    /// Attaches a new session to the program's fork server: the one this worker was forked
+    /// by, or this process's own, started if no pool of the process runs one.
+    pub(crate) fn attach() -> Result<Self, BuildError> {
+        let os = |source| BuildError::Os { action: "create a channel to the fork server", source };
+        let (requests, requests_receiver) = ipc::channel::<ServerRequest>().map_err(os)?;
+        let (replies_sender, replies) = ipc::channel::<ServerReply>().map_err(os)?;
+        let (forked_sender, forked) = ipc::channel::<Forked>().map_err(os)?;
+        // The server's ends travel inside the message and are closed here once sent.
+        let attach = Attach { requests: requests_receiver, replies: replies_sender, forked: forked_sender };
+        let gone = |e: IpcError| ForkServerError::Gone { message: e.to_string() };
+        let (server, root) = match INHERITED.get() {
+            Some(inherited) => {
+                let sender = inherited.attach.lock().unwrap_or_else(PoisonError::into_inner);
+                sender.send(attach).map_err(gone)?;
+                (inherited.server, None)
+            }
+            None => {
+                let root = Root::get()?;
+                root.attach.lock().unwrap_or_else(PoisonError::into_inner).send(attach).map_err(gone)?;
+                (Pid::from_raw(root.child.id() as i32), Some(root))
+            }
+        };
+        Ok(Self { requests, replies, forked: Some(forked), server, _root: root })
     }
 
     /// Sends a request and waits for its answer, for at most [`SERVER_TIMEOUT`].
     pub(crate) fn call(&self, request: ServerRequest) -> Result<ServerReply, ForkServerError> {
-        let gone = |message: String| ForkServerError::Gone { message };
-        self.requests.send(request).map_err(|e| gone(e.to_string()))?;
+        self.send(request)?;
         match self.replies.try_recv_timeout(SERVER_TIMEOUT) {
             Ok(reply) => Ok(reply),
-            Err(TryRecvError::Empty) => Err(gone(format!("it did not answer in {SERVER_TIMEOUT:?}"))),
-            Err(TryRecvError::IpcError(e)) => Err(gone(e.to_string())),
+            Err(TryRecvError::Empty) => {
+                Err(ForkServerError::Gone { message: format!("it did not answer in {SERVER_TIMEOUT:?}") })
+            }
+            Err(TryRecvError::IpcError(e)) => Err(ForkServerError::Gone { message: e.to_string() }),
         }
+    }
+
+    /// Sends a request that gets no reply.
+    pub(crate) fn send(&self, request: ServerRequest) -> Result<(), ForkServerError> {
+        self.requests.send(request).map_err(|e| ForkServerError::Gone { message: e.to_string() })
+    }
+
+    /// The receiver of the announcements of `SpawnEach` workers, once.
+    pub(crate) fn take_forked(&mut self) -> Option<IpcReceiver<Forked>> {
+        self.forked.take()
     }
 
     /// The fork server's process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for ServerLink {
-    /// Tells the server to exit and reaps it; kills it if it does not go within a second.
-    fn drop(&mut self) {
-        let _ = self.requests.send(ServerRequest::Shutdown);
-        reap_within(&mut self.child, Duration::from_secs(1));
+        self.server.as_raw() as u32
     }
 }
 
 /// A started server that has not said hello yet; dropping it kills and reaps the server.
-struct PendingLink {
+struct PendingServer {
     child: Option<Child>,
 }
 
-impl PendingLink {
+impl PendingServer {
     /// Waits for the server's hello, unless the server dies first or takes too long.
     fn accept(&mut self, one_shot: IpcOneShotServer<Hello>, name: String) -> Result<Hello, BuildError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
@@ -271,7 +514,7 @@ impl PendingLink {
     }
 }
 
-impl Drop for PendingLink {
+impl Drop for PendingServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -280,14 +523,58 @@ impl Drop for PendingLink {
     }
 }
 
+/// Reaps `child` once it exits, killing it if it has not within `grace`.
 fn reap_within(child: &mut Child, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        thread::sleep(Duration::from_millis(1));
+    if !exits_within(child, grace) {
+        let _ = child.kill();
     }
-    let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Whether `child` exits within `grace` (it may be reaped already).
+fn exits_within(child: &mut Child, grace: Duration) -> bool {
+    if let Some(exited) = pidfd_exits_within(child.id(), grace) {
+        return exited;
+    }
+    // Without pidfds (Linux before 5.3): look every few hundred microseconds.
+    let deadline = Instant::now() + grace;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// Whether process `pid` (a child not reaped yet) exits within `grace`, watched through a
+/// pidfd; `None` if the kernel has no pidfds.
+fn pidfd_exits_within(pid: u32, grace: Duration) -> Option<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: `pidfd_open` takes a pid and flags and returns a new descriptor or -1; it reads
+    // and writes no memory of this process. The child is not reaped yet, so `pid` is still
+    // the child's.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a descriptor `pidfd_open` just returned, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let deadline = Instant::now() + grace;
+    loop {
+        let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: `poll` points to one valid, writable `pollfd` for the length of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        match ready {
+            1.. => return Some(true),
+            0 if Instant::now() >= deadline => return Some(false),
+            _ => {} // EINTR, or woken a little early: wait again
+        }
+    }
 }

@@ -97,7 +97,8 @@ fn a_task_whose_worker_died_runs_again_when_retries_are_on() {
     // Two deaths, then the third attempt succeeds.
     assert_eq!(pool.submit(dies_first, (path.clone(), 2)).wait(), Ok(3));
     assert_eq!(pool.retried_tasks(), 2);
-    assert_eq!(pool.worker_pids().len(), 2);
+    // Workers start on demand: one job needed one worker, and each dead one was replaced.
+    assert_eq!(pool.worker_pids().len(), 1);
     let _ = std::fs::remove_file(path);
 }
 
