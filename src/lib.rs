@@ -30,10 +30,15 @@
 //! ```
 //!
 //! Users see executors, jobs, payload rules, errors, handles and shutdown modes here;
-//! implementers of a new execution model find the engine in [`plumbing`].
+//! implementers of a new execution model find the engine in [`plumbing`]. With the `indicatif`
+//! feature, `bar` draws progress bars over `map`, `imap` and `map_unordered` that count the
+//! executor's completions.
 
 use std::fmt;
 use std::str::FromStr;
+
+#[cfg(feature = "indicatif")]
+pub mod bar;
 
 pub use fanout_async::{AsyncExecutor, AsyncExecutorBuilder, Flavor, map_concurrent};
 pub use fanout_core::{

@@ -20,18 +20,20 @@ mod results;
 mod runner;
 mod stats;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use fanout::Serial;
+use fanout::bar::indicatif::{ProgressBar, ProgressStyle};
 
 use crate::machine::Machine;
 use crate::matrix::{Axis, Mode, Section};
 use crate::plot::Plot;
-use crate::results::{Outcome, Results};
+use crate::results::{Outcome, PointResult, Results};
 
 /// fanout's project tasks.
 #[derive(Debug, Parser)]
@@ -136,17 +138,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let repeat = mode.repeat();
     let timeout = Duration::from_secs(args.point_timeout);
     let start = Instant::now();
-    let mut measured = Vec::with_capacity(points.len());
-    for (index, point) in points.iter().enumerate() {
-        eprint!("[{:>2}/{}] {} ... ", index + 1, points.len(), point.label());
-        let _ = std::io::stderr().flush();
-        let result = runner::run_point(&fanout, point, repeat, timeout);
-        match (&result.outcome, result.outcome.problem()) {
-            (Outcome::Measured(m), None) => eprintln!("{}", stats::seconds(m.wall_seconds)),
-            (_, problem) => eprintln!("{}", problem.unwrap_or_default()),
-        }
-        measured.push(result);
-    }
+    let measured = measure_points(&fanout, &points, repeat, timeout);
     let results = Results {
         mode,
         repeat,
@@ -177,6 +169,80 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("  {failure}");
     }
     Ok(if mode == Mode::Quick { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One point to measure, as the input of [`measure_point`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PointTask {
+    fanout: PathBuf,
+    point: matrix::Point,
+    repeat: usize,
+    timeout: Duration,
+}
+
+/// The job that measures a point: one `fanout bench` invocation.
+fn measure_point(task: PointTask) -> PointResult {
+    runner::run_point(&task.fanout, &task.point, task.repeat, task.timeout)
+}
+
+/// Measures the points one after another (on a `Serial` executor: each point's runs must have
+/// the machine to themselves), each outcome on a line of its own on standard error; on a
+/// terminal under a progress bar of the points (`fanout::bar`), piped without one.
+fn measure_points(
+    binary: &Path,
+    points: &[matrix::Point],
+    repeat: usize,
+    timeout: Duration,
+) -> Vec<PointResult> {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {pos}/{len} points {elapsed} {msg}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let labels: Vec<String> = points
+        .iter()
+        .enumerate()
+        .map(|(index, point)| format!("[{:>2}/{}] {}", index + 1, points.len(), point.label()))
+        .collect();
+    // `Serial` runs each input when it is pulled: the label shows the point running now.
+    let tasks = points.iter().zip(&labels).map(|(point, label)| {
+        if terminal {
+            bar.set_message(label.clone());
+        } else {
+            eprint!("{label} ... ");
+            let _ = std::io::stderr().flush();
+        }
+        PointTask { fanout: binary.to_path_buf(), point: point.clone(), repeat, timeout }
+    });
+    let serial = Serial::new();
+    let mut measured = Vec::with_capacity(points.len());
+    for ((result, point), label) in
+        fanout::bar::imap(&serial, measure_point, tasks, &bar).zip(points).zip(&labels)
+    {
+        let result = result.unwrap_or_else(|error| PointResult {
+            point: point.clone(),
+            outcome: Outcome::Failed(format!("measuring the point failed: {error}")),
+            elapsed_seconds: 0.0,
+        });
+        let line = match (&result.outcome, result.outcome.problem()) {
+            (Outcome::Measured(m), None) => stats::seconds(m.wall_seconds),
+            (_, problem) => problem.unwrap_or_default(),
+        };
+        if terminal {
+            bar.println(format!("{label} ... {line}"));
+        } else {
+            eprintln!("{line}");
+        }
+        measured.push(result);
+    }
+    bar.finish_and_clear();
+    measured
 }
 
 /// Writes `REPORT.md`, the plots and (after a measurement) `results.json` to `out`.

@@ -12,6 +12,19 @@ pub(crate) const INNER_WORKERS: usize = 4;
 /// Workers of the pooled executors in the faults section.
 const FAULT_WORKERS: usize = 10;
 
+/// The hang row's share of requests never answered (`--hang-rate`).
+pub(crate) const HANG_RATE: f64 = 0.02;
+
+/// The hang row's job time limit in seconds (`--job-timeout`): at time scale 0.001 a ticket
+/// takes ~10-50 ms (its nested pool included), so this is 10 to 50 tickets' time. The
+/// clients' own timeouts are 120 s a phase: the limit, not a client timeout, stops the hangs.
+pub(crate) const HANG_JOB_TIMEOUT: f64 = 0.5;
+
+/// The hang row's worker-killing drill (process only), every 0.5 s rather than the bad
+/// network's 50 ms: at 20 kills a second the drill would kill most stuck workers before the
+/// job limit does.
+const HANG_KILL_EVERY: f64 = 0.5;
+
 /// The report's size: `--quick`, the default, or `--full`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,6 +154,12 @@ pub(crate) struct Faults {
     /// Seconds between two worker kills (process only).
     #[serde(default)]
     pub(crate) kill_worker_every: Option<f64>,
+    /// Share of requests never answered (the hang row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hang_rate: Option<f64>,
+    /// The job time limit in seconds (`--job-timeout`; the hang row, never serial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) job_timeout: Option<f64>,
 }
 
 impl Faults {
@@ -154,7 +173,23 @@ impl Faults {
             slow_rate: 0.01,
             retry_lost: process.then_some(8),
             kill_worker_every: process.then_some(0.05),
+            hang_rate: None,
+            job_timeout: None,
         }
+    }
+
+    /// The bad network with stuck requests as well (issue 12): [`HANG_RATE`] of the requests
+    /// never answered, and a job time limit of [`HANG_JOB_TIMEOUT`] that stops the stuck
+    /// tickets' jobs so that they run again; the process pool's drill kills a worker every
+    /// [`HANG_KILL_EVERY`] s. `None` for serial, which cannot stop a job (it refuses the limit).
+    pub(crate) fn stuck_network(executor: Executor) -> Option<Self> {
+        let network = Self::bad_network(executor);
+        (executor != Executor::Serial).then(|| Self {
+            hang_rate: Some(HANG_RATE),
+            job_timeout: Some(HANG_JOB_TIMEOUT),
+            kill_worker_every: network.kill_worker_every.map(|_| HANG_KILL_EVERY),
+            ..network
+        })
     }
 
     /// The `fanout bench` flags.
@@ -173,10 +208,17 @@ impl Faults {
         if let Some(every) = self.kill_worker_every {
             args.extend(["--kill-worker-every".to_owned(), every.to_string()]);
         }
+        if let Some(rate) = self.hang_rate {
+            args.extend(["--hang-rate".to_owned(), rate.to_string()]);
+        }
+        if let Some(limit) = self.job_timeout {
+            args.extend(["--job-timeout".to_owned(), limit.to_string()]);
+        }
         args
     }
 
-    /// `10% errors, 2% drops, 1% slow; a worker killed every 0.05 s, retry-lost 8`.
+    /// `10% errors, 2% drops, 1% slow[, 2% hangs; job limit 0.5 s]; a worker killed every
+    /// 0.05 s, retry-lost 8`.
     pub(crate) fn describe(&self) -> String {
         let pct = |rate: f64| format!("{}%", (rate * 1000.0).round() / 10.0);
         let mut text = format!(
@@ -185,6 +227,12 @@ impl Faults {
             pct(self.drop_rate),
             pct(self.slow_rate)
         );
+        if let Some(rate) = self.hang_rate {
+            let _ = write!(text, ", {} hangs", pct(rate));
+        }
+        if let Some(limit) = self.job_timeout {
+            let _ = write!(text, "; job limit {limit} s");
+        }
         if let Some(every) = self.kill_worker_every {
             let _ = write!(text, "; a worker killed every {every} s");
         }
@@ -393,7 +441,10 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
             faults: None,
         };
         let faulty = Point { faults: Some(Faults::bad_network(executor)), ..fault_free.clone() };
+        let stuck = Faults::stuck_network(executor)
+            .map(|faults| Point { faults: Some(faults), ..fault_free.clone() });
         fault_points.extend([fault_free, faulty]);
+        fault_points.extend(stuck);
     }
     let network = Faults::bad_network(Executor::Thread).describe();
     let drill = Faults::bad_network(Executor::Process);
@@ -408,9 +459,23 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
              carrying its `Idempotency-Key` or `X-Attachment-Name` — with backoff and jitter; a killed \
              worker's ticket job runs again on its replacement (`retry_lost`, up to {retry} times). \
              Errors, lost and duplicated must be 0 / 0 / 0, and **verified** means the migrated \
-             tickets' summary (tickets, attachments, checksum) equals a fault-free run's.",
+             tickets' summary (tickets, attachments, checksum) equals a fault-free run's. \
+             The **hang** rows add stuck requests: {hangs}% of them are never answered (the connection \
+             stays open, like a stuck upstream's), and the clients wait up to 120 s a phase, so only \
+             the executor's job time limit (`--job-timeout {limit}`) gets past them: it stops each \
+             stuck ticket job (the process pool SIGKILLs and replaces its worker, the async executor \
+             drops its future, the thread pool abandons its thread and starts another), and the \
+             harness runs the ticket again — the migration is idempotent — for at most 8 rounds \
+             (`fanout bench`'s default `--rerun-rounds`); \
+             **expired / re-runs** counts them, the re-runs per round in brackets. The process \
+             pool's drill kills a worker every {hang_every} s there, so that the limit, not the drill, \
+             meets the stuck workers. Serial has no hang row: it runs jobs on the caller's thread, \
+             cannot stop one, and refuses a job time limit.",
             every = drill.kill_worker_every.unwrap_or_default(),
             retry = drill.retry_lost.unwrap_or_default(),
+            hangs = HANG_RATE * 100.0,
+            limit = HANG_JOB_TIMEOUT,
+            hang_every = HANG_KILL_EVERY,
         ),
         axis: Axis::Faults,
         article: None,
@@ -518,7 +583,16 @@ mod tests {
         assert_eq!(count(migration, Scenario::TicketMigration, Executor::Thread), 4);
         let faults = &default[2].points;
         assert_eq!(default[2].axis, Axis::Faults);
-        assert_eq!(faults.len(), 8, "a fault-free and a faulty point per executor");
+        assert_eq!(faults.len(), 11, "a fault-free and a faulty point per executor, a hang point but serial");
+        let hangs: Vec<&Point> =
+            faults.iter().filter(|p| p.faults.as_ref().is_some_and(|f| f.hang_rate.is_some())).collect();
+        assert_eq!(
+            hangs.iter().map(|p| p.executor).collect::<Vec<_>>(),
+            [Executor::Process, Executor::Thread, Executor::Async]
+        );
+        assert!(
+            hangs.iter().all(|p| p.faults.as_ref().and_then(|f| f.job_timeout) == Some(HANG_JOB_TIMEOUT))
+        );
         assert!(faults.iter().all(|p| p.jobs == 80 && p.queue == Some(Queue::Support)));
         assert!(faults.iter().all(|p| p.workers == if p.executor == Executor::Serial { 1 } else { 10 }));
         assert_eq!(count(&default[3].points, Scenario::Cpu, Executor::Process), 3);
@@ -595,6 +669,24 @@ mod tests {
         let args = thread.args(1).join(" ");
         assert!(args.contains("--error-rate 0.1 --drop-rate 0.02 --slow-rate 0.01 --repeat 1"), "{args}");
         assert!(thread.label().ends_with("with faults (10% errors, 2% drops, 1% slow)"));
+        // The hang point: the bad network plus hangs and the job limit, a slower drill.
+        let stuck = Point { faults: Faults::stuck_network(Executor::Process), ..free.clone() };
+        assert_eq!(
+            stuck.args(1).join(" "),
+            "bench --scenario ticket-migration --executor process --workers 10 --jobs 80 \
+             --time-scale 0.001 --queue support --inner-workers 4 --error-rate 0.1 --drop-rate 0.02 \
+             --slow-rate 0.01 --retry-lost 8 --kill-worker-every 0.5 --hang-rate 0.02 --job-timeout 0.5 \
+             --repeat 1 --format json"
+        );
+        assert!(stuck.label().ends_with(
+            "with faults (10% errors, 2% drops, 1% slow, 2% hangs; job limit 0.5 s; a worker killed \
+             every 0.5 s, retry-lost 8)"
+        ));
+        assert!(!stuck.same_as(&faulty));
+        assert_eq!(Faults::stuck_network(Executor::Serial), None);
+        // A results.json written before hangs existed still reads: its faults have none.
+        let json = serde_json::to_string(&faulty).unwrap_or_default();
+        assert!(!json.contains("hang_rate") && !json.contains("job_timeout"));
         // A results.json written before faults existed still reads, as fault-free points.
         let json = serde_json::to_string(&free).unwrap_or_default();
         assert!(!json.contains("faults"));

@@ -242,52 +242,90 @@ pub(crate) fn lost_to_faults(free: f64, faulty: f64) -> String {
     format!("{sign}{} ({share})", seconds(difference.abs()))
 }
 
-/// The faults section's table: one row per point with faults, beside its fault-free point.
+/// The faults section's table: one row per point with faults (the bad network, and the bad
+/// network with hangs and a job time limit), beside its fault-free point; serial, which cannot
+/// stop a job, gets a hang row that says so.
 pub(crate) fn faults_table(results: &Results, section: &Section) -> String {
     let mut out = String::from(
-        "| executor | workers | wall without faults | wall with faults | lost to faults | HTTP retries \
-         | worker retries | errors / lost / duplicated | verified |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|---|\n",
+        "| executor | workers | faults | wall without faults | wall with faults | lost to faults \
+         | HTTP retries | worker retries | expired / re-runs | ok | errors / lost / duplicated | verified |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
-    let count = |n: Option<u64>| n.map_or_else(|| "—".to_owned(), |n| n.to_string());
+    let hang_faults = section.points.iter().find_map(|p| p.faults.as_ref().filter(|f| f.hang_rate.is_some()));
     for faulty in section.points.iter().filter(|p| p.faults.is_some()) {
-        let free = faulty.without_faults();
-        let workers = match faulty.queue {
-            Some(_) if faulty.executor != Executor::Serial => format!("{} × {INNER_WORKERS}", faulty.workers),
-            _ => faulty.workers.to_string(),
-        };
-        let free_wall = results.measured(&free).map(|m| m.wall_seconds);
-        let _ = write!(
-            out,
-            "| {} | {workers} | {} |",
-            faulty.executor,
-            free_wall.map_or_else(|| why_not(results, &free), seconds)
-        );
-        let Some(m) = results.measured(faulty) else {
-            let _ = writeln!(out, " — | — | — | — | {} | — |", why_not(results, faulty));
-            continue;
-        };
-        let lost = free_wall.map_or_else(|| "—".to_owned(), |free| lost_to_faults(free, m.wall_seconds));
-        let worker_retries =
-            if faulty.executor == Executor::Process { count(m.worker_retries) } else { "—".to_owned() };
-        let counts = format!("{} / {} / {}", m.errors, m.lost, m.duplicated);
-        let counts = if m.errors == 0 && m.lost == 0 && m.duplicated == 0 {
-            counts
-        } else {
-            format!("**{counts}** ✗")
-        };
-        let verified = match m.verified {
-            Some(true) => "yes",
-            Some(false) => "**no** ✗",
-            None => "—",
-        };
-        let _ = writeln!(
-            out,
-            " {} | {lost} | {} | {worker_retries} | {counts} | {verified} |",
-            seconds(m.wall_seconds),
-            count(m.http_retries),
-        );
+        out.push_str(&fault_row(results, faulty));
+        let network_only = faulty.faults.as_ref().is_some_and(|f| f.hang_rate.is_none());
+        if let (Executor::Serial, true, Some(hangs)) = (faulty.executor, network_only, hang_faults) {
+            let _ = writeln!(
+                out,
+                "| serial | {} | {} | — | — | — | — | — | — | — | refused: serial cannot stop a job, so it \
+                 refuses a job time limit | — |",
+                faulty.workers,
+                fault_kind(hangs),
+            );
+        }
     }
+    out
+}
+
+/// `network`, or `network + 2% hangs, limit 500 ms`.
+fn fault_kind(faults: &crate::matrix::Faults) -> String {
+    match faults.hang_rate.zip(faults.job_timeout) {
+        Some((rate, limit)) => format!("network + {}% hangs, limit {}", rate * 100.0, seconds(limit)),
+        None => "network".to_owned(),
+    }
+}
+
+/// One row of the faults table.
+fn fault_row(results: &Results, faulty: &Point) -> String {
+    let mut out = String::new();
+    let count = |n: Option<u64>| n.map_or_else(|| "—".to_owned(), |n| n.to_string());
+    let free = faulty.without_faults();
+    let workers = match faulty.queue {
+        Some(_) if faulty.executor != Executor::Serial => format!("{} × {INNER_WORKERS}", faulty.workers),
+        _ => faulty.workers.to_string(),
+    };
+    let kind = faulty.faults.as_ref().map(fault_kind).unwrap_or_default();
+    let hangs = faulty.faults.as_ref().is_some_and(|f| f.hang_rate.is_some());
+    let free_wall = results.measured(&free).map(|m| m.wall_seconds);
+    let _ = write!(
+        out,
+        "| {} | {workers} | {kind} | {} |",
+        faulty.executor,
+        free_wall.map_or_else(|| why_not(results, &free), seconds)
+    );
+    let Some(m) = results.measured(faulty) else {
+        let _ = writeln!(out, " — | — | — | — | — | — | {} | — |", why_not(results, faulty));
+        return out;
+    };
+    let lost = free_wall.map_or_else(|| "—".to_owned(), |free| lost_to_faults(free, m.wall_seconds));
+    let worker_retries =
+        if faulty.executor == Executor::Process { count(m.worker_retries) } else { "—".to_owned() };
+    let reruns = match (hangs, m.jobs_expired, m.job_reruns) {
+        (true, Some(expired), Some(reruns)) if m.job_reruns_by_round.is_empty() => {
+            format!("{expired} / {reruns}")
+        }
+        (true, Some(expired), Some(reruns)) => {
+            let rounds: Vec<String> = m.job_reruns_by_round.iter().map(u64::to_string).collect();
+            format!("{expired} / {reruns} ({})", rounds.join(", "))
+        }
+        _ => "—".to_owned(),
+    };
+    let counts = format!("{} / {} / {}", m.errors, m.lost, m.duplicated);
+    let counts =
+        if m.errors == 0 && m.lost == 0 && m.duplicated == 0 { counts } else { format!("**{counts}** ✗") };
+    let verified = match m.verified {
+        Some(true) => "yes",
+        Some(false) => "**no** ✗",
+        None => "—",
+    };
+    let _ = writeln!(
+        out,
+        " {} | {lost} | {} | {worker_retries} | {reruns} | {} | {counts} | {verified} |",
+        seconds(m.wall_seconds),
+        count(m.http_retries),
+        m.ok,
+    );
     out
 }
 
@@ -574,7 +612,7 @@ mod tests {
             let (free, faulty) = (free(executor, workers), faulty(&free(executor, workers)));
             let (free_outcome, faulty_outcome) = match walls {
                 Some((_, with)) if with.is_nan() => (
-                    Outcome::Measured(measurement(workers, 80, 0.25, 0.2)),
+                    Outcome::Measured(Box::new(measurement(workers, 80, 0.25, 0.2))),
                     Outcome::Failed("run 1 of 3: boom".to_owned()),
                 ),
                 Some((without, with)) => {
@@ -582,7 +620,10 @@ mod tests {
                     m.http_retries = Some(17);
                     m.worker_retries = (executor == Executor::Process).then_some(3);
                     m.lost = usize::from(executor == Executor::Process);
-                    (Outcome::Measured(measurement(workers, 80, without, 0.2)), Outcome::Measured(m))
+                    (
+                        Outcome::Measured(Box::new(measurement(workers, 80, without, 0.2))),
+                        Outcome::Measured(Box::new(m)),
+                    )
                 }
                 None => {
                     let not_built = Outcome::NotBuilt("the async executor is not built yet".to_owned());
@@ -590,6 +631,20 @@ mod tests {
                 }
             };
             points.extend([free.clone(), faulty.clone()]);
+            if executor == Executor::Process {
+                // The hang row: stuck requests stopped by the job limit and run again.
+                let stuck = Point { faults: Faults::stuck_network(executor), ..free.clone() };
+                let mut m = measurement(workers, 80, 1.5, 0.2);
+                m.http_retries = Some(20);
+                m.worker_retries = Some(2);
+                (m.jobs_expired, m.job_reruns, m.job_reruns_by_round) = (Some(7), Some(7), vec![5, 2]);
+                points.push(stuck.clone());
+                outcomes.push(PointResult {
+                    point: stuck,
+                    outcome: Outcome::Measured(Box::new(m)),
+                    elapsed_seconds: 1.0,
+                });
+            }
             outcomes.push(PointResult { point: free, outcome: free_outcome, elapsed_seconds: 1.0 });
             outcomes.push(PointResult { point: faulty, outcome: faulty_outcome, elapsed_seconds: 1.0 });
         }
@@ -610,15 +665,37 @@ mod tests {
         let results = faults_sample();
         let table = faults_table(&results, &results.sections[0]);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 2 + 4, "{table}");
-        assert!(lines[0].starts_with("| executor | workers | wall without faults | wall with faults |"));
-        assert_eq!(lines[2], "| serial | 1 | 2.00 s | 2.50 s | +500 ms (+25%) | 17 | — | 0 / 0 / 0 | yes |");
+        assert_eq!(lines.len(), 2 + 6, "{table}");
+        assert!(
+            lines[0].starts_with("| executor | workers | faults | wall without faults | wall with faults |")
+        );
+        assert_eq!(
+            lines[2],
+            "| serial | 1 | network | 2.00 s | 2.50 s | +500 ms (+25%) | 17 | — | — | 80 | 0 / 0 / 0 | yes |"
+        );
         assert_eq!(
             lines[3],
-            "| process | 10 × 4 | 400 ms | 300 ms | −100 ms (−25%) | 17 | 3 | **0 / 1 / 0** ✗ | yes |"
+            "| serial | 1 | network + 2% hangs, limit 500 ms | — | — | — | — | — | — | — | refused: serial cannot stop \
+             a job, so it refuses a job time limit | — |"
         );
-        assert_eq!(lines[4], "| thread | 10 × 4 | 250 ms | — | — | — | — | failed: run 1 of 3: boom | — |");
-        assert_eq!(lines[5], "| async | 10 × 4 | not built yet | — | — | — | — | not built yet | — |");
+        let lines: Vec<&str> = lines.iter().copied().filter(|line| !line.contains("refused")).collect();
+        assert_eq!(
+            lines[3],
+            "| process | 10 × 4 | network | 400 ms | 300 ms | −100 ms (−25%) | 17 | 3 | — | 80 | **0 / 1 / 0** ✗ | yes |"
+        );
+        assert_eq!(
+            lines[4],
+            "| process | 10 × 4 | network + 2% hangs, limit 500 ms | 400 ms | 1.50 s | +1.10 s (+275%) | 20 | 2 \
+             | 7 / 7 (5, 2) | 80 | 0 / 0 / 0 | yes |"
+        );
+        assert_eq!(
+            lines[5],
+            "| thread | 10 × 4 | network | 250 ms | — | — | — | — | — | — | failed: run 1 of 3: boom | — |"
+        );
+        assert_eq!(
+            lines[6],
+            "| async | 10 × 4 | network | not built yet | — | — | — | — | — | — | not built yet | — |"
+        );
         let cells = |line: &str| line.matches('|').count();
         assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");
         assert_eq!(lost_to_faults(0.1, 0.1123), "+12.3 ms (+12%)");
@@ -630,7 +707,7 @@ mod tests {
         let results = faults_sample();
         let report = report(&results);
         assert!(
-            report.contains("## faults\n\nFaults.\n\n| executor | workers | wall without faults |"),
+            report.contains("## faults\n\nFaults.\n\n| executor | workers | faults | wall without faults |"),
             "{report}"
         );
         assert!(!report.contains("faults.svg"), "{report}");

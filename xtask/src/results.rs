@@ -39,6 +39,18 @@ pub(crate) struct Measurement {
     /// Tasks of the median run that ran again because their worker process died (process only).
     #[serde(default)]
     pub(crate) worker_retries: Option<u64>,
+    /// The job time limit of the run, if any.
+    #[serde(default)]
+    pub(crate) job_timeout_seconds: Option<f64>,
+    /// Results `Expired` the median run saw (jobs stopped at the limit), re-runs included.
+    #[serde(default)]
+    pub(crate) jobs_expired: Option<u64>,
+    /// Inputs the median run ran again because their job expired.
+    #[serde(default)]
+    pub(crate) job_reruns: Option<u64>,
+    /// The same, per round of re-runs.
+    #[serde(default)]
+    pub(crate) job_reruns_by_round: Vec<u64>,
 }
 
 impl Measurement {
@@ -53,7 +65,7 @@ impl Measurement {
 #[serde(rename_all = "kebab-case", tag = "status", content = "value")]
 pub(crate) enum Outcome {
     /// `fanout bench` measured it.
-    Measured(Measurement),
+    Measured(Box<Measurement>),
     /// The executor is not part of the workspace yet (`fanout bench` says "not built yet").
     NotBuilt(String),
     /// `fanout bench` failed, timed out or printed something unreadable.
@@ -67,7 +79,7 @@ impl Outcome {
         let last_line = stdout.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
         if success {
             return match serde_json::from_str::<Measurement>(last_line) {
-                Ok(measurement) => Self::Measured(measurement),
+                Ok(measurement) => Self::Measured(Box::new(measurement)),
                 Err(error) => Self::Failed(format!("unreadable output {last_line:?}: {error}")),
             };
         }
@@ -163,6 +175,10 @@ pub(crate) mod tests {
             first_error: None,
             http_retries: None,
             worker_retries: None,
+            job_timeout_seconds: None,
+            jobs_expired: None,
+            job_reruns: None,
+            job_reruns_by_round: Vec::new(),
         }
     }
 
@@ -178,6 +194,15 @@ pub(crate) mod tests {
             .replace(r#""first_error":null"#, r#""first_error":null,"http_retries":12,"worker_retries":3"#);
         let faulty = Outcome::from_invocation(true, &faulty, "");
         assert_eq!(faulty.measured().map(|m| (m.http_retries, m.worker_retries)), Some((Some(12), Some(3))));
+        let stuck = line.replace(
+            r#""first_error":null"#,
+            r#""first_error":null,"job_timeout_seconds":0.5,"jobs_expired":7,"job_reruns":7,"job_reruns_by_round":[5,2]"#,
+        );
+        let stuck = Outcome::from_invocation(true, &stuck, "").measured().cloned();
+        assert_eq!(
+            stuck.map(|m| (m.job_timeout_seconds, m.jobs_expired, m.job_reruns, m.job_reruns_by_round)),
+            Some((Some(0.5), Some(7), Some(7), vec![5, 2]))
+        );
     }
 
     #[test]
@@ -194,6 +219,6 @@ pub(crate) mod tests {
         assert!(matches!(Outcome::from_invocation(true, "garbage", ""), Outcome::Failed(_)));
         let mut wrong = measurement(4, 10, 1.0, 0.5);
         wrong.lost = 2;
-        assert!(Outcome::Measured(wrong).problem().is_some_and(|p| p.contains("2 lost")));
+        assert!(Outcome::Measured(Box::new(wrong)).problem().is_some_and(|p| p.contains("2 lost")));
     }
 }

@@ -186,7 +186,7 @@ pub(crate) mod tests {
                 point: point.clone(),
                 outcome: match wall_ideal {
                     Some((wall, ideal)) => {
-                        Outcome::Measured(measurement(point.workers, point.jobs, *wall, *ideal))
+                        Outcome::Measured(Box::new(measurement(point.workers, point.jobs, *wall, *ideal)))
                     }
                     None => Outcome::NotBuilt("the async executor is not built yet".to_owned()),
                 },

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fanout_bench::executor::Resilience;
 use fanout_bench::run::TOKEN_ENV;
+use fanout_bench::scenario::DEFAULT_RERUN_ROUNDS;
 use fanout_bench::{ExecutorKind, Queue, RunSpec, Scenario, Secret};
 use fanout_mock_api::config::{DEFAULT_BODY_LIMIT, DEFAULT_SEED, DEFAULT_TOKEN};
 use fanout_mock_api::faults::DEFAULT_SLOW_FACTOR;
@@ -87,6 +88,15 @@ pub(crate) struct BenchArgs {
     /// with --retry-lost).
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     kill_worker_every: Option<std::time::Duration>,
+    /// A time limit on each job of the (outer) executor, from when it starts on its worker: a
+    /// job still running at it is stopped (its worker process killed and replaced, its future
+    /// dropped, or its thread abandoned and replaced) and its inputs run again, the scenarios
+    /// being idempotent (see --rerun-rounds). Not with --executor serial, which cannot stop a job.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    job_timeout: Option<std::time::Duration>,
+    /// At most this many rounds of re-runs of the inputs whose jobs expired (--job-timeout).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RERUN_ROUNDS)]
+    rerun_rounds: u32,
     /// Run against this mock API (`http://127.0.0.1:PORT`, as `fanout mock-api` prints it)
     /// instead of a fresh one per run: its state survives the run, so an interrupted migration
     /// resumes where it stopped. The server's --seed must match.
@@ -109,7 +119,13 @@ impl BenchArgs {
             inner_workers: self.inner_workers,
             seed: self.seed,
             url: String::new(),
-            resilience: Resilience { retry_lost: self.retry_lost, kill_worker_every: self.kill_worker_every },
+            resilience: Resilience {
+                retry_lost: self.retry_lost,
+                kill_worker_every: self.kill_worker_every,
+                job_timeout: self.job_timeout,
+            },
+            rerun_rounds: self.rerun_rounds,
+            progress_bar: None,
         }
     }
 

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 pub use fanout::{AnyExecutor, ExecutorKind};
-use fanout::{AsyncExecutor, BuildError, Executor, ProcessPool, Shutdown};
+use fanout::{AsyncExecutor, BuildError, Executor, ProcessPool, Serial, Shutdown, ThreadPool};
 use serde::{Deserialize, Serialize};
 
 /// Why [`dispatch`] could not run a task.
@@ -38,21 +38,56 @@ pub fn dispatch<T>(
     workers: usize,
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<T, ExecError> {
-    let executor = AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source })?;
+    let executor = build(kind, workers, None)?;
     let output = task(&executor);
     executor.shutdown(Shutdown::Finish);
     Ok(output)
 }
 
-/// How a run's (outer) executor copes with dying workers: `--retry-lost` and the fault drill
-/// `--kill-worker-every`. Both concern worker processes, so only [`ExecutorKind::Process`]
-/// uses them; the nested, per-ticket executors run without.
+/// The executor of `kind` with `workers` workers and, with `job_timeout`, that time limit on
+/// each job (see [`Resilience::job_timeout`]). `Serial` refuses a limit
+/// ([`BuildError::JobTimeoutUnsupported`]): it runs jobs on the caller's thread, where nothing
+/// can stop them.
+pub fn build(
+    kind: ExecutorKind,
+    workers: usize,
+    job_timeout: Option<Duration>,
+) -> Result<AnyExecutor, ExecError> {
+    let Some(limit) = job_timeout else {
+        return AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source });
+    };
+    let built = match kind {
+        ExecutorKind::Serial => Serial::builder().job_timeout(limit).build().map(AnyExecutor::from),
+        ExecutorKind::Thread => {
+            ThreadPool::builder().workers(workers).job_timeout(limit).build().map(AnyExecutor::from)
+        }
+        ExecutorKind::Process => {
+            ProcessPool::builder().workers(workers).job_timeout(limit).build().map(AnyExecutor::from)
+        }
+        ExecutorKind::Async => {
+            AsyncExecutor::builder().workers(workers).job_timeout(limit).build().map(AnyExecutor::from)
+        }
+        // A kind this harness does not know how to limit: refused, never silently unlimited.
+        _ => Err(BuildError::JobTimeoutUnsupported { executor: kind.name() }),
+    };
+    built.map_err(|source| ExecError::Build { kind, source })
+}
+
+/// How a run's (outer) executor copes with dying workers and stuck jobs: `--retry-lost` and
+/// the fault drill `--kill-worker-every`, which concern worker processes, so only
+/// [`ExecutorKind::Process`] uses them; and `--job-timeout`, for every executor but serial.
+/// The nested, per-ticket executors run without: the ticket's own limit covers them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resilience {
     /// How many times a task whose worker process died runs again.
     pub retry_lost: u32,
     /// Kill (`SIGKILL`) one of the pool's worker processes, picked at random, this often.
     pub kill_worker_every: Option<Duration>,
+    /// The executor's time limit on each job (`job_timeout` on its builder): a job still
+    /// running at it ends [`fanout::JobError::Expired`], its worker process killed and
+    /// replaced, its future dropped or its thread abandoned and replaced.
+    #[serde(default)]
+    pub job_timeout: Option<Duration>,
 }
 
 /// [`dispatch`] with [`Resilience`]; also returns how many tasks ran again after their
@@ -64,13 +99,16 @@ pub fn dispatch_resilient<T>(
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<(T, Option<u64>), ExecError> {
     if kind != ExecutorKind::Process {
-        return dispatch(kind, workers, task).map(|output| (output, None));
+        let executor = build(kind, workers, resilience.job_timeout)?;
+        let output = task(&executor);
+        executor.shutdown(Shutdown::Finish);
+        return Ok((output, None));
     }
-    let pool = ProcessPool::builder()
-        .workers(workers)
-        .retry_lost(resilience.retry_lost)
-        .build()
-        .map_err(|source| ExecError::Build { kind, source })?;
+    let mut builder = ProcessPool::builder().workers(workers).retry_lost(resilience.retry_lost);
+    if let Some(limit) = resilience.job_timeout {
+        builder = builder.job_timeout(limit);
+    }
+    let pool = builder.build().map_err(|source| ExecError::Build { kind, source })?;
     let executor = AnyExecutor::from(pool);
     let AnyExecutor::Process(pool) = &executor else { unreachable!("built from a process pool") };
     let output = std::thread::scope(|scope| {
@@ -107,12 +145,20 @@ fn kill_workers(pool: &ProcessPool, every: Duration, stopped: &std::sync::mpsc::
     }
 }
 
-/// Builds a current-thread [`AsyncExecutor`] with at most `workers` futures in flight, runs
-/// `task` on it and shuts it down (waiting for its futures): the native-async counterpart of
-/// [`dispatch`], timed the same way.
-pub fn dispatch_async<T>(workers: usize, task: impl FnOnce(&AsyncExecutor) -> T) -> Result<T, ExecError> {
-    let executor = AsyncExecutor::new(workers)
-        .map_err(|source| ExecError::Build { kind: ExecutorKind::Async, source })?;
+/// Builds a current-thread [`AsyncExecutor`] with at most `workers` futures in flight (and,
+/// with `job_timeout`, that time limit on each future), runs `task` on it and shuts it down
+/// (waiting for its futures): the native-async counterpart of [`dispatch`], timed the same way.
+pub fn dispatch_async<T>(
+    workers: usize,
+    job_timeout: Option<Duration>,
+    task: impl FnOnce(&AsyncExecutor) -> T,
+) -> Result<T, ExecError> {
+    let mut builder = AsyncExecutor::builder().workers(workers);
+    if let Some(limit) = job_timeout {
+        builder = builder.job_timeout(limit);
+    }
+    let executor =
+        builder.build().map_err(|source| ExecError::Build { kind: ExecutorKind::Async, source })?;
     let output = task(&executor);
     executor.shutdown(Shutdown::Finish);
     Ok(output)
@@ -136,9 +182,27 @@ mod tests {
 
     #[test]
     fn dispatch_async_hands_over_the_async_executor() {
-        let out = dispatch_async(2, |executor| executor.map_async(|x: u64| async move { x * 2 }, [1, 2]));
+        let out =
+            dispatch_async(2, None, |executor| executor.map_async(|x: u64| async move { x * 2 }, [1, 2]));
         assert_eq!(out.ok(), Some(vec![Ok(2), Ok(4)]));
-        assert!(matches!(dispatch_async(0, |_| ()), Err(ExecError::Build { .. })));
+        assert!(matches!(dispatch_async(0, None, |_| ()), Err(ExecError::Build { .. })));
+    }
+
+    #[test]
+    fn a_job_timeout_is_set_on_every_executor_but_serial() {
+        let limit = Some(Duration::from_secs(30));
+        for kind in [ExecutorKind::Thread, ExecutorKind::Process, ExecutorKind::Async] {
+            let executor = build(kind, 2, limit);
+            let executor = executor.unwrap_or_else(|error| panic!("{kind}: {error}"));
+            assert_eq!(executor.map(double, [1, 2]), [Ok(2), Ok(4)], "{kind}");
+            executor.shutdown(Shutdown::Finish);
+        }
+        let serial = build(ExecutorKind::Serial, 1, limit).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(serial.contains("cannot enforce a job time limit"), "{serial}");
+        let resilience = Resilience { job_timeout: limit, ..Resilience::default() };
+        let out =
+            dispatch_resilient(ExecutorKind::Process, 2, resilience, |executor| executor.map(double, [3]));
+        assert_eq!(out.ok(), Some((vec![Ok(6)], Some(0))));
     }
 
     #[test]

@@ -18,7 +18,6 @@ use fanout_bench::run::{self, MockServerProcess};
 use fanout_bench::scenario::{self, ChildMessage};
 use fanout_bench::{RunSpec, Secret};
 use fanout_mock_api::{Config, MockServer};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{BenchArgs, Cli, Command, Format, MockApiArgs, checked_token};
 
@@ -71,10 +70,11 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let fault_args = args.faults.to_args();
-    let progress = progress_bar(args.repeat as u64);
+    // On a terminal each run child draws a bar of its jobs' completions (`fanout::bar`), on
+    // the standard error it shares with this process; piped, nothing is drawn.
+    let bar = io::stderr().is_terminal();
     let mut runs = Vec::with_capacity(args.repeat);
     for repetition in 1..=args.repeat {
-        progress.set_message(format!("{} on {} x{}", spec.scenario, spec.executor, spec.effective_workers()));
         // A server of the user's (`--url`) keeps its state between runs; otherwise every run
         // gets a fresh one.
         let server = match &args.url {
@@ -83,15 +83,14 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         };
         let url =
             server.as_ref().map_or_else(|| args.url.clone().unwrap_or_default(), |s| s.url().to_owned());
-        let spec = RunSpec { url, ..spec.clone() };
+        let progress_bar = bar.then(|| format!("run {repetition}/{}", args.repeat));
+        let spec = RunSpec { url, progress_bar, ..spec.clone() };
         let measured = run::measure(&exe, &spec, &token).with_context(|| {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
         })?;
         drop(server);
         runs.push(measured);
-        progress.inc(1);
     }
-    progress.finish_and_clear();
 
     let row = Row::from_runs(&spec, args.time_scale, &runs).context("no run was measured")?;
     let text = match args.format {
@@ -103,19 +102,6 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
 fn fault_args_are_default(args: &BenchArgs) -> bool {
     args.faults.to_args().is_empty()
-}
-
-/// A progress bar on stderr when it is a terminal; a hidden one when it is piped.
-fn progress_bar(runs: u64) -> ProgressBar {
-    if !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(runs);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{bar:20}] run {pos}/{len} {elapsed}") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 /// `fanout mock-api`: serve until killed (or, for `fanout bench`, until stdin closes).
@@ -158,7 +144,7 @@ fn run_child(spec: &str) -> anyhow::Result<()> {
 
 fn execute(spec: &RunSpec, token: Secret) -> ChildMessage {
     match scenario::execute(spec, token) {
-        Ok(outcome) => ChildMessage::Done(outcome),
+        Ok(outcome) => ChildMessage::Done(Box::new(outcome)),
         Err(error) => ChildMessage::Failed(error.to_string()),
     }
 }

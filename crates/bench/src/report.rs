@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::executor::ExecutorKind;
 use crate::run::Measured;
-use crate::scenario::{Queue, RunSpec, Scenario};
+use crate::scenario::{ProgressCounts, Queue, RunSpec, Scenario};
 
 /// The keys every JSON line must have: the CLI contract of `shared/DESIGN.md`, which other
 /// tools read. [`Row`] has more.
@@ -83,6 +83,19 @@ pub struct Row {
     pub http_retries: Option<u64>,
     /// Tasks of the median run that ran again because their worker process died.
     pub worker_retries: Option<u64>,
+    /// The job time limit (`--job-timeout`), in seconds; `null` without one.
+    pub job_timeout_seconds: Option<f64>,
+    /// `JobError::Expired` results the median run saw (its re-runs' included).
+    pub jobs_expired: u64,
+    /// Inputs the median run ran again because their job expired.
+    pub job_reruns: u64,
+    /// Inputs the median run ran again in each round of re-runs.
+    pub job_reruns_by_round: Vec<u64>,
+    /// The bound on rounds of re-runs (`--rerun-rounds`).
+    pub rerun_rounds: u32,
+    /// The median run's outer executor's own counts (`Executor::progress`): submitted,
+    /// started, succeeded, failed, cancelled, retried, expired, killed, abandoned threads.
+    pub progress: Option<ProgressCounts>,
 }
 
 fn micros(seconds: f64) -> f64 {
@@ -127,6 +140,12 @@ impl Row {
             first_error: outcomes().find_map(|o| o.first_error.clone()),
             http_retries: median.outcome.http_retries,
             worker_retries: median.outcome.worker_retries,
+            job_timeout_seconds: spec.resilience.job_timeout.map(|limit| micros(limit.as_secs_f64())),
+            jobs_expired: median.outcome.jobs_expired,
+            job_reruns: median.outcome.job_reruns,
+            job_reruns_by_round: median.outcome.job_reruns_by_round.clone(),
+            rerun_rounds: spec.rerun_rounds,
+            progress: median.outcome.progress,
         })
     }
 
@@ -183,6 +202,8 @@ mod tests {
             seed: 42,
             url: String::new(),
             resilience: Default::default(),
+            rerun_rounds: 5,
+            progress_bar: None,
         }
     }
 
@@ -200,6 +221,10 @@ mod tests {
                 first_error: None,
                 http_retries: None,
                 worker_retries: None,
+                jobs_expired: 0,
+                job_reruns: 0,
+                job_reruns_by_round: Vec::new(),
+                progress: None,
             },
             peak_rss_bytes: rss,
             process_cpu_seconds: 0.2,

@@ -228,7 +228,7 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
         output.map_err(|source| RunError::Io { action: "read the measured run's result", source })?;
     match serde_json::from_str::<ChildMessage>(&last_line) {
         Ok(ChildMessage::Done(outcome)) if reaped.success() => Ok(Measured {
-            outcome,
+            outcome: *outcome,
             peak_rss_bytes: sampled.max(reaped.max_rss_bytes),
             process_cpu_seconds: reaped.cpu.as_secs_f64(),
         }),

@@ -28,6 +28,8 @@ fn spec(scenario: Scenario, url: &str, jobs: usize) -> RunSpec {
         seed: DEFAULT_SEED,
         url: url.to_owned(),
         resilience: Default::default(),
+        rerun_rounds: scenario::DEFAULT_RERUN_ROUNDS,
+        progress_bar: None,
     }
 }
 

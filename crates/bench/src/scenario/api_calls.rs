@@ -9,11 +9,15 @@
 //!   the blocking client called inside each future, so the event loop waits for every
 //!   request in turn and `--workers` futures in flight make no difference.
 
-use fanout_core::{Executor, JobError, Stateful, StatefulJob};
+use fanout::Executor;
+use fanout_core::{JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Dataset, Item};
 use serde::{Deserialize, Serialize};
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, flatten, timed, timed_async};
+use super::{
+    RunOutcome, RunSpec, ScenarioError, Tally, flatten, map_with, progress_bar, rerun_expired, ticker,
+    timed_async, timed_resilient,
+};
 use crate::http::{Api, HttpError};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
@@ -45,9 +49,28 @@ pub(super) fn run(
 ) -> Result<RunOutcome, ScenarioError> {
     let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
     let job = Stateful(FetchItem { api });
-    let (results, timing) = timed(spec.executor, spec.workers, |executor| executor.map(job, ids))?;
+    let bar = progress_bar(spec);
+    let (((results, reruns, progress), worker_retries), timing) = timed_resilient(spec, |executor| {
+        let bar = bar.as_ref();
+        let mut results = map_with(bar, executor, job.clone(), ids.clone());
+        // GETs: an item whose job expired is fetched again.
+        let reruns = rerun_expired(&mut results, spec.rerun_rounds, |expired| {
+            map_with(
+                bar,
+                executor,
+                job.clone(),
+                expired.iter().filter_map(|&i| ids.get(i).copied()).collect(),
+            )
+        });
+        (results, reruns, executor.progress())
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
-    Ok(verify(results, data).outcome(timing, ideal))
+    let mut tally = verify(results, data).with_runs(reruns, Some(progress));
+    tally.worker_retries = worker_retries;
+    Ok(tally.outcome(timing, ideal))
 }
 
 /// The native-async version: the same requests as futures on the async executor, sharing one
@@ -58,18 +81,27 @@ pub(super) fn run_async(
     latency: &Applied,
     data: &Dataset,
 ) -> Result<RunOutcome, ScenarioError> {
-    let (results, timing) = timed_async(spec.workers, |executor| {
+    let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
+    let bar = progress_bar(spec);
+    let (results, timing) = timed_async(spec, |executor| {
         let client = AsyncApi::new(&api)?;
-        Ok::<_, HttpError>(executor.map_async(
-            |id: u64| {
-                let client = client.clone();
-                async move { client.get_json::<Item>(&format!("/api/items/{id}")).await }
-            },
-            1..=spec.jobs as u64,
-        ))
+        let fetch = move |id: u64| {
+            let client = client.clone();
+            async move { client.get_json::<Item>(&format!("/api/items/{id}")).await }
+        };
+        let _ticker = ticker(bar.as_ref(), executor.progress_watch(), ids.len());
+        let mut results = executor.map_async(fetch.clone(), ids.iter().copied());
+        let reruns = rerun_expired(&mut results, spec.rerun_rounds, |expired| {
+            executor.map_async(fetch.clone(), expired.iter().filter_map(|&i| ids.get(i).copied()))
+        });
+        Ok::<_, HttpError>((results, reruns, executor.progress()))
     })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let (results, reruns, progress) = results?;
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
-    Ok(verify(results?, data).outcome(timing, ideal))
+    Ok(verify(results, data).with_runs(reruns, Some(progress)).outcome(timing, ideal))
 }
 
 /// The mistake of bolting async onto blocking code: the futures call the blocking client, so
@@ -81,18 +113,27 @@ pub(super) fn run_blocking_on_loop(
     latency: &Applied,
     data: &Dataset,
 ) -> Result<RunOutcome, ScenarioError> {
-    let (results, timing) = timed_async(spec.workers, |executor| {
-        executor.map_async(
-            |id: u64| {
-                let api = api.clone();
-                // No `.await` inside: the request blocks the loop thread until it is answered.
-                async move { api.get_json::<Item>(&format!("/api/items/{id}")) }
-            },
-            1..=spec.jobs as u64,
-        )
+    let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
+    let bar = progress_bar(spec);
+    let ((results, reruns, progress), timing) = timed_async(spec, |executor| {
+        let fetch = move |id: u64| {
+            let api = api.clone();
+            // No `.await` inside: the request blocks the loop thread until it is answered (and
+            // a job time limit cannot fire while it does: the loop runs the timers too).
+            async move { api.get_json::<Item>(&format!("/api/items/{id}")) }
+        };
+        let _ticker = ticker(bar.as_ref(), executor.progress_watch(), ids.len());
+        let mut results = executor.map_async(fetch.clone(), ids.iter().copied());
+        let reruns = rerun_expired(&mut results, spec.rerun_rounds, |expired| {
+            executor.map_async(fetch.clone(), expired.iter().filter_map(|&i| ids.get(i).copied()))
+        });
+        (results, reruns, executor.progress())
     })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
-    Ok(verify(results, data).outcome(timing, ideal))
+    Ok(verify(results, data).with_runs(reruns, Some(progress)).outcome(timing, ideal))
 }
 
 /// Checks that result `i` is item `i + 1`, and that every item arrived exactly once.

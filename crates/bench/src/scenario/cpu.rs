@@ -17,9 +17,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use fanout_core::{Executor, JobError};
+use fanout::Executor;
+use fanout_core::JobError;
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, timed};
+use super::{
+    RunOutcome, RunSpec, ScenarioError, Tally, map_with, progress_bar, rerun_expired, timed_resilient,
+};
 use crate::ideal;
 
 /// Jobs when `--jobs` is not given.
@@ -77,9 +80,29 @@ pub(super) fn run(spec: &RunSpec) -> Result<RunOutcome, ScenarioError> {
     let per_job = per_job_time();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let inputs: Vec<u64> = (0..spec.jobs as u64).collect();
-    let (results, timing) = timed(spec.executor, spec.workers, |executor| executor.map(hash_job, inputs))?;
+    let bar = progress_bar(spec);
+    let (((results, reruns, progress), worker_retries), timing) = timed_resilient(spec, |executor| {
+        let bar = bar.as_ref();
+        let mut results = map_with(bar, executor, hash_job, inputs.clone());
+        // Pure: a hash whose job expired is computed again (and expires again, if the limit
+        // is shorter than a job: the rounds are bounded).
+        let reruns = rerun_expired(&mut results, spec.rerun_rounds, |expired| {
+            map_with(
+                bar,
+                executor,
+                hash_job,
+                expired.iter().filter_map(|&i| inputs.get(i).copied()).collect(),
+            )
+        });
+        (results, reruns, executor.progress())
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let ideal = ideal::cpu(per_job, spec.jobs, spec.effective_workers(), cores);
-    Ok(verify(results).outcome(timing, ideal))
+    let mut tally = verify(results).with_runs(reruns, Some(progress));
+    tally.worker_retries = worker_retries;
+    Ok(tally.outcome(timing, ideal))
 }
 
 /// Checks that result `i` is `hash_job(i)`. Jobs cannot be duplicated or lost silently here:

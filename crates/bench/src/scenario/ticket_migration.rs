@@ -30,7 +30,12 @@ use fanout_core::{Executor, JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
 use serde::{Deserialize, Serialize};
 
-use super::{RunOutcome, RunSpec, ScenarioError, Tally, Timing, flatten, timed_async, timed_resilient};
+use fanout::bar::indicatif::ProgressBar;
+
+use super::{
+    Reruns, RunOutcome, RunSpec, ScenarioError, Tally, Timing, flatten, progress_bar, rerun_expired, ticker,
+    timed_async, timed_resilient,
+};
 use crate::executor::{AnyExecutor, ExecutorKind, dispatch};
 use crate::http::{Answer, Api, HttpError, retries_on_this_thread};
 use crate::http_async::AsyncApi;
@@ -224,29 +229,89 @@ fn ticket_deadline(api: &Api) -> Duration {
     api.retry().request_timeout.saturating_mul(20)
 }
 
-/// The timed part: list the queue, migrate its first `limit` tickets.
-struct Migration {
+/// The job that lists a queue: its first `limit` ticket ids. A job like the tickets', so that
+/// the executor's job time limit covers it too (the listing can hang like any request).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListQueue {
+    /// The server.
+    pub api: Api,
+    /// How many of the queue's tickets to migrate.
+    pub limit: usize,
+}
+
+impl StatefulJob<String> for ListQueue {
+    type Output = Result<Vec<u64>, HttpError>;
+
+    fn call(&self, queue: String) -> Self::Output {
+        let listing: Vec<QueueEntry> = self.api.get_json(&format!("/old/queues/{queue}/tickets"))?;
+        Ok(listing.into_iter().take(self.limit).map(|entry| entry.id).collect())
+    }
+}
+
+/// The listing's result, its executor error folded into an `HttpError` (the run then fails).
+fn listed(
+    queue: &str,
+    result: Option<Result<Result<Vec<u64>, HttpError>, JobError>>,
+) -> Result<Vec<u64>, HttpError> {
+    let request = || format!("GET /old/queues/{queue}/tickets");
+    match result {
+        Some(Ok(ids)) => ids,
+        Some(Err(error)) => Err(HttpError::Transport { request: request(), message: error.to_string() }),
+        None => Err(HttpError::Transport { request: request(), message: "no result".to_owned() }),
+    }
+}
+
+/// The timed part: list the queue, migrate its first `limit` tickets, and run again the jobs
+/// that expired (at most `rounds` rounds of re-runs).
+struct Migration<'a> {
     job: MigrateTicket,
     queue: &'static str,
     limit: usize,
+    rounds: u32,
+    bar: Option<&'a ProgressBar>,
 }
 
-impl Migration {
-    fn run(self, executor: &AnyExecutor) -> Result<Vec<(u64, TicketResult)>, HttpError> {
-        let listing: Vec<QueueEntry> =
-            self.job.api.get_json(&format!("/old/queues/{}/tickets", self.queue))?;
-        let ids: Vec<u64> = listing.into_iter().take(self.limit).map(|entry| entry.id).collect();
-        let done = executor.map_unordered(Stateful(self.job), ids.iter().copied());
-        Ok(in_queue_order(&ids, done))
+/// What the timed part returns: the tickets' results in queue order, what the re-runs did and
+/// the executor's counts.
+type MigrationRun = (Vec<(u64, TicketResult)>, Reruns, fanout::Progress);
+
+impl Migration<'_> {
+    fn run(self, executor: &AnyExecutor) -> Result<MigrationRun, HttpError> {
+        let list = Stateful(ListQueue { api: self.job.api.clone(), limit: self.limit });
+        let mut listing = executor.map(list.clone(), [self.queue.to_owned()]);
+        let listing_reruns =
+            rerun_expired(&mut listing, self.rounds, |_| executor.map(list.clone(), [self.queue.to_owned()]));
+        let ids = listed(self.queue, listing.pop())?;
+        let job = Stateful(self.job);
+        let migrate = |ids: &[u64]| in_queue_order(ids, unordered_with(self.bar, executor, job.clone(), ids));
+        let mut results = migrate(&ids);
+        // The migration is idempotent (the `Idempotency-Key` and `X-Attachment-Name` rules):
+        // a ticket whose job was stopped midway is migrated again, meeting its own work as `200`s.
+        let reruns = rerun_expired(&mut results, self.rounds, |expired| {
+            migrate(&expired.iter().filter_map(|&i| ids.get(i).copied()).collect::<Vec<_>>())
+        });
+        let results = ids.iter().copied().zip(results).collect();
+        Ok((results, listing_reruns.and(reruns), executor.progress()))
+    }
+}
+
+/// `executor.map_unordered`, through `bar` when there is one.
+fn unordered_with<'a>(
+    bar: Option<&ProgressBar>,
+    executor: &'a AnyExecutor,
+    job: Stateful<MigrateTicket>,
+    ids: &[u64],
+) -> Box<dyn Iterator<Item = (usize, TicketResult)> + 'a> {
+    let ids = ids.to_vec();
+    match bar {
+        Some(bar) => Box::new(fanout::bar::map_unordered(executor, job, ids, bar)),
+        None => Box::new(executor.map_unordered(job, ids)),
     }
 }
 
 /// Tells the orchestrator about each ticket as it finishes (see [`super::progress`]), and
-/// puts the results back in queue order.
-fn in_queue_order(
-    ids: &[u64],
-    done: impl Iterator<Item = (usize, TicketResult)>,
-) -> Vec<(u64, TicketResult)> {
+/// puts the results back in the order of `ids`.
+fn in_queue_order(ids: &[u64], done: impl Iterator<Item = (usize, TicketResult)>) -> Vec<TicketResult> {
     let mut results: Vec<Option<TicketResult>> = ids.iter().map(|_| None).collect();
     for (index, result) in done {
         if let (Some(&id), Some(slot)) = (ids.get(index), results.get_mut(index)) {
@@ -258,10 +323,7 @@ fn in_queue_order(
         }
     }
     // Every executor yields each index once; a missing one would be a lost ticket.
-    ids.iter()
-        .copied()
-        .zip(results.into_iter().map(|result| result.unwrap_or(Err(JobError::Cancelled))))
-        .collect()
+    results.into_iter().map(|result| result.unwrap_or(Err(JobError::Cancelled))).collect()
 }
 
 /// Migrates the first `spec.jobs` tickets of `spec.queue` and verifies the new system.
@@ -279,17 +341,26 @@ pub(super) fn run(
         inner_workers: spec.inner_workers,
         deadline: ticket_deadline(&api),
     };
-    let task = Migration { job, queue, limit: spec.jobs };
-    let ((results, worker_retries), timing) = timed_resilient(spec, |executor| task.run(executor))?;
-    let results = results?;
+    let bar = progress_bar(spec);
+    let task = Migration { job, queue, limit: spec.jobs, rounds: spec.rerun_rounds, bar: bar.as_ref() };
+    let ((migrated, worker_retries), timing) = timed_resilient(spec, |executor| task.run(executor))?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (results, reruns, progress) = migrated?;
     let http_retries =
         results.iter().filter_map(|(_, result)| result.as_ref().ok()?.as_ref().ok()).map(|m| m.retries).sum();
     let checked = Checked { spec, api: &api, latency, data, ids };
-    checked.outcome(results, timing, Some(http_retries), worker_retries)
+    let runs = Runs { http_retries: Some(http_retries), worker_retries, reruns, progress };
+    checked.outcome(results, timing, runs)
 }
 
 /// The native-async migration: list the queue, then `spec.workers` ticket futures in flight,
 /// each with its attachments `spec.inner_workers` at a time; verified like [`run`].
+///
+/// Without a job time limit each ticket's future has the blocking job's deadline
+/// ([`ticket_deadline`]) and fails past it; with one (`--job-timeout`), the executor's limit
+/// replaces it: a stuck ticket's future is dropped, and the ticket is migrated again.
 pub(super) fn run_async(
     spec: &RunSpec,
     api: Api,
@@ -298,37 +369,63 @@ pub(super) fn run_async(
 ) -> Result<RunOutcome, ScenarioError> {
     let queue = spec.queue.name();
     let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
-    let (limit, inner_workers) = (spec.jobs, spec.inner_workers);
-    let (results, timing) = timed_async(spec.workers, |executor| {
+    let (limit, inner_workers, rounds) = (spec.jobs, spec.inner_workers, spec.rerun_rounds);
+    let deadline = spec.resilience.job_timeout.is_none().then(|| ticket_deadline(&api));
+    let bar = progress_bar(spec);
+    let (results, timing) = timed_async(spec, |executor| {
         let client = AsyncApi::new(&api)?;
-        let lister = client.clone();
-        let listing = executor
-            .block_on(async move {
-                lister.get_json::<Vec<QueueEntry>>(&format!("/old/queues/{queue}/tickets")).await
+        let list = || {
+            let lister = client.clone();
+            executor.block_on(async move {
+                let listing =
+                    lister.get_json::<Vec<QueueEntry>>(&format!("/old/queues/{queue}/tickets")).await?;
+                Ok::<Vec<u64>, HttpError>(listing.into_iter().take(limit).map(|entry| entry.id).collect())
             })
-            .map_err(|error| HttpError::Transport {
-                request: format!("GET /old/queues/{queue}/tickets"),
-                message: error.to_string(),
-            })??;
-        let ids: Vec<u64> = listing.into_iter().take(limit).map(|entry| entry.id).collect();
-        let deadline = ticket_deadline(&api);
-        let done = executor.map_async_unordered(
-            |id| {
-                let ticket = migrate_ticket(client.clone(), id, inner_workers);
-                async move {
-                    tokio::time::timeout(deadline, ticket)
-                        .await
-                        .unwrap_or(Err(MigrationError::Deadline(deadline)))
-                }
-            },
-            ids.iter().copied(),
-        );
-        let results = in_queue_order(&ids, done);
-        Ok::<_, HttpError>((results, client.retries()))
+        };
+        let mut listing = vec![list()];
+        let listing_reruns = rerun_expired(&mut listing, rounds, |_| vec![list()]);
+        let listed_ids = listed(queue, listing.pop())?;
+        let migrate = |ids: &[u64]| {
+            let client = client.clone();
+            let _ticker = ticker(bar.as_ref(), executor.progress_watch(), ids.len());
+            let done = executor.map_async_unordered(
+                move |id| {
+                    let ticket = migrate_ticket(client.clone(), id, inner_workers);
+                    async move {
+                        match deadline {
+                            Some(deadline) => tokio::time::timeout(deadline, ticket)
+                                .await
+                                .unwrap_or(Err(MigrationError::Deadline(deadline))),
+                            None => ticket.await,
+                        }
+                    }
+                },
+                ids.to_vec(),
+            );
+            in_queue_order(ids, done)
+        };
+        let mut results = migrate(&listed_ids);
+        let reruns = rerun_expired(&mut results, rounds, |expired| {
+            migrate(&expired.iter().filter_map(|&i| listed_ids.get(i).copied()).collect::<Vec<_>>())
+        });
+        let results: Vec<(u64, TicketResult)> = listed_ids.iter().copied().zip(results).collect();
+        Ok::<_, HttpError>((results, client.retries(), listing_reruns.and(reruns), executor.progress()))
     })?;
-    let (results, http_retries) = results?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (results, http_retries, reruns, progress) = results?;
     let checked = Checked { spec, api: &api, latency, data, ids };
-    checked.outcome(results, timing, Some(http_retries), None)
+    let runs = Runs { http_retries: Some(http_retries), worker_retries: None, reruns, progress };
+    checked.outcome(results, timing, runs)
+}
+
+/// What a migration counted besides its results.
+struct Runs {
+    http_retries: Option<u64>,
+    worker_retries: Option<u64>,
+    reruns: Reruns,
+    progress: fanout::Progress,
 }
 
 /// What both migrations (blocking and async) check their results against, outside the timed
@@ -346,8 +443,7 @@ impl Checked<'_> {
         &self,
         results: Vec<(u64, TicketResult)>,
         timing: Timing,
-        http_retries: Option<u64>,
-        worker_retries: Option<u64>,
+        runs: Runs,
     ) -> Result<RunOutcome, ScenarioError> {
         let Self { spec, api, latency, data, ids } = *self;
         let summary: Summary = api.get_json("/new/tickets/summary")?;
@@ -355,9 +451,9 @@ impl Checked<'_> {
             ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
         let ideal =
             ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
-        let mut tally = verify(results, ids, data, &summary);
-        tally.http_retries = http_retries;
-        tally.worker_retries = worker_retries;
+        let mut tally = verify(results, ids, data, &summary).with_runs(runs.reruns, Some(runs.progress));
+        tally.http_retries = runs.http_retries;
+        tally.worker_retries = runs.worker_retries;
         Ok(tally.outcome(timing, ideal))
     }
 }
