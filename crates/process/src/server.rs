@@ -145,6 +145,11 @@ fn serve(name: String) -> Result<(), IpcError> {
     })?;
     drop(hello);
 
+    // What every worker's exit path uses, set up once here (`stdout` and its lock's owner,
+    // the thread's id): a worker then only writes those pages, instead of faulting in the code
+    // and data to set them up, each of which costs a page fault per worker.
+    let _ = std::io::Write::flush(&mut std::io::stdout().lock());
+
     let mut server = Server {
         pid: nix::unistd::getpid(),
         set: Some(set),

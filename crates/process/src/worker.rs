@@ -32,7 +32,9 @@ pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! 
         let source = settings.permits.zip(grants).map(|(scope, grants)| {
             Arc::new(RemoteSource::new(replies.clone(), grants, scope)) as PermitHandle
         });
-        let _permits = AmbientGuard::install(source);
+        // Only then: the thread-local's first use registers its destructor, page faults that
+        // every worker of a pool without a limit would pay.
+        let _permits = source.map(|source| AmbientGuard::install(Some(source)));
         match std::panic::catch_unwind(AssertUnwindSafe(|| serve(&jobs, &replies, settings))) {
             Ok(()) => 0,
             Err(_) => 1,
