@@ -1,7 +1,7 @@
 //! The measured run: what the run child (`fanout __run`) does for one repetition.
 //!
 //! [`RunSpec`] says what to run; [`execute`] asks the server for the latencies it applies,
-//! prepares the inputs, then times [`dispatch`] (building the executor, the
+//! prepares the inputs, then times [`dispatch_resilient`] (building the executor, the
 //! jobs, the shutdown: what a user program pays) and verifies every result, outside the timed
 //! window. One module per scenario:
 //!
@@ -484,11 +484,12 @@ fn measure<T>(run: impl FnOnce() -> Result<T, ExecError>) -> Result<(T, Timing),
 /// ([`RunSpec::progress_bar`]); it counts the outer executor's completions.
 fn progress_bar(spec: &RunSpec) -> Option<ProgressBar> {
     let label = spec.progress_bar.as_deref()?;
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} jobs {elapsed}") {
+    // The length grows by the inputs of each call: the jobs, then any re-runs.
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:20}] {pos}/{len} jobs {elapsed}") {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_message(format!("{label}: {} on {} x{}", spec.scenario, spec.executor, spec.effective_workers()));
+    bar.set_message(format!("{label}: {} {} x{}", spec.scenario, spec.executor, spec.effective_workers()));
     Some(bar)
 }
 
