@@ -10,6 +10,13 @@
 //! calls `Runtime::block_on` or drops a runtime on the caller's thread, and an `AsyncExecutor`
 //! can be built, used and dropped anywhere, inside another tokio runtime too ("Cannot start a
 //! runtime from within a runtime" cannot happen).
+//!
+//! **Who stops it.** The loop waits until every task's [`Tracker`] is gone (`Finish`), or until
+//! the executor is killed; it then drops the runtime, which joins the blocking-pool threads,
+//! or, when some were abandoned (stuck in a job) or the executor was killed, shuts it down
+//! without waiting (`shutdown_background`), so that no stuck thread can hang the shutdown.
+//! With a job time limit, a job timer thread (`PREFIX-timer`, see `blocking`) watches the
+//! trait's running jobs; the loop stops it before the runtime goes.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -30,7 +37,7 @@ use fanout_core::{BuildError, Executor, Job, JobError, JobHandle, Payload, Progr
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::mpsc;
 
-use crate::blocking::BlockingQueue;
+use crate::blocking::{self, BlockingQueue};
 use crate::launch::{self, Shared, Tracker};
 
 /// Blocking jobs launched per `map` call at least: they wait in the blocking queue, so that a
@@ -48,6 +55,15 @@ const EVENT_INTERVAL: u32 = 8;
 /// Threads of the blocking pool beyond the workers, for the runtime's own blocking work
 /// (host name lookups, file operations) that must not queue behind the jobs.
 const SPARE_BLOCKING_THREADS: usize = 16;
+
+/// Threads of the blocking pool beyond those, with a job time limit: abandoned threads still
+/// running their expired jobs count against tokio's limit, and fresh drainers take their
+/// places, so that many abandoned threads at once keep the executor's capacity.
+const ABANDONED_BLOCKING_THREADS: usize = 512;
+
+/// How long `Shutdown::Kill` waits for the event-loop thread to shut the runtime down before it
+/// leaves it behind (only a future that blocks the loop's thread without awaiting can hold it).
+const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// The last executor id handed out; ids start at 1, 0 means "no executor".
 static LAST_ID: AtomicUsize = AtomicUsize::new(0);
@@ -111,17 +127,51 @@ impl AsyncExecutorBuilder {
     }
 
     /// The prefix of the runtime's thread names (default `fanout-async`): the event loop is
-    /// `PREFIX-loop`, the worker and blocking-pool threads are `PREFIX`.
+    /// `PREFIX-loop`, the worker and blocking-pool threads are `PREFIX`, and the job timer of
+    /// an executor with a [`job_timeout`](Self::job_timeout) is `PREFIX-timer`.
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name = prefix.into();
         self
     }
 
-    /// A time limit for each job, counted from when it starts (not while it waits for a
-    /// slot). A future still running at its limit is dropped and fails with
-    /// [`JobError::Expired`]; a blocking job of the [`Executor`] trait is treated like a
-    /// thread pool's: reported expired, its blocking-pool thread abandoned and replaced. Off
-    /// by default.
+    /// A time limit for each job, counted from when it starts, not while it waits for one of
+    /// the `workers` slots. Off by default; a limit of zero is a build error
+    /// ([`BuildError::ZeroJobTimeout`]).
+    ///
+    /// - **Futures** (`map_async`, `map_async_unordered`, `submit_async`, `block_on`): the
+    ///   clock starts when the future gets its in-flight slot. Still running at its limit, it
+    ///   is dropped (stopped at the `.await` it waits on) and fails with
+    ///   [`JobError::Expired`]; its slot goes to the next future at once.
+    /// - **Blocking jobs** of the [`Executor`] trait (`map`, `imap`, `map_unordered`,
+    ///   `submit`): the clock starts when a blocking-pool thread starts the job. A thread
+    ///   cannot be killed, so at its limit the job is reported [`JobError::Expired`] at once
+    ///   and its thread is abandoned: a fresh thread takes its place (the `workers` limit
+    ///   counts live threads only), while the abandoned one runs the job to its end, drops
+    ///   the result and exits ([`AsyncExecutor::abandoned_threads`] counts them). Inside the
+    ///   job, [`deadline::expired`](fanout_core::deadline::expired) and
+    ///   [`deadline::time_left`](fanout_core::deadline::time_left) tell it to stop; a job that
+    ///   returns past its limit reports `Expired` too, whatever it returned.
+    ///
+    /// Dropping the executor waits for its jobs as always, and the limit bounds that wait.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fanout_async::AsyncExecutor;
+    /// use fanout_core::JobError;
+    ///
+    /// let limit = Duration::from_millis(500);
+    /// let executor = AsyncExecutor::builder().workers(1).job_timeout(limit).build()?;
+    /// // One slot: the stuck future holds it until its limit, then the next one runs.
+    /// let stuck = executor.submit_async(std::future::pending::<u64>());
+    /// let next = executor.submit_async(async { 7 });
+    /// assert_eq!(stuck.wait(), Err(JobError::Expired { limit }));
+    /// assert_eq!(next.wait(), Ok(7));
+    /// # Ok::<(), fanout_core::BuildError>(())
+    /// ```
+    ///
+    /// Not enforced for a future that *blocks* its thread without awaiting: it can only be
+    /// dropped once it returns to the runtime. Jobs run inline (a blocking call from one of
+    /// this executor's own futures or jobs) run under their caller's limit.
     pub fn job_timeout(mut self, limit: Duration) -> Self {
         self.job_timeout = Some(limit);
         self
@@ -135,7 +185,6 @@ impl AsyncExecutorBuilder {
         if self.job_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroJobTimeout);
         }
-        let shared = Arc::new(Shared::new(self.workers));
         let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
         let mut builder = match self.flavor {
             Flavor::CurrentThread => Builder::new_current_thread(),
@@ -149,29 +198,74 @@ impl AsyncExecutorBuilder {
             .enable_all()
             .event_interval(EVENT_INTERVAL)
             .thread_name(self.thread_name.clone())
-            .max_blocking_threads(self.workers.saturating_add(SPARE_BLOCKING_THREADS))
+            .max_blocking_threads(self.max_blocking_threads())
             .on_thread_start(move || RUNTIME_OF.set(id))
             .build()
             .map_err(|source| BuildError::Os { action: "build the tokio runtime", source })?;
         let handle = runtime.handle().clone();
         let runtime = OwnedRuntime(Some(runtime));
+        let progress = Arc::new(ProgressCounters::new());
+        let shared = Arc::new(Shared::new(self.workers, self.job_timeout, Arc::clone(&progress)));
+        let blocking = Arc::new(BlockingQueue::new(self.workers, handle.clone(), Arc::clone(&shared)));
+        let supervisor = match self.job_timeout {
+            None => None,
+            Some(limit) => {
+                let queue = Arc::clone(&blocking);
+                let thread = std::thread::Builder::new()
+                    .name(format!("{}-timer", self.thread_name))
+                    .spawn(move || queue.supervise(limit))
+                    .map_err(|source| BuildError::Os { action: "spawn the job timer thread", source })?;
+                Some(Supervisor { queue: Arc::clone(&blocking), thread: Some(thread) })
+            }
+        };
         let (tracker, done) = Tracker::new();
+        let (exited, loop_exited) = crossbeam_channel::bounded::<Infallible>(0);
+        let loop_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("{}-loop", self.thread_name))
-            .spawn(move || event_loop(runtime, id, done))
+            .spawn(move || {
+                let _exited = exited;
+                event_loop(runtime, id, done, &loop_shared, supervisor);
+            })
             .map_err(|source| BuildError::Os { action: "spawn the event-loop thread", source })?;
         Ok(AsyncExecutor {
             id,
             shared,
-            blocking: Arc::new(BlockingQueue::new(self.workers)),
+            blocking,
             handle,
             workers: self.workers,
             flavor: self.flavor,
             tracker: Some(tracker),
             thread: Some(thread),
-            progress: Arc::new(ProgressCounters::new()),
+            loop_exited,
+            progress,
             job_timeout: self.job_timeout,
         })
+    }
+
+    fn max_blocking_threads(&self) -> usize {
+        let spare = match self.job_timeout {
+            None => SPARE_BLOCKING_THREADS,
+            Some(_) => SPARE_BLOCKING_THREADS + ABANDONED_BLOCKING_THREADS,
+        };
+        self.workers.saturating_add(spare)
+    }
+}
+
+/// The job timer thread of an executor with a time limit ([`BlockingQueue::supervise`]);
+/// dropping it stops and joins the thread.
+struct Supervisor {
+    queue: Arc<BlockingQueue>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.queue.stop_supervisor();
+        if let Some(thread) = self.thread.take() {
+            // It never runs a job, only short critical sections: this returns at once.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -189,16 +283,33 @@ impl Drop for OwnedRuntime {
 }
 
 /// The event-loop thread: drives the runtime until every task is done and the executor has
-/// let go of its tracker, then drops the runtime, which joins its blocking-pool threads.
-fn event_loop(mut runtime: OwnedRuntime, id: usize, mut done: mpsc::Receiver<Infallible>) {
+/// let go of its tracker, or until the executor is killed; then stops the job timer and drops
+/// the runtime, which joins its blocking-pool threads. A killed runtime, or one with abandoned
+/// threads (still running expired jobs), is shut down without waiting for them.
+fn event_loop(
+    mut runtime: OwnedRuntime,
+    id: usize,
+    mut done: mpsc::Receiver<Infallible>,
+    shared: &Shared,
+    supervisor: Option<Supervisor>,
+) {
     RUNTIME_OF.set(id);
     LOOP_OF.set(id);
     let Some(runtime) = runtime.0.take() else { return };
-    runtime.block_on(async move {
+    runtime.block_on(async {
         // Nothing is ever sent (`Infallible`): `recv` returns `None` once every tracker is gone.
-        let _ = done.recv().await;
+        let done = std::pin::pin!(done.recv());
+        let killed = std::pin::pin!(shared.killed());
+        let _ = futures_util::future::select(done, killed).await;
     });
-    drop(runtime);
+    drop(supervisor);
+    if shared.is_killed() || shared.abandoned() > 0 {
+        // Drops every task now (a running future's reply answers `Killed`), and leaves the
+        // abandoned threads to end on their own.
+        runtime.shutdown_background();
+    } else {
+        drop(runtime);
+    }
 }
 
 /// Where a call comes from, relative to an executor's threads.
@@ -223,9 +334,15 @@ enum Caller {
 ///
 /// Dropping the executor waits for its queued and running jobs and futures;
 /// [`shutdown`](Executor::shutdown) with [`Shutdown::CancelQueued`] makes queued ones report
-/// [`JobError::Cancelled`]. A panicking job or future reports [`JobError::Panicked`]. Tasks
-/// that a future spawns itself (`tokio::spawn`) are not waited for: the shutdown cancels
+/// [`JobError::Cancelled`], and with [`Shutdown::Kill`] it returns at once, running ones
+/// reporting [`JobError::Killed`]. A panicking job or future reports [`JobError::Panicked`].
+/// Tasks that a future spawns itself (`tokio::spawn`) are not waited for: the shutdown cancels
 /// those still running, like the idle connections of a client's pool.
+///
+/// With a [job time limit](AsyncExecutorBuilder::job_timeout), a future still running at its
+/// limit is dropped and a blocking job's thread is abandoned (and replaced); both report
+/// [`JobError::Expired`]. Abandoned threads ([`abandoned_threads`](Self::abandoned_threads))
+/// are the one thing the executor does not wait for: each ends when its job returns.
 ///
 /// ```
 /// use fanout_async::AsyncExecutor;
@@ -255,6 +372,8 @@ pub struct AsyncExecutor {
     /// The executor's own tracker: dropping it lets the event loop end once every task is done.
     tracker: Option<Tracker>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected once the event-loop thread is about to end.
+    loop_exited: crossbeam_channel::Receiver<Infallible>,
     /// What the executor did so far.
     progress: Arc<ProgressCounters>,
     job_timeout: Option<Duration>,
@@ -412,10 +531,21 @@ impl AsyncExecutor {
         Fut::Output: Send + 'static,
     {
         // A stopped executor: the reply, dropped, answers `Cancelled`.
-        if let Some(tracker) = &self.tracker {
-            let shared = Arc::clone(&self.shared);
-            drop(self.handle.spawn(launch::futures(tracker.clone(), shared, futures, reply)));
-        }
+        let Some(tracker) = &self.tracker else { return };
+        let shared = Arc::clone(&self.shared);
+        let task = match self.job_timeout {
+            None => self.handle.spawn(launch::futures(
+                tracker.clone(),
+                shared,
+                futures.map(launch::caught),
+                reply,
+            )),
+            Some(limit) => {
+                let futures = futures.map(|future| launch::limited(limit, future));
+                self.handle.spawn(launch::futures(tracker.clone(), shared, futures, reply))
+            }
+        };
+        drop(task);
     }
 
     /// Queues one chunk of blocking jobs for the blocking pool's drainers.
@@ -427,12 +557,7 @@ impl AsyncExecutor {
     {
         // A stopped executor: the reply, dropped, answers `Cancelled`.
         let Some(tracker) = &self.tracker else { return };
-        let task = Box::new(move |cancelled: bool| {
-            if !cancelled && reply.start() {
-                reply.send(run_chunk(chunk, |input| job.call(input)));
-            }
-        });
-        self.blocking.push(task, &self.handle, &self.shared, tracker);
+        self.blocking.push(blocking::task(job, chunk, reply), tracker);
     }
 
     /// The job time limit set with [`AsyncExecutorBuilder::job_timeout`].
@@ -440,10 +565,31 @@ impl AsyncExecutor {
         self.job_timeout
     }
 
+    /// How many blocking-pool threads this executor has given up on so far: each was running
+    /// a job of the [`Executor`] trait past its time limit ([`JobError::Expired`]). A thread
+    /// cannot be killed, so it goes on running its job until the job returns (a job that
+    /// polls [`fanout_core::deadline::expired`] returns soon after its limit), then ends
+    /// without taking more work; its late result is dropped. A fresh thread takes its place
+    /// at once, so the executor keeps its `workers` capacity. Futures are never abandoned:
+    /// an expired future is dropped.
+    ///
+    /// The count only grows. Abandoned threads are not waited for: dropping the executor
+    /// returns without them, and they end on their own.
+    pub fn abandoned_threads(&self) -> usize {
+        self.shared.abandoned()
+    }
+
     fn stop(&mut self, mode: Shutdown) {
-        // TODO(issue 12): `Kill` must abort futures and abandon blocking jobs at once.
-        if mode != Shutdown::Finish {
-            self.shared.cancel_queued();
+        match mode {
+            Shutdown::Finish => {}
+            Shutdown::CancelQueued => self.shared.cancel_queued(),
+            Shutdown::Kill => {
+                // Futures: queued ones are cancelled now, and the event loop wakes up to drop
+                // the running ones (`Killed`). Blocking jobs: queued ones are dropped
+                // (`Cancelled`), running ones answered `Killed` and their threads abandoned.
+                self.shared.kill();
+                self.blocking.kill();
+            }
         }
         self.blocking.close();
         // The event loop ends once this tracker and every task's are gone.
@@ -452,7 +598,15 @@ impl AsyncExecutor {
             // Dropped by one of its own tasks (a future that owned the executor): the loop
             // finishes on its own when that task ends; joining here would wait for ourselves.
             if self.caller() == Caller::Outside {
-                let _ = thread.join();
+                if mode == Shutdown::Kill {
+                    // Only a future that blocks the loop's thread can hold it: leave it then.
+                    let ended = self.loop_exited.recv_timeout(KILL_GRACE);
+                    if matches!(ended, Err(crossbeam_channel::RecvTimeoutError::Disconnected)) {
+                        let _ = thread.join();
+                    }
+                } else {
+                    let _ = thread.join();
+                }
             }
         }
     }
@@ -545,6 +699,40 @@ impl Executor for AsyncExecutor {
         handle
     }
 
+    /// Stops the executor. [`Shutdown::Finish`] (what `Drop` does) waits for every queued and
+    /// running job and future; [`Shutdown::CancelQueued`] makes what has not started report
+    /// [`JobError::Cancelled`] and waits for what runs. [`Shutdown::Kill`] waits for nothing:
+    /// what has not started reports `Cancelled` (futures waiting for a slot, blocking jobs in
+    /// the queue), running futures are dropped and running blocking jobs abandoned with their
+    /// threads (see [`abandoned_threads`](AsyncExecutor::abandoned_threads)), both reporting
+    /// [`JobError::Killed`], and the runtime shuts down without waiting for them. It returns
+    /// within a millisecond or so; only a future that blocks the current-thread event loop
+    /// without awaiting can hold it, and then for half a second, after which the loop's
+    /// thread is left to finish on its own.
+    ///
+    /// ```
+    /// use fanout_async::AsyncExecutor;
+    /// use fanout_core::{Executor, JobError, Shutdown, deadline};
+    ///
+    /// /// A blocking job stuck until its executor gives up on it.
+    /// fn stuck(_: ()) -> u64 {
+    ///     while !deadline::expired() {
+    ///         std::thread::sleep(std::time::Duration::from_millis(1));
+    ///     }
+    ///     0
+    /// }
+    ///
+    /// let executor = AsyncExecutor::new(1)?;
+    /// let running = executor.submit(stuck, ());
+    /// while executor.progress().started == 0 {
+    ///     std::thread::yield_now();
+    /// }
+    /// let queued = executor.submit(stuck, ());
+    /// executor.shutdown(Shutdown::Kill);
+    /// assert_eq!(running.wait(), Err(JobError::Killed));
+    /// assert_eq!(queued.wait(), Err(JobError::Cancelled));
+    /// # Ok::<(), fanout_core::BuildError>(())
+    /// ```
     fn shutdown(mut self, mode: Shutdown) {
         self.stop(mode);
     }

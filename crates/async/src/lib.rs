@@ -14,8 +14,10 @@
 //!
 //! Both keep fanout's error model: one `Result` per input, a panic is
 //! [`JobError::Panicked`](fanout_core::JobError::Panicked), dropping the executor waits for what
-//! is queued and running, and `shutdown(Shutdown::CancelQueued)` makes what has not started
-//! report [`JobError::Cancelled`](fanout_core::JobError::Cancelled).
+//! is queued and running, `shutdown(Shutdown::CancelQueued)` makes what has not started
+//! report [`JobError::Cancelled`](fanout_core::JobError::Cancelled), a job time limit stops
+//! what runs too long, and `shutdown(Shutdown::Kill)` stops everything at once (see
+//! [Stuck jobs](#stuck-jobs-time-limits-and-kill)).
 //!
 //! # Blocking and async, side by side
 //!
@@ -94,6 +96,81 @@
 //!   multi-thread runtime ([`AsyncExecutorBuilder::multi_thread`]) spreads that CPU over the
 //!   cores.
 //!
+//! # Stuck jobs: time limits and `Kill`
+//!
+//! A request without a timeout, a lock never released: a job that never ends must not hang the
+//! program. [`AsyncExecutorBuilder::job_timeout`] sets a time limit per job, counted from when
+//! the job starts (not while it waits for one of the `workers` slots):
+//!
+//! - **A future** still running at its limit is dropped, which stops it at its current
+//!   `.await`: it reports [`JobError::Expired`](fanout_core::JobError::Expired) and its slot
+//!   goes to the next future at once.
+//! - **A blocking job** of the [`Executor`](fanout_core::Executor) trait cannot be stopped:
+//!   Rust cannot kill a thread. At its limit it reports `Expired` at once, and its thread is
+//!   *abandoned*: a fresh thread takes its place, so the executor keeps its `workers` capacity,
+//!   while the abandoned one runs the job to its end, drops the late result and exits. The job
+//!   sees [`deadline::expired`](fanout_core::deadline::expired) turn true and can return early
+//!   (a job that polls it between steps gives its thread back soon after its limit).
+//!   [`AsyncExecutor::abandoned_threads`] counts them, as does
+//!   [`Progress::abandoned_threads`](fanout_core::Progress).
+//!
+//! [`Shutdown::Kill`](fanout_core::Shutdown::Kill) (Python's `Pool.terminate()`) returns at once
+//! whatever the jobs do: what has not started reports `Cancelled`, what runs reports
+//! [`JobError::Killed`](fanout_core::JobError::Killed) (futures are dropped, blocking jobs'
+//! threads abandoned as above), and the runtime shuts down without waiting for them. Dropping
+//! the executor still means [`Shutdown::Finish`](fanout_core::Shutdown::Finish): it waits for
+//! every job, which a time limit bounds.
+//!
+//! ```
+//! use std::time::Duration;
+//! use fanout_async::AsyncExecutor;
+//! use fanout_core::{Executor, JobError, Shutdown, deadline};
+//!
+//! /// A blocking job that checks its deadline between two pages.
+//! fn crawl(pages: u64) -> u64 {
+//!     let mut fetched = 0;
+//!     while fetched < pages && !deadline::expired() {
+//!         std::thread::sleep(Duration::from_millis(1)); // fetch one page
+//!         fetched += 1;
+//!     }
+//!     fetched
+//! }
+//!
+//! let limit = Duration::from_secs(1);
+//! let executor = AsyncExecutor::builder().workers(2).job_timeout(limit).build()?;
+//! let expired = JobError::Expired { limit };
+//!
+//! // A future that would sleep for an hour is dropped at its limit.
+//! let naps = executor.map_async(
+//!     |secs: u64| async move { tokio::time::sleep(Duration::from_secs(secs)).await },
+//!     [0, 3600],
+//! );
+//! assert_eq!(naps, [Ok(()), Err(expired.clone())]);
+//!
+//! // A blocking job that would crawl for an hour expires too; this one stops itself.
+//! assert_eq!(executor.map(crawl, [3, 3_600_000]), [Ok(3), Err(expired)]);
+//!
+//! // Kill: the running future reports `Killed`, the one queued behind it `Cancelled`.
+//! let executor = AsyncExecutor::new(1)?;
+//! let (started, running) = std::sync::mpsc::channel();
+//! let stuck = executor.submit_async(async move {
+//!     started.send(()).unwrap();
+//!     std::future::pending::<()>().await
+//! });
+//! let queued = executor.submit_async(async {});
+//! running.recv().unwrap();
+//! executor.shutdown(Shutdown::Kill);
+//! assert_eq!(stuck.wait(), Err(JobError::Killed));
+//! assert_eq!(queued.wait(), Err(JobError::Cancelled));
+//! # Ok::<(), fanout_core::BuildError>(())
+//! ```
+//!
+//! Two limits remain. A future that *blocks* its thread (no `.await`) can only be dropped once
+//! it returns to the runtime; on a current-thread runtime it holds every other future and timer
+//! meanwhile, and `Kill` leaves the blocked event-loop thread behind after half a second. And
+//! jobs that run inline (a blocking call from one of the executor's own futures or jobs) run
+//! under the limit of their caller, not one of their own.
+//!
 //! # Inside another tokio runtime
 //!
 //! The runtime lives on a thread of its own (the event loop), and callers only hand it tasks
@@ -112,10 +189,12 @@
 //!   the runtime, the [`Executor`](fanout_core::Executor) implementation and the native async
 //!   methods.
 //! - `blocking`: the trait's blocking jobs, a queue drained by at most `workers` tasks on the
-//!   runtime's blocking pool.
-//! - `launch`: one chunk of futures' life on the runtime (a permit, then the loop), answered
-//!   through fanout-core's exactly-once `Reply`. The caller's side of a map (lazy inputs, the
-//!   window, the order of results) is fanout-core's engine.
+//!   runtime's blocking pool; their replies claimable by the job timer or a kill, abandoned
+//!   threads, and the job timer thread.
+//! - `launch`: one chunk of futures' life on the runtime (a permit, then the futures under
+//!   their time limit), answered through fanout-core's exactly-once `Reply`, `Killed` if the
+//!   runtime drops it. The caller's side of a map (lazy inputs, the window, the order of
+//!   results) is fanout-core's engine.
 //! - `concurrent`: [`map_concurrent`], bounded concurrency inside one future.
 //! - `catch`: panics of futures as [`JobError::Panicked`](fanout_core::JobError::Panicked).
 
