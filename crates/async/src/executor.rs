@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use std::marker::PhantomData;
 
+use fanout_core::limit::{AmbientGuard, Gate, RateLimit};
 use fanout_core::plumbing::{
     Batch, BatchPacker, Launch, Ordered, ProgressCounters, Reply, Unordered, catch_panic, job_handle,
     launch_one, run_chunk,
@@ -97,6 +98,8 @@ pub struct AsyncExecutorBuilder {
     flavor: Flavor,
     thread_name: String,
     job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+    max_in_flight: Option<usize>,
 }
 
 impl AsyncExecutorBuilder {
@@ -177,6 +180,25 @@ impl AsyncExecutorBuilder {
         self
     }
 
+    /// A rate limit that every job shares (see [`fanout_core::limit`]): by default each job
+    /// takes a permit before it starts (a future waits for it on the runtime; a blocking job of
+    /// the [`Executor`] trait is handed to the blocking pool only once it has one); with
+    /// [`RateLimit::per_request`] jobs take them themselves, blocking jobs with
+    /// [`fanout_core::limit::acquire`] and futures with [`acquire`](crate::acquire)`.await`.
+    /// An executor built inside a job of a limited executor draws from that executor's limit
+    /// unless it has one of its own.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `jobs` jobs in flight at once (at least 1): the smaller of this and
+    /// [`workers`](Self::workers).
+    pub fn max_in_flight(mut self, jobs: usize) -> Self {
+        self.max_in_flight = Some(jobs);
+        self
+    }
+
     /// Builds the runtime and starts its event-loop thread.
     pub fn build(self) -> Result<AsyncExecutor, BuildError> {
         if self.workers == 0 || self.flavor == (Flavor::MultiThread { threads: 0 }) {
@@ -185,7 +207,11 @@ impl AsyncExecutorBuilder {
         if self.job_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroJobTimeout);
         }
+        let gate = Gate::new(self.rate_limit, self.max_in_flight)?;
+        // `max_in_flight` below `workers` is simply fewer jobs at once.
+        let workers = self.workers.min(self.max_in_flight.unwrap_or(usize::MAX));
         let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
+        let source = gate.source();
         let mut builder = match self.flavor {
             Flavor::CurrentThread => Builder::new_current_thread(),
             Flavor::MultiThread { threads } => {
@@ -199,14 +225,19 @@ impl AsyncExecutorBuilder {
             .event_interval(EVENT_INTERVAL)
             .thread_name(self.thread_name.clone())
             .max_blocking_threads(self.max_blocking_threads())
-            .on_thread_start(move || RUNTIME_OF.set(id))
+            .on_thread_start(move || {
+                RUNTIME_OF.set(id);
+                // The runtime's threads run this executor's jobs for their whole life: their
+                // permits come from its limit (`limit::acquire`, and pools built in its jobs).
+                std::mem::forget(AmbientGuard::install(source.clone()));
+            })
             .build()
             .map_err(|source| BuildError::Os { action: "build the tokio runtime", source })?;
         let handle = runtime.handle().clone();
         let runtime = OwnedRuntime(Some(runtime));
         let progress = Arc::new(ProgressCounters::new());
-        let shared = Arc::new(Shared::new(self.workers, self.job_timeout, Arc::clone(&progress)));
-        let blocking = Arc::new(BlockingQueue::new(self.workers, handle.clone(), Arc::clone(&shared)));
+        let shared = Arc::new(Shared::new(workers, self.job_timeout, Arc::clone(&progress), gate));
+        let blocking = Arc::new(BlockingQueue::new(workers, handle.clone(), Arc::clone(&shared)));
         let supervisor = match self.job_timeout {
             None => None,
             Some(limit) => {
@@ -233,7 +264,7 @@ impl AsyncExecutorBuilder {
             shared,
             blocking,
             handle,
-            workers: self.workers,
+            workers,
             flavor: self.flavor,
             tracker: Some(tracker),
             thread: Some(thread),
@@ -295,6 +326,8 @@ fn event_loop(
 ) {
     RUNTIME_OF.set(id);
     LOOP_OF.set(id);
+    // A current-thread runtime runs its futures here: they draw permits from the limit too.
+    let _permits = AmbientGuard::install(shared.gate.source());
     let Some(runtime) = runtime.0.take() else { return };
     runtime.block_on(async {
         // Nothing is ever sent (`Infallible`): `recv` returns `None` once every tracker is gone.
@@ -392,6 +425,8 @@ impl AsyncExecutor {
             flavor: Flavor::CurrentThread,
             thread_name: "fanout-async".to_owned(),
             job_timeout: None,
+            rate_limit: None,
+            max_in_flight: None,
         }
     }
 
@@ -557,6 +592,13 @@ impl AsyncExecutor {
     {
         // A stopped executor: the reply, dropped, answers `Cancelled`.
         let Some(tracker) = &self.tracker else { return };
+        // A per-job rate limit is kept here, before the job reaches the blocking pool, so that
+        // a permit's wait never counts towards the job's time limit.
+        if let Some(permits) = self.shared.gate.per_job() {
+            for _ in 0..chunk.len() {
+                permits.acquire();
+            }
+        }
         self.blocking.push(blocking::task(job, chunk, reply), tracker);
     }
 
@@ -575,8 +617,8 @@ impl AsyncExecutor {
     ///
     /// The count only grows. Abandoned threads are not waited for: dropping the executor
     /// returns without them, and they end on their own.
-    pub fn abandoned_threads(&self) -> usize {
-        self.shared.abandoned()
+    pub fn abandoned_threads(&self) -> u64 {
+        self.shared.abandoned() as u64
     }
 
     fn stop(&mut self, mode: Shutdown) {

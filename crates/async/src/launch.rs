@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fanout_core::JobError;
+use fanout_core::limit::{Gate, PermitHandle, Poll};
 use fanout_core::plumbing::{Batch, ProgressCounters, Reply};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     abandoned: AtomicUsize,
     /// The executor's counters, where abandoned threads are counted too.
     progress: Arc<ProgressCounters>,
+    /// The executor's rate limit (and the permit source its jobs draw from).
+    pub(crate) gate: Gate,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
         workers: usize,
         job_timeout: Option<Duration>,
         progress: Arc<ProgressCounters>,
+        gate: Gate,
     ) -> Self {
         // Tokio's semaphore holds at most `Semaphore::MAX_PERMITS` (2^61 - 1) permits.
         let permits = workers.min(Semaphore::MAX_PERMITS);
@@ -59,6 +63,7 @@ impl Shared {
             job_timeout,
             abandoned: AtomicUsize::new(0),
             progress,
+            gate,
         }
     }
 
@@ -154,6 +159,11 @@ where
 {
     let _tracker = tracker;
     let Ok(permit) = Arc::clone(&shared.futures).acquire_owned().await else { return };
+    if let Some(permits) = shared.gate.per_job() {
+        for _ in 0..chunk.len() {
+            wait_for_permit(permits).await;
+        }
+    }
     if shared.is_cancelled() || !reply.start() {
         return;
     }
@@ -181,4 +191,23 @@ pub(crate) fn caught<F: Future>(future: F) -> CatchPanic<F> {
 /// does only once the future has its permit: not while it waits for one.
 pub(crate) async fn limited<F: Future>(limit: Duration, future: F) -> Result<F::Output, JobError> {
     tokio::time::timeout(limit, CatchPanic::new(future)).await.unwrap_or(Err(JobError::Expired { limit }))
+}
+
+/// Waits for one permit of `source` without blocking the runtime: sleeps on the runtime's
+/// timer while the limit says wait, and asks on the blocking pool a source that can only block
+/// (a worker process's parent).
+pub(crate) async fn wait_for_permit(source: &PermitHandle) {
+    loop {
+        match source.poll_acquire() {
+            Poll::Granted => return,
+            Poll::WaitFor(wait) => tokio::time::sleep(wait).await,
+            Poll::MustBlock => {
+                let source = Arc::clone(source);
+                // A runtime shutting down drops the task: the job goes on without the permit
+                // only to be dropped itself.
+                let _ = tokio::task::spawn_blocking(move || source.acquire()).await;
+                return;
+            }
+        }
+    }
 }

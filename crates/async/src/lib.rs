@@ -205,4 +205,36 @@ mod executor;
 mod launch;
 
 pub use concurrent::map_concurrent;
+
+/// Takes one permit of the rate limit of the executor this future runs on, without blocking
+/// its thread (the async form of [`fanout_core::limit::acquire`], for futures that take a
+/// permit per request under [`RateLimit::per_request`](fanout_core::limit::RateLimit::per_request));
+/// returns at once when there is no limit. [`fanout_core::limit::pause`] does not block, so
+/// futures call it as it is.
+///
+/// ```
+/// use fanout_async::AsyncExecutor;
+/// use fanout_core::limit::RateLimit;
+///
+/// let executor = AsyncExecutor::builder()
+///     .workers(8)
+///     .rate_limit(RateLimit::per_second(1000.0).per_request())
+///     .build()?;
+/// let fetched = executor.map_async(
+///     |id: u64| async move {
+///         for _ in 0..2 {
+///             fanout_async::acquire().await; // one permit per request
+///         }
+///         id
+///     },
+///     0..4,
+/// );
+/// assert_eq!(fetched, [Ok(0), Ok(1), Ok(2), Ok(3)]);
+/// # Ok::<(), fanout_core::BuildError>(())
+/// ```
+pub async fn acquire() {
+    if let Some(source) = fanout_core::limit::ambient() {
+        launch::wait_for_permit(&source).await;
+    }
+}
 pub use executor::{AsyncExecutor, AsyncExecutorBuilder, Flavor};
