@@ -178,13 +178,13 @@ pub(crate) fn table(results: &Results, section: &Section) -> String {
         out.push_str(" jobs |");
     }
     out.push_str(
-        " wall (median) | speed-up vs serial | efficiency vs ideal | CPU s | peak RSS | errors / lost / duplicated |\n\
+        " wall (median) | speed-up vs serial | efficiency vs ideal | CPU s | peak RSS | peak PSS | errors / lost / duplicated |\n\
          |---|---:|",
     );
     if show_jobs {
         out.push_str("---:|");
     }
-    out.push_str("---:|---:|---:|---:|---:|---|\n");
+    out.push_str("---:|---:|---:|---:|---:|---:|---|\n");
     let mut points: Vec<&Point> = section.points.iter().collect();
     if show_jobs {
         points.sort_by_key(|p| (p.jobs, p.executor));
@@ -206,19 +206,20 @@ pub(crate) fn table(results: &Results, section: &Section) -> String {
                 let counts = if m.is_correct() { counts } else { format!("**{counts}** ✗") };
                 let _ = writeln!(
                     out,
-                    " {} | {speed} | {} | {:.3} | {} | {counts} |",
+                    " {} | {speed} | {} | {:.3} | {} | {} | {counts} |",
                     seconds(m.wall_seconds),
                     percent(m.efficiency),
                     m.cpu_seconds,
                     mebibytes(m.peak_rss_bytes),
+                    m.peak_pss_bytes.map_or_else(|| "—".to_owned(), mebibytes),
                 );
             }
-            (Some(Outcome::NotBuilt(_)), _) => out.push_str(" — | — | — | — | — | not built yet |\n"),
+            (Some(Outcome::NotBuilt(_)), _) => out.push_str(" — | — | — | — | — | — | not built yet |\n"),
             (Some(outcome), _) => {
                 let problem = outcome.problem().unwrap_or_default();
-                let _ = writeln!(out, " — | — | — | — | — | failed: {} |", cell(&problem));
+                let _ = writeln!(out, " — | — | — | — | — | — | failed: {} |", cell(&problem));
             }
-            (None, _) => out.push_str(" — | — | — | — | — | not run |\n"),
+            (None, _) => out.push_str(" — | — | — | — | — | — | not run |\n"),
         }
     }
     out
@@ -533,8 +534,13 @@ fn method(results: &Results) -> String {
          would take if the executor added nothing: `ceil(jobs / workers)` rounds of the latency the \
          server really applies for api-calls, the critical path of the nested migration, the \
          serially measured job time over `min(workers, cores)` for cpu.\n\
-         - **CPU s** and **peak RSS**: the median run's client process tree over the timed window \
-         (workers and fork server included, the mock server excluded).\n\
+         - **CPU s**, **peak RSS** and **peak PSS**: the median run's client process tree over the \
+         timed window (workers and fork server included, the mock server excluded). RSS sums each \
+         process's resident pages, so the pages that forked workers share with their fork server \
+         (the executable, the libraries, the copy-on-write heap) count once per worker; PSS counts \
+         each shared page once, split between the processes that map it, which is the memory the \
+         tree really uses: for threads and async the two agree, for a pool of N processes RSS \
+         overstates it about N-fold.\n\
          - **errors / lost / duplicated**: the worst over the runs; every result is verified against \
          the server's deterministic data.\n\
          - Plots: speed-up against workers on logarithmic axes (the dashed line is the ideal), and \
@@ -555,9 +561,9 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2 + 5, "{table}");
         assert!(lines[0].starts_with("| executor | workers | wall (median) | speed-up vs serial |"));
-        assert_eq!(lines[2], "| serial | 1 | 2.00 s | 1.0x | 100% | 0.050 | 8.0 MiB | 0 / 0 / 0 |");
-        assert_eq!(lines[5], "| thread | 4 | 500 ms | 4.0x | 100% | 0.050 | 8.0 MiB | 0 / 0 / 0 |");
-        assert_eq!(lines[6], "| async | 4 | — | — | — | — | — | not built yet |");
+        assert_eq!(lines[2], "| serial | 1 | 2.00 s | 1.0x | 100% | 0.050 | 8.0 MiB | 4.0 MiB | 0 / 0 / 0 |");
+        assert_eq!(lines[5], "| thread | 4 | 500 ms | 4.0x | 100% | 0.050 | 8.0 MiB | 4.0 MiB | 0 / 0 / 0 |");
+        assert_eq!(lines[6], "| async | 4 | — | — | — | — | — | — | not built yet |");
         // Every row has as many cells as the header.
         let cells = |line: &str| line.matches('|').count();
         assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");

@@ -25,6 +25,9 @@ pub(crate) struct Measurement {
     pub(crate) duplicated: usize,
     pub(crate) cpu_seconds: f64,
     pub(crate) peak_rss_bytes: u64,
+    /// Peak of the summed PSS of the client's process tree (absent from older results).
+    #[serde(default)]
+    pub(crate) peak_pss_bytes: Option<u64>,
     #[serde(default)]
     pub(crate) verified: Option<bool>,
     #[serde(default)]
@@ -169,6 +172,7 @@ pub(crate) mod tests {
             duplicated: 0,
             cpu_seconds: 0.05,
             peak_rss_bytes: 8 << 20,
+            peak_pss_bytes: Some(4 << 20),
             verified: Some(true),
             inner_workers: None,
             wall_seconds_runs: vec![wall],

@@ -63,6 +63,9 @@ pub struct Row {
     pub cpu_seconds: f64,
     /// Peak of the summed RSS of the median run's child and descendants.
     pub peak_rss_bytes: u64,
+    /// Peak of the summed PSS (proportional set size: a page shared by several processes
+    /// counted once, in shares) of the median run's child and descendants.
+    pub peak_pss_bytes: u64,
     /// Number of runs.
     pub repeat: usize,
     /// Whether jobs run a nested executor (the migration).
@@ -130,6 +133,7 @@ impl Row {
             duplicated: outcomes().map(|o| o.duplicated).max().unwrap_or(0),
             cpu_seconds: micros(median.outcome.cpu_seconds),
             peak_rss_bytes: median.peak_rss_bytes,
+            peak_pss_bytes: median.peak_pss_bytes,
             repeat: runs.len(),
             nested: migration,
             inner_workers: migration.then(|| spec.effective_inner_workers()),
@@ -158,8 +162,8 @@ impl Row {
 /// The rows as a markdown table, header included.
 pub fn markdown(rows: &[Row]) -> String {
     let mut table = String::from(
-        "| scenario | executor | workers | jobs | time scale | wall s | ideal s | efficiency | ok | errors | lost | duplicated | cpu s | peak RSS MiB |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | executor | workers | jobs | time scale | wall s | ideal s | efficiency | ok | errors | lost | duplicated | cpu s | peak RSS MiB | peak PSS MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         let executor = match row.inner_workers {
@@ -167,7 +171,7 @@ pub fn markdown(rows: &[Row]) -> String {
             None => row.executor.to_string(),
         };
         table.push_str(&format!(
-            "| {} | {executor} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {} | {} | {} | {} | {:.3} | {:.1} |\n",
+            "| {} | {executor} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {} | {} | {} | {} | {:.3} | {:.1} | {:.1} |\n",
             row.scenario,
             row.workers,
             row.jobs,
@@ -181,6 +185,7 @@ pub fn markdown(rows: &[Row]) -> String {
             row.duplicated,
             row.cpu_seconds,
             row.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            row.peak_pss_bytes as f64 / (1024.0 * 1024.0),
         ));
     }
     table
@@ -227,6 +232,7 @@ mod tests {
                 progress: None,
             },
             peak_rss_bytes: rss,
+            peak_pss_bytes: rss / 2,
             process_cpu_seconds: 0.2,
         }
     }

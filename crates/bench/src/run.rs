@@ -200,6 +200,9 @@ pub struct Measured {
     pub outcome: RunOutcome,
     /// Peak of the summed RSS of the run child and its descendants, in bytes.
     pub peak_rss_bytes: u64,
+    /// Peak of the summed PSS of the run child and its descendants, in bytes: shared pages
+    /// counted once (sampled less often than RSS: see [`usage`](crate::usage)).
+    pub peak_pss_bytes: u64,
     /// CPU time of the whole run child (setup and verification included) and its reaped
     /// descendants, from `wait4`.
     pub process_cpu_seconds: f64,
@@ -222,14 +225,15 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
     let output = read_lines(child.stdout.take());
     let reaped = usage::wait4(pid);
     unregister(pid);
-    let sampled = sampler.map(RssSampler::finish).unwrap_or(0);
+    let sampled = sampler.map(RssSampler::finish).unwrap_or_default();
     let reaped = reaped.map_err(|source| RunError::Io { action: "wait for the measured run", source })?;
     let last_line =
         output.map_err(|source| RunError::Io { action: "read the measured run's result", source })?;
     match serde_json::from_str::<ChildMessage>(&last_line) {
         Ok(ChildMessage::Done(outcome)) if reaped.success() => Ok(Measured {
             outcome: *outcome,
-            peak_rss_bytes: sampled.max(reaped.max_rss_bytes),
+            peak_rss_bytes: sampled.rss_bytes.max(reaped.max_rss_bytes),
+            peak_pss_bytes: sampled.pss_bytes,
             process_cpu_seconds: reaped.cpu.as_secs_f64(),
         }),
         Ok(ChildMessage::Failed(message)) => Err(RunError::Run(message)),

@@ -1,5 +1,6 @@
-//! What a run costs the machine: CPU time from `getrusage`/`wait4`, and the peak of the
-//! **summed** resident memory of a process tree, sampled from `/proc` ([`RssSampler`]).
+//! What a run costs the machine: CPU time from `getrusage`/`wait4`, and the peaks of the
+//! **summed** resident memory (RSS) and proportional set size (PSS) of a process tree, sampled
+//! from `/proc` ([`RssSampler`]).
 //!
 //! CPU time of descendants only reaches a process's `RUSAGE_CHILDREN` once they are reaped, and
 //! only through their parents: a pool worker's time counts for the run child when the pool
@@ -13,6 +14,13 @@
 //! it is an upper bound of the memory really used; pages that come and go between two samples
 //! are missed, and `ru_maxrss` of the run child serves as a floor for runs shorter than a
 //! sample.
+//!
+//! The PSS sum counts each shared page once, split between the processes that map it (the
+//! kernel's `Pss:` of `/proc/PID/smaps_rollup`): the memory the tree really uses. A pool of 32
+//! forked workers sums to about 33 times one process's RSS, but to little more than one
+//! process's PSS plus what each worker wrote. `smaps_rollup` costs the kernel a walk of the
+//! process's page tables, ten times a `statm` read, so the sampler reads it on a sample that
+//! sets a new RSS peak (at most every [`PSS_MIN_GAP`]th sample) and on every [`PSS_EVERY`]th.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,6 +39,20 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 /// keeps the sampler at about 3% of one core (measured), which the run shares the machine with.
 const RESCAN_EVERY: u64 = 10;
 const EAGER_SCANS: u64 = 5;
+
+/// The PSS of the tree is summed on every [`PSS_EVERY`]th sample, and on a sample whose RSS
+/// sum is a new peak if the last PSS sum is at least [`PSS_MIN_GAP`] samples old.
+const PSS_EVERY: u64 = 10;
+const PSS_MIN_GAP: u64 = 3;
+
+/// The peaks an [`RssSampler`] saw, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryPeaks {
+    /// The peak of the summed RSS of the tree.
+    pub rss_bytes: u64,
+    /// The peak of the summed PSS of the tree (0 if it was never sampled).
+    pub pss_bytes: u64,
+}
 
 /// User plus system CPU time of a `rusage`.
 fn cpu_of(usage: &libc::rusage) -> Duration {
@@ -112,12 +134,12 @@ pub fn wait4(pid: u32) -> io::Result<Reaped> {
     Ok(Reaped { status, cpu: cpu_of(&usage), max_rss_bytes: max_rss_kib * 1024 })
 }
 
-/// Samples the summed resident memory of a process and its descendants on a thread, until
-/// [`finish`](RssSampler::finish).
+/// Samples the summed resident memory (and proportional set size) of a process and its
+/// descendants on a thread, until [`finish`](RssSampler::finish).
 #[derive(Debug)]
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
+    thread: Option<JoinHandle<MemoryPeaks>>,
 }
 
 impl RssSampler {
@@ -131,14 +153,14 @@ impl RssSampler {
         Ok(Self { stop, thread: Some(thread) })
     }
 
-    /// Stops sampling and returns the peak of the sums, in bytes.
-    pub fn finish(mut self) -> u64 {
+    /// Stops sampling and returns the peaks of the sums.
+    pub fn finish(mut self) -> MemoryPeaks {
         self.stop_thread()
     }
 
-    fn stop_thread(&mut self) -> u64 {
+    fn stop_thread(&mut self) -> MemoryPeaks {
         self.stop.store(true, Ordering::Release);
-        self.thread.take().and_then(|thread| thread.join().ok()).unwrap_or(0)
+        self.thread.take().and_then(|thread| thread.join().ok()).unwrap_or_default()
     }
 }
 
@@ -148,10 +170,11 @@ impl Drop for RssSampler {
     }
 }
 
-fn sample_until(root: u32, stop: &AtomicBool) -> u64 {
+fn sample_until(root: u32, stop: &AtomicBool) -> MemoryPeaks {
     let page = page_size();
     let mut tree = vec![root];
-    let mut peak = 0;
+    let mut peaks = MemoryPeaks::default();
+    let mut last_pss: Option<u64> = None;
     for sample in 0.. {
         if stop.load(Ordering::Acquire) {
             break;
@@ -159,11 +182,18 @@ fn sample_until(root: u32, stop: &AtomicBool) -> u64 {
         if sample < EAGER_SCANS || sample % RESCAN_EVERY == 0 {
             tree = descendants(root);
         }
-        let pages: u64 = tree.iter().filter_map(|&pid| resident_pages(pid)).sum();
-        peak = peak.max(pages * page);
+        let rss = tree.iter().filter_map(|&pid| resident_pages(pid)).sum::<u64>() * page;
+        let new_peak = rss > peaks.rss_bytes;
+        peaks.rss_bytes = peaks.rss_bytes.max(rss);
+        let gap_ok = last_pss.is_none_or(|last| sample >= last + PSS_MIN_GAP);
+        if (new_peak && gap_ok) || sample % PSS_EVERY == 0 {
+            let pss: u64 = tree.iter().filter_map(|&pid| proportional_bytes(pid)).sum();
+            peaks.pss_bytes = peaks.pss_bytes.max(pss);
+            last_pss = Some(sample);
+        }
         std::thread::sleep(SAMPLE_INTERVAL);
     }
-    peak
+    peaks
 }
 
 fn page_size() -> u64 {
@@ -176,6 +206,15 @@ fn page_size() -> u64 {
 fn resident_pages(pid: u32) -> Option<u64> {
     let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     statm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The proportional set size of `pid` in bytes (the `Pss:` line of `/proc/PID/smaps_rollup`),
+/// `None` once it is gone.
+fn proportional_bytes(pid: u32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|line| line.starts_with("Pss:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The parent pid in the text of `/proc/PID/stat`: the second field after the command name,
@@ -215,6 +254,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn forked_copies_share_their_pages_in_pss_but_not_in_rss() -> io::Result<()> {
+        // Four `sleep`s: the same executable and libraries, mapped four times.
+        let mut children: Vec<_> =
+            (0..4).map(|_| Command::new("sleep").arg("5").spawn()).collect::<Result<_, _>>()?;
+        std::thread::sleep(Duration::from_millis(50));
+        let pids: Vec<u32> = children.iter().map(std::process::Child::id).collect();
+        let page = page_size();
+        let rss: u64 = pids.iter().filter_map(|&pid| resident_pages(pid)).sum::<u64>() * page;
+        let pss: u64 = pids.iter().filter_map(|&pid| proportional_bytes(pid)).sum();
+        for child in &mut children {
+            child.kill()?;
+            child.wait()?;
+        }
+        assert!(pss > 0 && pss < rss, "PSS {pss} against RSS {rss}");
+        Ok(())
+    }
+
+    #[test]
     fn parent_pid_parses_around_odd_command_names() {
         assert_eq!(parent_of("12 (a b) c) S 7 12 12 0"), Some(7));
         assert_eq!(parent_of("12 (x) R 1 2 3"), Some(1));
@@ -239,9 +296,10 @@ mod tests {
         let mut child = Command::new("sleep").arg("0.2").spawn()?;
         let sampler = RssSampler::start(child.id())?;
         std::thread::sleep(Duration::from_millis(50));
-        let peak = sampler.finish();
+        let peaks = sampler.finish();
         child.wait()?;
-        assert!(peak > 0);
+        assert!(peaks.rss_bytes > 0);
+        assert!(peaks.pss_bytes > 0 && peaks.pss_bytes <= peaks.rss_bytes, "{peaks:?}");
         Ok(())
     }
 }

@@ -51,6 +51,7 @@ fn assert_correct(row: &Value, jobs: u64) {
     assert!(row["efficiency"].as_f64().is_some_and(|e| e > 0.0), "{row}");
     assert!(row["wall_seconds"].as_f64().is_some_and(|w| w > 0.0), "{row}");
     assert!(row["peak_rss_bytes"].as_u64().is_some_and(|rss| rss > 0), "{row}");
+    assert!(row["peak_pss_bytes"].as_u64().is_some_and(|pss| pss > 0), "{row}");
 }
 
 #[test]
