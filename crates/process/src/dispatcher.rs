@@ -296,7 +296,8 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the fork server and `size` workers.
+    /// Attaches a session to the program's fork server (starting it if need be) and starts
+    /// the first of the pool's `size` workers; [`Dispatcher::grow`] starts the others.
     pub(crate) fn start(
         size: usize,
         settings: WorkerSettings,

@@ -1,11 +1,15 @@
 //! [`ProcessPool`]: fanout's forking process pool, with jobs serialized over ipc-channel.
 //!
-//! Each pool starts a *fork server*: this same executable, run again with a marker argument
-//! that a constructor recognizes before `main`. The fork server is single-threaded and small;
-//! it forks the workers, reaps them and reports how they ended. Jobs travel to the workers as
-//! the address of their code (an offset within the executable) plus their serialized state and
-//! inputs; results come back serialized. See `ARCHITECTURE.md` for the protocol and the
-//! fork-safety argument.
+//! Workers are forked by the program's *fork server*: this same executable, run again with a
+//! marker argument that a constructor recognizes before `main`. The first pool of a program
+//! starts it; every pool of the process (and every pool built inside one of its workers) is
+//! served by it while it runs, each with its own workers, channels and shutdown, and the last
+//! pool's going stops it. The fork server is single-threaded and small; it forks the workers,
+//! reaps them and reports how they ended. A pool starts one worker when it is built and the
+//! others as jobs queue for them, up to its size, so that its first jobs run while the rest
+//! start. Jobs travel to the workers as the address of their code (an offset within the
+//! executable) plus their serialized state and inputs; results come back serialized. See
+//! `ARCHITECTURE.md` for the protocol and the fork-safety argument.
 //!
 //! What this means for a program:
 //! - Jobs follow fanout's rules (a `fn` item, a non-capturing closure, or a `Stateful` serde
@@ -17,7 +21,12 @@
 //! - The caller may run any threads (tokio, rayon, its own): no worker is forked from it.
 //! - Job code must live in the main executable, not in a library loaded with `dlopen`.
 //! - A worker that dies (a signal, `exit` in a job) fails its job with `JobError::WorkerLost`
-//!   and is replaced; the other jobs go on. When the pool's process dies, its workers follow.
+//!   and is replaced; the other jobs go on. When the pool's process dies, its workers follow
+//!   (a pool built in a worker: when that worker dies); when the program dies, the fork server
+//!   and every worker do.
+//! - A pool built inside a job on a worker costs forks, not a new fork server: the worker
+//!   asks the program's server, so the workers of nested pools are forked from the same small,
+//!   single-threaded process (never from the worker, which may run threads).
 //! - A job that never returns cannot hold a worker forever when the pool has a time limit
 //!   ([`job_timeout`](ProcessPoolBuilder::job_timeout), counted from when the job starts on its
 //!   worker): it fails with `JobError::Expired`, its worker is SIGKILLed, reaped and replaced,
@@ -25,7 +34,7 @@
 //!   with `fanout_core::deadline::expired()` and stop itself first.
 //! - `shutdown(Shutdown::Kill)` (Python's `Pool.terminate()`) returns at once whatever the jobs
 //!   do: queued jobs fail with `JobError::Cancelled`, running ones with `JobError::Killed`, and
-//!   every worker is SIGKILLed and reaped before the fork server stops. Dropping the pool (or
+//!   every worker is SIGKILLed and reaped before it returns. Dropping the pool (or
 //!   `Shutdown::Finish`) waits for every job instead; with a time limit that wait is bounded.
 //!
 //! ```

@@ -34,7 +34,12 @@ const CHUNKS_PER_WORKER: usize = 2;
 /// [`Shutdown::Kill`] returns at once instead: queued jobs answer [`JobError::Cancelled`],
 /// running ones [`JobError::Killed`] (under a time limit, the inputs of a running chunk that
 /// had finished keep their results and those not started are `Cancelled`), and every worker
-/// is SIGKILLed and reaped, then the fork server stops.
+/// is SIGKILLed and reaped. The program's fork server stops with its last pool.
+///
+/// Workers start on demand, like the threads of `fanout-thread`'s `ThreadPool`:
+/// one when the pool is built (so that a pool that cannot fork fails to build), then one
+/// more for each job that waits with no idle worker, up to
+/// [`workers`](ProcessPoolBuilder::workers). A worker that dies or retires is replaced.
 pub struct ProcessPool {
     tasks: Option<Sender<Task>>,
     shared: Arc<Shared>,
@@ -159,7 +164,8 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Starts the fork server and the workers.
+    /// Builds the pool and starts its first worker (the program's fork server too, if no pool
+    /// of this process runs it); the others start as jobs queue.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         if self.workers == 0 {
             return Err(BuildError::ZeroWorkers);
@@ -238,7 +244,8 @@ impl ProcessPool {
         self.shared.retried.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The process id of the pool's fork server.
+    /// The process id of the program's fork server, which forks this pool's workers (and every
+    /// other pool's of the program, nested ones included).
     pub fn fork_server_pid(&self) -> u32 {
         self.server_pid
     }
