@@ -38,9 +38,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     for executor in executors {
         let started = Instant::now();
         let results = executor.map(fetch, 0..8);
-        let expired: Vec<usize> = (0..results.len())
-            .filter(|&i| matches!(results[i], Err(JobError::Expired { .. })))
-            .collect();
+        let expired: Vec<usize> =
+            (0..results.len()).filter(|&i| matches!(results[i], Err(JobError::Expired { .. }))).collect();
         assert_eq!(expired, [4]);
         assert!(results.iter().enumerate().all(|(i, r)| i == 4 || *r == Ok(i as u64 * 100)));
         println!(
