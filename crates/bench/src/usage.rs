@@ -19,8 +19,10 @@
 //! kernel's `Pss:` of `/proc/PID/smaps_rollup`): the memory the tree really uses. A pool of 32
 //! forked workers sums to about 33 times one process's RSS, but to little more than one
 //! process's PSS plus what each worker wrote. `smaps_rollup` costs the kernel a walk of the
-//! process's page tables, ten times a `statm` read, so the sampler reads it on a sample that
-//! sets a new RSS peak (at most every [`PSS_MIN_GAP`]th sample) and on every [`PSS_EVERY`]th.
+//! process's page tables, several times a `statm` read, so the sampler reads it on a sample
+//! that sets a new RSS peak (at most every [`PSS_MIN_GAP`]th sample) and on every
+//! [`PSS_EVERY`]th: the peak of a pool's PSS comes with the peak of its RSS, when all its
+//! workers run.
 
 use std::collections::HashMap;
 use std::fs;
@@ -42,8 +44,8 @@ const EAGER_SCANS: u64 = 5;
 
 /// The PSS of the tree is summed on every [`PSS_EVERY`]th sample, and on a sample whose RSS
 /// sum is a new peak if the last PSS sum is at least [`PSS_MIN_GAP`] samples old.
-const PSS_EVERY: u64 = 10;
-const PSS_MIN_GAP: u64 = 3;
+const PSS_EVERY: u64 = 20;
+const PSS_MIN_GAP: u64 = 5;
 
 /// The peaks an [`RssSampler`] saw, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
