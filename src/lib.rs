@@ -44,7 +44,7 @@ pub use fanout_async::{AsyncExecutor, AsyncExecutorBuilder, Flavor, map_concurre
 pub use fanout_core::{
     AsCompleted, BuildError, Direction, Executor, ForkServerError, Job, JobError, JobHandle, Payload,
     PayloadPart, Progress, ProgressWatch, Serial, SerialBuilder, Shutdown, Stateful, StatefulJob, Violation,
-    WorkerExit, as_completed, deadline, plumbing, wait_any, wait_any_timeout,
+    WorkerExit, as_completed, deadline, limit, plumbing, wait_any, wait_any_timeout,
 };
 pub use fanout_process::{ProcessPool, ProcessPoolBuilder};
 pub use fanout_thread::{ThreadPool, ThreadPoolBuilder};

@@ -159,7 +159,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         .points
         .iter()
         .filter(|r| !matches!(r.outcome, Outcome::NotBuilt(_)))
-        .filter_map(|r| Some(format!("{}: {}", r.point.label(), r.outcome.problem()?)))
+        .filter_map(|r| Some(format!("{}: {}", r.point.label(), r.outcome.problem_of(&r.point)?)))
         .collect();
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -230,7 +230,7 @@ fn measure_points(
             outcome: Outcome::Failed(format!("measuring the point failed: {error}")),
             elapsed_seconds: 0.0,
         });
-        let line = match (&result.outcome, result.outcome.problem()) {
+        let line = match (&result.outcome, result.outcome.problem_of(&result.point)) {
             (Outcome::Measured(m), None) => stats::seconds(m.wall_seconds),
             (_, problem) => problem.unwrap_or_default(),
         };
@@ -261,7 +261,7 @@ fn write_report(out: &Path, results: &Results, with_results: bool) -> anyhow::Re
 
 fn write_plot(out: &Path, results: &Results, section: &Section) -> anyhow::Result<()> {
     let path = out.join(render::plot_file(section));
-    if section.axis == Axis::Faults {
+    if matches!(section.axis, Axis::Faults | Axis::RateLimits) {
         return Ok(());
     }
     if stats::is_workers(section) {

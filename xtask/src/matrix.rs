@@ -25,6 +25,24 @@ pub(crate) const HANG_JOB_TIMEOUT: f64 = 0.5;
 /// job limit does.
 const HANG_KILL_EVERY: f64 = 0.5;
 
+/// The rate-limits section's time scale: the api-calls section's, where a call waits 10.465 ms.
+pub(crate) const RATE_SCALE: f64 = 0.01;
+
+/// The server's rate limit (and the client's throttle) for api-calls, in requests per second at
+/// time scale 1 (`--rate-limit`, `--throttle`): 500 a real second at [`RATE_SCALE`], well below
+/// what 32 workers ask unthrottled (~2,000 a second).
+pub(crate) const API_RATE: f64 = 5.0;
+
+/// The same for the migration: 1,000 a real second at [`RATE_SCALE`], below the ~2,500 a second
+/// that 20 × 4 workers ask unthrottled, so that the 1,297 requests of the `support` queue take
+/// about 1.3 s.
+pub(crate) const MIGRATION_RATE: f64 = 10.0;
+
+/// Outer workers of the rate-limits section: the article's `Pool(32)` for api-calls, its
+/// `Pool(20)` (× [`INNER_WORKERS`]) for the migration.
+const RATE_API_WORKERS: usize = 32;
+const RATE_MIGRATION_WORKERS: usize = 20;
+
 /// The report's size: `--quick`, the default, or `--full`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -243,6 +261,17 @@ impl Faults {
     }
 }
 
+/// A run against a rate-limited server (`--rate-limit`), with or without the client's own limit
+/// at the same rate (`--throttle`). Rates in requests per second at time scale 1, as the flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Rates {
+    /// The server's limit.
+    pub(crate) server: f64,
+    /// The client's limit, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) throttle: Option<f64>,
+}
+
 /// One configuration: one `fanout bench` invocation, its runs' median one row of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Point {
@@ -258,6 +287,9 @@ pub(crate) struct Point {
     /// Faults injected into the run; none for a fault-free point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) faults: Option<Faults>,
+    /// The server's rate limit and the client's throttle; none for an unlimited run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rates: Option<Rates>,
 }
 
 impl Point {
@@ -283,6 +315,12 @@ impl Point {
         if let Some(faults) = &self.faults {
             args.extend(faults.args());
         }
+        if let Some(rates) = &self.rates {
+            args.extend(["--rate-limit".to_owned(), rates.server.to_string()]);
+            if let Some(throttle) = rates.throttle {
+                args.extend(["--throttle".to_owned(), throttle.to_string()]);
+            }
+        }
         args.extend(["--repeat".to_owned(), repeat.to_string(), "--format".to_owned(), "json".to_owned()]);
         args
     }
@@ -292,8 +330,19 @@ impl Point {
         let queue = self.queue.map(|q| format!(" {}", q.name())).unwrap_or_default();
         let faults =
             self.faults.as_ref().map(|f| format!(" with faults ({})", f.describe())).unwrap_or_default();
+        let rates = self.rates.as_ref().map_or_else(String::new, |rates| {
+            let real = |rate: f64| rate / self.time_scale;
+            match rates.throttle {
+                Some(throttle) => format!(
+                    " against a server limit of {}/s, throttled at {}/s",
+                    real(rates.server),
+                    real(throttle)
+                ),
+                None => format!(" against a server limit of {}/s, unthrottled", real(rates.server)),
+            }
+        });
         format!(
-            "{}{queue} {} x{} ({} jobs, scale {}){faults}",
+            "{}{queue} {} x{} ({} jobs, scale {}){faults}{rates}",
             self.scenario.name(),
             self.executor,
             self.workers,
@@ -305,6 +354,18 @@ impl Point {
     /// The same point without its faults: the fault-free run it is compared with.
     pub(crate) fn without_faults(&self) -> Self {
         Self { faults: None, ..self.clone() }
+    }
+
+    /// The same point with the client's throttle set to `throttle` (`None`: unthrottled).
+    pub(crate) fn throttled(&self, throttle: Option<f64>) -> Self {
+        let rates = self.rates.as_ref().map(|rates| Rates { throttle, ..rates.clone() });
+        Self { rates, ..self.clone() }
+    }
+
+    /// Whether failed jobs are this point's measurement rather than a problem: an unthrottled
+    /// client against a rate-limited server, whose requests give up after their attempts.
+    pub(crate) fn errors_expected(&self) -> bool {
+        self.rates.as_ref().is_some_and(|rates| rates.throttle.is_none())
     }
 
     /// The same configuration (a point shared by two sections runs once).
@@ -323,6 +384,9 @@ pub(crate) enum Axis {
     Jobs,
     /// No plot: a table of each executor's run through faults beside its fault-free run.
     Faults,
+    /// No plot: a table of each executor's unthrottled run against a rate-limited server beside
+    /// its throttled one.
+    RateLimits,
 }
 
 /// Which article a section compares itself with.
@@ -357,8 +421,16 @@ fn sweep(
     queue: Option<Queue>,
     groups: &[(&[Executor], &[usize])],
 ) -> Vec<Point> {
-    let point =
-        |executor, workers| Point { scenario, executor, workers, jobs, time_scale, queue, faults: None };
+    let point = |executor, workers| Point {
+        scenario,
+        executor,
+        workers,
+        jobs,
+        time_scale,
+        queue,
+        faults: None,
+        rates: None,
+    };
     let mut points = vec![point(Executor::Serial, 1)];
     for executor in Executor::ALL {
         let mut workers: Vec<usize> = groups
@@ -439,6 +511,7 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
             time_scale: migration_scale,
             queue: Some(Queue::Support),
             faults: None,
+            rates: None,
         };
         let faulty = Point { faults: Some(Faults::bad_network(executor)), ..fault_free.clone() };
         let stuck = Faults::stuck_network(executor)
@@ -481,6 +554,8 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
         article: None,
         points: fault_points,
     });
+
+    sections.push(rate_limits(quick));
 
     let cpu_jobs = if quick { 4 } else { 32 };
     let cpu_workers: &[usize] = if quick { &[2] } else { &[1, 2, 4] };
@@ -532,6 +607,7 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
                 time_scale: api_scale,
                 queue: None,
                 faults: None,
+                rates: None,
             });
         }
     }
@@ -548,6 +624,77 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
         points: jobs_points,
     });
     sections
+}
+
+/// The rate-limits section (issue 13): per scenario and executor, an unthrottled client against
+/// a rate-limited server beside a client throttled at the server's rate. `--quick` runs one
+/// small throttled point.
+fn rate_limits(quick: bool) -> Section {
+    use Executor::{Async, Process, Thread};
+    let scale = RATE_SCALE;
+    let api = |executor, jobs, workers, throttle: Option<f64>| Point {
+        scenario: Scenario::ApiCalls,
+        executor,
+        workers,
+        jobs,
+        time_scale: scale,
+        queue: None,
+        faults: None,
+        rates: Some(Rates { server: API_RATE, throttle }),
+    };
+    let migration = |executor, throttle: Option<f64>| Point {
+        scenario: Scenario::TicketMigration,
+        executor,
+        workers: RATE_MIGRATION_WORKERS,
+        jobs: Queue::Support.tickets(),
+        time_scale: scale,
+        queue: Some(Queue::Support),
+        faults: None,
+        rates: Some(Rates { server: MIGRATION_RATE, throttle }),
+    };
+    let points = if quick {
+        vec![api(Thread, 40, 16, Some(API_RATE))]
+    } else {
+        let mut points = Vec::new();
+        for executor in [Process, Thread, Async] {
+            points.extend([
+                api(executor, 200, RATE_API_WORKERS, None),
+                api(executor, 200, RATE_API_WORKERS, Some(API_RATE)),
+            ]);
+        }
+        for executor in [Process, Thread, Async] {
+            points.extend([migration(executor, None), migration(executor, Some(MIGRATION_RATE))]);
+        }
+        points
+    };
+    let real = |rate: f64| rate / scale;
+    Section {
+        id: "rate-limits".to_owned(),
+        title: "rate limits: a rate-limited server, unthrottled and throttled at its rate".to_owned(),
+        intro: format!(
+            "The mock server answers `429` with `Retry-After` above its rate (`--rate-limit`): \
+             {api_real}/s for api-calls' 200 calls at {RATE_API_WORKERS} workers, {migration_real}/s for \
+             the `support` migration's 1,297 requests at {RATE_MIGRATION_WORKERS} × {INNER_WORKERS} \
+             workers, both at time scale {scale}. **Unthrottled**, every worker finds the limit on its \
+             own: a storm of `429`s, retries with backoff, and requests that give up after their 6 \
+             attempts (their errors are the measurement here, not a failure). **Throttled**, the \
+             client's own limit at the server's rate (`--throttle`) is one limit shared by every \
+             worker, enforced in the parent for worker processes: a permit per call for api-calls, a \
+             permit per request for the migration (`fanout::limit::acquire` before each one; the nested \
+             pools draw from the root's limit), and a `429`'s `Retry-After` pauses every worker \
+             (`limit::pause`). The ideal of a throttled run is `requests / R`; the **bound** adds the \
+             waits no permit can overlap (the last call's latency; the migration's queue listing, \
+             which every ticket waits for, and its last upload). **rate seen** is the throttled run's \
+             requests over the time from the first to the last (on loopback, the rate the server \
+             sees), against R. Serial is left out: one request at a time (96/s for api-calls, about \
+             72/s for the migration at this scale) never reaches either limit.",
+            api_real = real(API_RATE),
+            migration_real = real(MIGRATION_RATE),
+        ),
+        axis: Axis::RateLimits,
+        article: None,
+        points,
+    }
 }
 
 /// Every distinct point of `sections`, in order of first appearance.
@@ -595,11 +742,65 @@ mod tests {
         );
         assert!(faults.iter().all(|p| p.jobs == 80 && p.queue == Some(Queue::Support)));
         assert!(faults.iter().all(|p| p.workers == if p.executor == Executor::Serial { 1 } else { 10 }));
-        assert_eq!(count(&default[3].points, Scenario::Cpu, Executor::Process), 3);
+        let rates = &default[3];
+        assert_eq!((rates.id.as_str(), rates.axis), ("rate-limits", Axis::RateLimits));
+        assert_eq!(
+            rates.points.len(),
+            12,
+            "api-calls and the migration, unthrottled and throttled, per pool"
+        );
+        assert!(rates.points.iter().all(|p| p.executor != Executor::Serial && p.rates.is_some()));
+        assert_eq!(rates.points.iter().filter(|p| p.errors_expected()).count(), 6);
+        assert_eq!(count(&default[4].points, Scenario::Cpu, Executor::Process), 3);
         assert!(!default.iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive))));
         assert!(
             sections(Mode::Full).iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive)))
         );
+    }
+
+    #[test]
+    fn rate_limited_points_pass_both_limits_and_quick_runs_one_small_one() {
+        let default = sections(Mode::Default);
+        let rates = &default[3].points;
+        let throttled = rates
+            .iter()
+            .find(|p| p.scenario == Scenario::TicketMigration && p.executor == Executor::Process)
+            .map(|p| p.throttled(Some(MIGRATION_RATE)));
+        assert_eq!(
+            throttled.as_ref().map(|p| p.args(3).join(" ")),
+            Some(
+                "bench --scenario ticket-migration --executor process --workers 20 --jobs 80 \
+                 --time-scale 0.01 --queue support --inner-workers 4 --rate-limit 10 --throttle 10 \
+                 --repeat 3 --format json"
+                    .to_owned()
+            )
+        );
+        assert!(throttled.as_ref().is_some_and(|p| !p.errors_expected()));
+        assert_eq!(
+            throttled.map(|p| p.label()),
+            Some(
+                "ticket-migration support process x20 (80 jobs, scale 0.01) against a server limit of \
+                 1000/s, throttled at 1000/s"
+                    .to_owned()
+            )
+        );
+        let unthrottled = rates.iter().find(|p| p.errors_expected()).map(Point::label);
+        assert!(
+            unthrottled.is_some_and(|label| label.ends_with("against a server limit of 500/s, unthrottled"))
+        );
+        let quick = sections(Mode::Quick);
+        let quick_rates: Vec<&Point> =
+            quick.iter().flat_map(|s| &s.points).filter(|p| p.rates.is_some()).collect();
+        assert_eq!(quick_rates.len(), 1);
+        assert!(quick_rates.iter().all(|p| p.jobs == 40 && !p.errors_expected()));
+        // A results.json written before rate limits existed still reads, as unlimited points.
+        let json = serde_json::to_string(&quick_rates[0].throttled(None)).unwrap_or_default();
+        assert!(!json.contains("throttle"));
+        let mut unlimited: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        if let Some(point) = unlimited.as_object_mut() {
+            point.remove("rates");
+        }
+        assert_eq!(serde_json::from_value::<Point>(unlimited).ok().map(|p| p.rates), Some(None));
     }
 
     #[test]
@@ -627,6 +828,7 @@ mod tests {
             time_scale: 0.001,
             queue: Some(Queue::Support),
             faults: None,
+            rates: None,
         };
         assert_eq!(
             point.args(3).join(" "),
@@ -645,6 +847,7 @@ mod tests {
             time_scale: 0.001,
             queue: Some(Queue::Support),
             faults: None,
+            rates: None,
         };
         let faulty = Point { faults: Some(Faults::bad_network(Executor::Process)), ..free.clone() };
         assert_eq!(

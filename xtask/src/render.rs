@@ -144,6 +144,11 @@ fn section_markdown(results: &Results, section: &Section) -> String {
         out.push('\n');
         return out;
     }
+    if section.axis == Axis::RateLimits {
+        out.push_str(&rate_limits_table(results, section));
+        out.push('\n');
+        return out;
+    }
     out.push_str(&table(results, section));
     out.push('\n');
     match section.article {
@@ -330,6 +335,88 @@ fn fault_row(results: &Results, faulty: &Point) -> String {
     out
 }
 
+/// `+3.2%`: how far `value` is above (or below) `reference`.
+fn deviation(value: f64, reference: f64) -> String {
+    if !(reference > 0.0 && value.is_finite()) {
+        return "—".to_owned();
+    }
+    let share = value / reference - 1.0;
+    let sign = if share < 0.0 { "−" } else { "+" };
+    format!("{sign}{:.1}%", share.abs() * 100.0)
+}
+
+/// The rate-limits section's table: per throttled point, its unthrottled twin's 429s,
+/// retries, errors and wall beside its own, the ideal `requests / R`, the bound, and the rate
+/// the server saw.
+pub(crate) fn rate_limits_table(results: &Results, section: &Section) -> String {
+    let mut out = String::from(
+        "| scenario | executor | workers | server limit | requests | unthrottled: 429s | retries \
+         | errors / lost | wall | throttled: 429s | errors / lost / duplicated | wall | ideal `requests / R` \
+         | bound | throttled vs bound | rate seen (vs R) |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    let count = |n: Option<u64>| n.map_or_else(|| "—".to_owned(), |n| n.to_string());
+    let throttled_points =
+        section.points.iter().filter(|p| p.rates.as_ref().is_some_and(|r| r.throttle.is_some()));
+    for throttled in throttled_points {
+        let unthrottled = throttled.throttled(None);
+        let workers = match throttled.queue {
+            Some(_) => format!("{} × {INNER_WORKERS}", throttled.workers),
+            None => throttled.workers.to_string(),
+        };
+        let rates = throttled.rates.clone().unwrap_or(crate::matrix::Rates { server: 0.0, throttle: None });
+        let server = rates.server / throttled.time_scale;
+        let limited = results.measured(throttled);
+        let free = results.measured(&unthrottled);
+        let required = limited.or(free).and_then(|m| m.required_requests);
+        let _ = write!(
+            out,
+            "| {} | {} | {workers} | {}/s | {} |",
+            throttled.scenario.name(),
+            throttled.executor,
+            server,
+            count(required),
+        );
+        match free {
+            Some(m) => {
+                let _ = write!(
+                    out,
+                    " {} | {} | {} / {} | {} |",
+                    count(m.responses_429),
+                    count(m.http_retries),
+                    m.errors,
+                    m.lost,
+                    seconds(m.wall_seconds)
+                );
+            }
+            None if section.points.iter().any(|p| p.same_as(&unthrottled)) => {
+                let _ = write!(out, " — | — | {} | — |", why_not(results, &unthrottled));
+            }
+            None => out.push_str(" — | — | not in this matrix | — |"),
+        }
+        let Some(m) = limited else {
+            let _ = writeln!(out, " — | {} | — | — | — | — | — |", why_not(results, throttled));
+            continue;
+        };
+        let counts = format!("{} / {} / {}", m.errors, m.lost, m.duplicated);
+        let counts = if m.is_correct() { counts } else { format!("**{counts}** ✗") };
+        let rate = m.throttle_per_second.unwrap_or(server).min(server);
+        let seen = m
+            .request_rate
+            .map_or_else(|| "—".to_owned(), |seen| format!("{seen:.0}/s ({})", deviation(seen, rate)));
+        let _ = writeln!(
+            out,
+            " {} | {counts} | {} | {} | {} | {} | {seen} |",
+            count(m.responses_429),
+            seconds(m.wall_seconds),
+            m.rate_ideal_seconds.map_or_else(|| "—".to_owned(), seconds),
+            m.rate_bound_seconds.map_or_else(|| "—".to_owned(), seconds),
+            m.rate_bound_seconds.map_or_else(|| "—".to_owned(), |bound| deviation(m.wall_seconds, bound)),
+        );
+    }
+    out
+}
+
 /// The serial estimate of the mock's model for a whole queue at time scale 1, in seconds.
 fn model_serial(queue: Queue) -> Option<f64> {
     Dataset::new(DEFAULT_SEED)
@@ -491,7 +578,7 @@ fn problems(results: &Results) -> String {
         .points
         .iter()
         .filter(|r| !matches!(r.outcome, Outcome::NotBuilt(_)))
-        .filter_map(|r| Some((r.point.label(), r.outcome.problem()?)))
+        .filter_map(|r| Some((r.point.label(), r.outcome.problem_of(&r.point)?)))
         .collect();
     let mut not_built: Vec<(Executor, &str, usize)> = Vec::new();
     for result in &results.points {
@@ -604,6 +691,7 @@ mod tests {
             time_scale: 0.001,
             queue: Some(Queue::Support),
             faults: None,
+            rates: None,
         };
         let faulty =
             |point: &Point| Point { faults: Some(Faults::bad_network(point.executor)), ..point.clone() };
@@ -706,6 +794,86 @@ mod tests {
         assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");
         assert_eq!(lost_to_faults(0.1, 0.1123), "+12.3 ms (+12%)");
         assert_eq!(lost_to_faults(0.0, 0.1), "+100 ms (—)");
+    }
+
+    #[test]
+    fn the_rate_limits_table_sets_each_throttled_run_beside_its_unthrottled_one() {
+        use crate::matrix::{Rates, Scenario};
+        use crate::results::PointResult;
+        use crate::results::tests::measurement;
+        let mut results = sample();
+        let point = |executor, throttle| Point {
+            scenario: Scenario::ApiCalls,
+            executor,
+            workers: 32,
+            jobs: 200,
+            time_scale: 0.01,
+            queue: None,
+            faults: None,
+            rates: Some(Rates { server: 5.0, throttle }),
+        };
+        let limited = |m: &mut crate::results::Measurement| {
+            (m.required_requests, m.server_rate_limit_per_second) = (Some(200), Some(500.0));
+            (m.rate_ideal_seconds, m.rate_bound_seconds) = (Some(0.4), Some(0.410465));
+        };
+        let mut free = measurement(32, 200, 0.3, 0.073);
+        limited(&mut free);
+        (free.errors, free.lost, free.ok) = (60, 0, 140);
+        (free.responses_429, free.http_retries, free.requests) = (Some(669), Some(609), Some(809));
+        let mut throttled = measurement(32, 200, 0.4142, 0.073);
+        limited(&mut throttled);
+        (throttled.responses_429, throttled.http_retries, throttled.requests) = (Some(0), Some(0), Some(200));
+        (throttled.throttle_per_second, throttled.request_rate) = (Some(500.0), Some(502.43));
+        let mut async_free = free.clone();
+        async_free.wall_seconds = 0.2;
+        let points = vec![
+            point(Executor::Thread, None),
+            point(Executor::Thread, Some(5.0)),
+            point(Executor::Async, None),
+            point(Executor::Async, Some(5.0)),
+        ];
+        let outcomes = vec![
+            Outcome::Measured(Box::new(free)),
+            Outcome::Measured(Box::new(throttled)),
+            Outcome::Measured(Box::new(async_free)),
+            Outcome::NotBuilt("the client's rate limit is not available on async yet".to_owned()),
+        ];
+        results.points = points
+            .iter()
+            .zip(outcomes)
+            .map(|(point, outcome)| PointResult { point: point.clone(), outcome, elapsed_seconds: 1.0 })
+            .collect();
+        results.sections = vec![Section {
+            id: "rate-limits".to_owned(),
+            title: "rate limits".to_owned(),
+            intro: "Rates.".to_owned(),
+            axis: Axis::RateLimits,
+            article: None,
+            points,
+        }];
+        let table = rate_limits_table(&results, &results.sections[0]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 2, "{table}");
+        assert_eq!(
+            lines[2],
+            "| api-calls | thread | 32 | 500/s | 200 | 669 | 609 | 60 / 0 | 300 ms | 0 | 0 / 0 / 0 | 414 ms \
+             | 400 ms | 410 ms | +0.9% | 502/s (+0.5%) |"
+        );
+        assert_eq!(
+            lines[3],
+            "| api-calls | async | 32 | 500/s | 200 | 669 | 609 | 60 / 0 | 200 ms | — | not built yet | — | — | — \
+             | — | — |"
+        );
+        let cells = |line: &str| line.matches('|').count();
+        assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");
+        // The unthrottled runs' errors are their measurement, not a problem of the report.
+        let report = report(&results);
+        assert!(!report.contains("- api-calls thread x32"), "{report}");
+        assert!(
+            report.contains("- async (1 point): the client's rate limit is not available on async yet"),
+            "{report}"
+        );
+        assert!(!report.contains("rate-limits.svg"), "{report}");
     }
 
     #[test]

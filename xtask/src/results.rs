@@ -54,6 +54,30 @@ pub(crate) struct Measurement {
     /// The same, per round of re-runs.
     #[serde(default)]
     pub(crate) job_reruns_by_round: Vec<u64>,
+    /// `429` answers the clients saw (the most over the runs).
+    #[serde(default)]
+    pub(crate) responses_429: Option<u64>,
+    /// Requests the median run sent, retries included.
+    #[serde(default)]
+    pub(crate) requests: Option<u64>,
+    /// Requests a fault-free run makes.
+    #[serde(default)]
+    pub(crate) required_requests: Option<u64>,
+    /// The median run's requests per real second, from the first to the last.
+    #[serde(default)]
+    pub(crate) request_rate: Option<f64>,
+    /// The client's limit, per real second.
+    #[serde(default)]
+    pub(crate) throttle_per_second: Option<f64>,
+    /// The server's limit, per real second.
+    #[serde(default)]
+    pub(crate) server_rate_limit_per_second: Option<f64>,
+    /// `required_requests / R`.
+    #[serde(default)]
+    pub(crate) rate_ideal_seconds: Option<f64>,
+    /// The ideal plus the waits no permit can overlap.
+    #[serde(default)]
+    pub(crate) rate_bound_seconds: Option<f64>,
 }
 
 impl Measurement {
@@ -92,7 +116,8 @@ impl Outcome {
             .find(|line| !line.trim().is_empty())
             .map(|line| line.trim().trim_start_matches("error: ").to_owned())
             .unwrap_or_else(|| "failed without a message".to_owned());
-        match message.split(": ").find(|part| part.contains("not built yet")) {
+        let not_yet = |part: &&str| part.contains("not built yet") || part.contains("not available on");
+        match message.split(": ").find(not_yet) {
             Some(part) => Self::NotBuilt(part.split(';').next().unwrap_or(part).trim().to_owned()),
             None => Self::Failed(message),
         }
@@ -102,6 +127,15 @@ impl Outcome {
         match self {
             Self::Measured(measurement) => Some(measurement),
             Self::NotBuilt(_) | Self::Failed(_) => None,
+        }
+    }
+
+    /// Why the point has no correct measurement, if it has none; a measured point whose errors
+    /// are its measurement (see [`Point::errors_expected`]) has no problem.
+    pub(crate) fn problem_of(&self, point: &Point) -> Option<String> {
+        match self {
+            Self::Measured(_) if point.errors_expected() => None,
+            _ => self.problem(),
         }
     }
 
@@ -183,6 +217,14 @@ pub(crate) mod tests {
             jobs_expired: None,
             job_reruns: None,
             job_reruns_by_round: Vec::new(),
+            responses_429: None,
+            requests: None,
+            required_requests: None,
+            request_rate: None,
+            throttle_per_second: None,
+            server_rate_limit_per_second: None,
+            rate_ideal_seconds: None,
+            rate_bound_seconds: None,
         }
     }
 
@@ -207,6 +249,15 @@ pub(crate) mod tests {
             stuck.map(|m| (m.job_timeout_seconds, m.jobs_expired, m.job_reruns, m.job_reruns_by_round)),
             Some((Some(0.5), Some(7), Some(7), vec![5, 2]))
         );
+        let limited = line.replace(
+            r#""first_error":null"#,
+            r#""first_error":null,"responses_429":0,"requests":200,"required_requests":200,"request_rate":499.1,"throttle_per_second":500.0,"server_rate_limit_per_second":500.0,"rate_ideal_seconds":0.4,"rate_bound_seconds":0.410465"#,
+        );
+        let limited = Outcome::from_invocation(true, &limited, "").measured().cloned();
+        assert_eq!(
+            limited.map(|m| (m.responses_429, m.request_rate, m.rate_bound_seconds)),
+            Some((Some(0), Some(499.1), Some(0.410465)))
+        );
     }
 
     #[test]
@@ -218,6 +269,18 @@ pub(crate) mod tests {
              serial or --executor thread for now\n",
         );
         assert_eq!(not_built, Outcome::NotBuilt("the async executor is not built yet".to_owned()));
+        let unavailable = Outcome::from_invocation(
+            false,
+            "",
+            "error: --throttle: the client's rate limit is not available on async yet (no builder); use \
+             --executor thread\n",
+        );
+        assert_eq!(
+            unavailable,
+            Outcome::NotBuilt(
+                "the client's rate limit is not available on async yet (no builder)".to_owned()
+            )
+        );
         let failed = Outcome::from_invocation(false, "", "error: run 1 of 3: boom\n");
         assert_eq!(failed, Outcome::Failed("run 1 of 3: boom".to_owned()));
         assert!(matches!(Outcome::from_invocation(true, "garbage", ""), Outcome::Failed(_)));

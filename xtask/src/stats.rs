@@ -167,6 +167,7 @@ pub(crate) mod tests {
             time_scale: 0.01,
             queue: None,
             faults: None,
+            rates: None,
         }
     }
 

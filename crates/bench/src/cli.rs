@@ -97,6 +97,18 @@ pub(crate) struct BenchArgs {
     /// At most this many rounds of re-runs of the inputs whose jobs expired (--job-timeout).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RERUN_ROUNDS)]
     rerun_rounds: u32,
+    /// The client's own rate limit, shared by every worker (thread and process): R requests
+    /// per second at time scale 1, scaled like the latencies and like the server's
+    /// --rate-limit, so `--throttle R --rate-limit R` keeps the client at the server's rate.
+    /// api-calls takes a permit per job, ticket-migration one per request (its nested pools
+    /// draw from the same limit); a 429's Retry-After pauses every worker.
+    #[arg(long, value_name = "R", value_parser = positive)]
+    throttle: Option<f64>,
+    /// Permits the client's limit grants back to back (its GCRA burst) [default: 2, so that a
+    /// permit granted late is made up by the next one and the rate holds at R; keep it below
+    /// the server's --rate-burst].
+    #[arg(long, value_name = "N", requires = "throttle", value_parser = clap::value_parser!(u32).range(1..))]
+    throttle_burst: Option<u32>,
     /// Run against this mock API (`http://127.0.0.1:PORT`, as `fanout mock-api` prints it)
     /// instead of a fresh one per run: its state survives the run, so an interrupted migration
     /// resumes where it stopped. The server's --seed must match.
@@ -126,6 +138,8 @@ impl BenchArgs {
             },
             rerun_rounds: self.rerun_rounds,
             progress_bar: None,
+            throttle: self.throttle,
+            throttle_burst: self.throttle_burst,
         }
     }
 

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use fanout::limit::RateLimit;
 pub use fanout::{AnyExecutor, ExecutorKind};
 use fanout::{AsyncExecutor, BuildError, Executor, ProcessPool, Serial, Shutdown, ThreadPool};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,28 @@ pub enum ExecError {
         #[source]
         source: BuildError,
     },
+    /// The executor has no rate limit of its own to set (`--throttle`).
+    #[error("{}", unsupported_message(.kind))]
+    RateLimitUnsupported {
+        /// The kind that was asked for.
+        kind: ExecutorKind,
+    },
+}
+
+fn unsupported_message(kind: &ExecutorKind) -> &'static str {
+    rate_limit_unsupported(*kind).unwrap_or("--throttle: this executor takes no rate limit")
+}
+
+/// Why `kind` takes no client rate limit (`--throttle`), or `None` when it takes one.
+pub fn rate_limit_unsupported(kind: ExecutorKind) -> Option<&'static str> {
+    match kind {
+        ExecutorKind::Thread | ExecutorKind::Process | ExecutorKind::Async => None,
+        ExecutorKind::Serial => Some(
+            "--throttle: the serial executor has no rate limit (it runs one job at a time on the \
+             calling thread); use --executor thread, process or async for the client's own limit",
+        ),
+        _ => Some("--throttle: this executor has no rate limit the harness knows how to set"),
+    }
 }
 
 /// Builds an executor of `kind` with `workers` workers, runs `task` on it and shuts it down
@@ -38,39 +61,84 @@ pub fn dispatch<T>(
     workers: usize,
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<T, ExecError> {
-    let executor = build(kind, workers, None)?;
+    let executor = build(kind, workers, None, None)?;
     let output = task(&executor);
     executor.shutdown(Shutdown::Finish);
     Ok(output)
 }
 
 /// The executor of `kind` with `workers` workers and, with `job_timeout`, that time limit on
-/// each job (see [`Resilience::job_timeout`]). `Serial` refuses a limit
-/// ([`BuildError::JobTimeoutUnsupported`]): it runs jobs on the caller's thread, where nothing
-/// can stop them.
+/// each job (see [`Resilience::job_timeout`]); with `rate_limit`, that limit shared by all its
+/// workers (every executor but serial: see [`rate_limit_unsupported`]). `Serial` refuses a
+/// time limit ([`BuildError::JobTimeoutUnsupported`]): it runs jobs on the caller's thread,
+/// where nothing can stop them.
 pub fn build(
     kind: ExecutorKind,
     workers: usize,
     job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
 ) -> Result<AnyExecutor, ExecError> {
-    let Some(limit) = job_timeout else {
+    if job_timeout.is_none() && rate_limit.is_none() {
         return AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source });
-    };
+    }
+    if rate_limit.is_some() && rate_limit_unsupported(kind).is_some() {
+        return Err(ExecError::RateLimitUnsupported { kind });
+    }
     let built = match kind {
-        ExecutorKind::Serial => Serial::builder().job_timeout(limit).build().map(AnyExecutor::from),
+        ExecutorKind::Serial => match job_timeout {
+            Some(limit) => Serial::builder().job_timeout(limit).build().map(AnyExecutor::from),
+            None => Ok(AnyExecutor::from(Serial::new())),
+        },
         ExecutorKind::Thread => {
-            ThreadPool::builder().workers(workers).job_timeout(limit).build().map(AnyExecutor::from)
+            let mut builder = ThreadPool::builder().workers(workers);
+            if let Some(limit) = job_timeout {
+                builder = builder.job_timeout(limit);
+            }
+            if let Some(limit) = rate_limit {
+                builder = builder.rate_limit(limit);
+            }
+            builder.build().map(AnyExecutor::from)
         }
         ExecutorKind::Process => {
-            ProcessPool::builder().workers(workers).job_timeout(limit).build().map(AnyExecutor::from)
+            process_builder(workers, job_timeout, rate_limit).build().map(AnyExecutor::from)
         }
-        ExecutorKind::Async => {
-            AsyncExecutor::builder().workers(workers).job_timeout(limit).build().map(AnyExecutor::from)
-        }
+        ExecutorKind::Async => async_builder(workers, job_timeout, rate_limit).build().map(AnyExecutor::from),
         // A kind this harness does not know how to limit: refused, never silently unlimited.
         _ => Err(BuildError::JobTimeoutUnsupported { executor: kind.name() }),
     };
     built.map_err(|source| ExecError::Build { kind, source })
+}
+
+/// An async executor's builder with the run's limits.
+fn async_builder(
+    workers: usize,
+    job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+) -> fanout::AsyncExecutorBuilder {
+    let mut builder = AsyncExecutor::builder().workers(workers);
+    if let Some(limit) = job_timeout {
+        builder = builder.job_timeout(limit);
+    }
+    if let Some(limit) = rate_limit {
+        builder = builder.rate_limit(limit);
+    }
+    builder
+}
+
+/// A process pool's builder with the run's limits.
+fn process_builder(
+    workers: usize,
+    job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+) -> fanout::ProcessPoolBuilder {
+    let mut builder = ProcessPool::builder().workers(workers);
+    if let Some(limit) = job_timeout {
+        builder = builder.job_timeout(limit);
+    }
+    if let Some(limit) = rate_limit {
+        builder = builder.rate_limit(limit);
+    }
+    builder
 }
 
 /// How a run's (outer) executor copes with dying workers and stuck jobs: `--retry-lost` and
@@ -90,24 +158,24 @@ pub struct Resilience {
     pub job_timeout: Option<Duration>,
 }
 
-/// [`dispatch`] with [`Resilience`]; also returns how many tasks ran again after their
-/// worker died (`None` for executors without worker processes).
+/// [`dispatch`] with [`Resilience`] and, with `rate_limit`, the client's own rate limit shared
+/// by every worker (`--throttle`); also returns how many tasks ran again after their worker
+/// died (`None` for executors without worker processes).
 pub fn dispatch_resilient<T>(
     kind: ExecutorKind,
     workers: usize,
     resilience: Resilience,
+    rate_limit: Option<RateLimit>,
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<(T, Option<u64>), ExecError> {
     if kind != ExecutorKind::Process {
-        let executor = build(kind, workers, resilience.job_timeout)?;
+        let executor = build(kind, workers, resilience.job_timeout, rate_limit)?;
         let output = task(&executor);
         executor.shutdown(Shutdown::Finish);
         return Ok((output, None));
     }
-    let mut builder = ProcessPool::builder().workers(workers).retry_lost(resilience.retry_lost);
-    if let Some(limit) = resilience.job_timeout {
-        builder = builder.job_timeout(limit);
-    }
+    let builder =
+        process_builder(workers, resilience.job_timeout, rate_limit).retry_lost(resilience.retry_lost);
     let pool = builder.build().map_err(|source| ExecError::Build { kind, source })?;
     let executor = AnyExecutor::from(pool);
     let AnyExecutor::Process(pool) = &executor else { unreachable!("built from a process pool") };
@@ -146,19 +214,18 @@ fn kill_workers(pool: &ProcessPool, every: Duration, stopped: &std::sync::mpsc::
 }
 
 /// Builds a current-thread [`AsyncExecutor`] with at most `workers` futures in flight (and,
-/// with `job_timeout`, that time limit on each future), runs `task` on it and shuts it down
-/// (waiting for its futures): the native-async counterpart of [`dispatch`], timed the same way.
+/// with `job_timeout`, that time limit on each future; with `rate_limit`, that limit shared by
+/// its futures), runs `task` on it and shuts it down (waiting for its futures): the
+/// native-async counterpart of [`dispatch`], timed the same way.
 pub fn dispatch_async<T>(
     workers: usize,
     job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
     task: impl FnOnce(&AsyncExecutor) -> T,
 ) -> Result<T, ExecError> {
-    let mut builder = AsyncExecutor::builder().workers(workers);
-    if let Some(limit) = job_timeout {
-        builder = builder.job_timeout(limit);
-    }
-    let executor =
-        builder.build().map_err(|source| ExecError::Build { kind: ExecutorKind::Async, source })?;
+    let executor = async_builder(workers, job_timeout, rate_limit)
+        .build()
+        .map_err(|source| ExecError::Build { kind: ExecutorKind::Async, source })?;
     let output = task(&executor);
     executor.shutdown(Shutdown::Finish);
     Ok(output)
@@ -182,27 +249,47 @@ mod tests {
 
     #[test]
     fn dispatch_async_hands_over_the_async_executor() {
-        let out =
-            dispatch_async(2, None, |executor| executor.map_async(|x: u64| async move { x * 2 }, [1, 2]));
+        let out = dispatch_async(2, None, None, |executor| {
+            executor.map_async(|x: u64| async move { x * 2 }, [1, 2])
+        });
         assert_eq!(out.ok(), Some(vec![Ok(2), Ok(4)]));
-        assert!(matches!(dispatch_async(0, None, |_| ()), Err(ExecError::Build { .. })));
+        assert!(matches!(dispatch_async(0, None, None, |_| ()), Err(ExecError::Build { .. })));
     }
 
     #[test]
     fn a_job_timeout_is_set_on_every_executor_but_serial() {
         let limit = Some(Duration::from_secs(30));
         for kind in [ExecutorKind::Thread, ExecutorKind::Process, ExecutorKind::Async] {
-            let executor = build(kind, 2, limit);
+            let executor = build(kind, 2, limit, None);
             let executor = executor.unwrap_or_else(|error| panic!("{kind}: {error}"));
             assert_eq!(executor.map(double, [1, 2]), [Ok(2), Ok(4)], "{kind}");
             executor.shutdown(Shutdown::Finish);
         }
-        let serial = build(ExecutorKind::Serial, 1, limit).err().map(|e| e.to_string()).unwrap_or_default();
+        let serial =
+            build(ExecutorKind::Serial, 1, limit, None).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(serial.contains("cannot enforce a job time limit"), "{serial}");
         let resilience = Resilience { job_timeout: limit, ..Resilience::default() };
-        let out =
-            dispatch_resilient(ExecutorKind::Process, 2, resilience, |executor| executor.map(double, [3]));
+        let out = dispatch_resilient(ExecutorKind::Process, 2, resilience, None, |executor| {
+            executor.map(double, [3])
+        });
         assert_eq!(out.ok(), Some((vec![Ok(6)], Some(0))));
+    }
+
+    #[test]
+    fn a_rate_limit_is_set_on_every_executor_but_serial() {
+        let limit = Some(RateLimit::per_second(1000.0));
+        for kind in [ExecutorKind::Thread, ExecutorKind::Process, ExecutorKind::Async] {
+            let out = dispatch_resilient(kind, 2, Resilience::default(), limit, |executor| {
+                executor.map(double, [1, 2, 3])
+            });
+            assert_eq!(out.ok().map(|(results, _)| results), Some(vec![Ok(2), Ok(4), Ok(6)]), "{kind}");
+        }
+        let error =
+            build(ExecutorKind::Serial, 1, None, limit).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("--throttle: the serial executor has no rate limit"), "{error}");
+        let futures =
+            dispatch_async(2, None, limit, |executor| executor.map_async(|x: u64| async move { x + 1 }, [1]));
+        assert_eq!(futures.ok(), Some(vec![Ok(2)]));
     }
 
     #[test]

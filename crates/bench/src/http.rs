@@ -12,11 +12,25 @@
 //!
 //! The URL and the token reach jobs as fields of their serde structs, never through globals set
 //! by the parent, which a worker process started from a fork server would not see.
+//!
+//! **Rate limits.** Every attempt goes through the limit of the executor running the job
+//! ([`fanout::limit`]): with a per-request limit ([`RateLimit::per_request`]) each attempt takes
+//! a permit first ([`limit::acquire`]); with a per-job limit the executor took the job's permit
+//! before it started, and only retries take one more. A `429` with `Retry-After` pauses the
+//! whole limit for that long ([`limit::pause`]), so that every worker slows down, not only the
+//! one that met it. Outside a limited executor both calls do nothing.
+//!
+//! **Counting.** [`measured`] runs a job's requests and returns what they did
+//! ([`RequestStats`]: attempts, retries, `429` answers, when the first and the last attempt
+//! left), so that a job can return its own counts from any worker, a process one included.
+//!
+//! [`RateLimit::per_request`]: fanout::limit::RateLimit::per_request
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
+use fanout::limit::{self, Scope};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ureq::Agent;
@@ -113,12 +127,101 @@ pub struct Api {
 thread_local! {
     /// Retries made by requests on this thread (see [`retries_on_this_thread`]).
     static RETRIES: Cell<u64> = const { Cell::new(0) };
+    /// What the requests on this thread did since the innermost [`measured`] began.
+    static STATS: Cell<RequestStats> = const { Cell::new(RequestStats::ZERO) };
 }
 
 /// How many times requests made on the calling thread were retried so far. A job reads it
 /// before and after its requests to report its own retries, whichever worker it ran on.
 pub fn retries_on_this_thread() -> u64 {
     RETRIES.get()
+}
+
+/// What a job's requests did: the attempts sent (retries included), the retries, the `429`
+/// answers, and when the first and the last attempt left (on `CLOCK_MONOTONIC`, which every
+/// process of the machine shares, so that the counts of worker processes add up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Attempts sent, retries included: the requests the server saw.
+    pub attempts: u64,
+    /// Attempts that were retries of a failed one.
+    pub retries: u64,
+    /// `429 Too Many Requests` answers.
+    pub responses_429: u64,
+    /// When the first attempt left, in nanoseconds of `CLOCK_MONOTONIC`.
+    pub first_sent_ns: Option<u64>,
+    /// When the last attempt left, in nanoseconds of `CLOCK_MONOTONIC`.
+    pub last_sent_ns: Option<u64>,
+}
+
+impl RequestStats {
+    /// No request.
+    pub const ZERO: Self =
+        Self { attempts: 0, retries: 0, responses_429: 0, first_sent_ns: None, last_sent_ns: None };
+
+    /// Both counts together.
+    #[must_use]
+    pub fn and(self, other: Self) -> Self {
+        let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let latest = |a: Option<u64>, b: Option<u64>| a.max(b);
+        Self {
+            attempts: self.attempts + other.attempts,
+            retries: self.retries + other.retries,
+            responses_429: self.responses_429 + other.responses_429,
+            first_sent_ns: earliest(self.first_sent_ns, other.first_sent_ns),
+            last_sent_ns: latest(self.last_sent_ns, other.last_sent_ns),
+        }
+    }
+
+    /// The rate at which the attempts left, per second: the intervals between the first and
+    /// the last over the time between them. `None` for fewer than two attempts.
+    pub fn rate(&self) -> Option<f64> {
+        let span = self.last_sent_ns?.checked_sub(self.first_sent_ns?)?;
+        (self.attempts >= 2 && span > 0).then(|| (self.attempts - 1) as f64 / (span as f64 / 1e9))
+    }
+
+    /// Counts an attempt leaving now (a retry, if `retry`).
+    pub(crate) fn sent(&mut self, retry: bool) {
+        let now = monotonic_ns();
+        self.attempts += 1;
+        self.retries += u64::from(retry);
+        self.first_sent_ns = Some(self.first_sent_ns.map_or(now, |first| first.min(now)));
+        self.last_sent_ns = Some(self.last_sent_ns.map_or(now, |last| last.max(now)));
+    }
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: a clock that every process of the machine shares
+/// (Rust's `Instant` reads the same clock but cannot travel between processes).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable `timespec` for the duration of the call, and
+    // `CLOCK_MONOTONIC` is a clock every Linux kernel has.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    if status != 0 {
+        return 0;
+    }
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// Runs `requests` and returns what the requests made on this thread meanwhile did. Nested
+/// calls count apart: an inner `measured` (a serial inner executor's job, on the same thread)
+/// reports its own requests, and the outer one does not see them.
+pub fn measured<T>(requests: impl FnOnce() -> T) -> (T, RequestStats) {
+    let outer = STATS.replace(RequestStats::ZERO);
+    let output = requests();
+    let stats = STATS.replace(outer);
+    (output, stats)
+}
+
+fn record(update: impl FnOnce(&mut RequestStats)) {
+    let mut stats = STATS.get();
+    update(&mut stats);
+    STATS.set(stats);
 }
 
 /// A successful answer: its status (`201` created or `200` already there) and body.
@@ -205,6 +308,9 @@ impl Api {
         });
         let idempotent = retry::is_idempotent(method, keyed);
         let mut retrier = self.retry.start(self.deadline, Jitter::from_entropy());
+        // With a per-request limit every attempt takes a permit; with a per-job one the
+        // executor took the first attempt's, and a retry takes one more.
+        let per_request = limit::ambient().is_some_and(|source| source.scope() == Scope::PerRequest);
         loop {
             if retrier.next_timeout(Instant::now()).is_none() {
                 return Err(HttpError::Transport {
@@ -212,10 +318,22 @@ impl Api {
                     message: format!("{} after {} attempts", GiveUp::Deadline, retrier.failed_attempts()),
                 });
             }
+            let retry = retrier.failed_attempts() > 0;
+            if per_request || retry {
+                limit::acquire();
+            }
+            record(|stats| stats.sent(retry));
             let (error, failure) = match self.send_once(method, path, headers, body) {
                 Ok(answer) => return Ok(answer),
                 Err(failed) => failed,
             };
+            if let Failure::Status { status: 429, retry_after } = failure {
+                record(|stats| stats.responses_429 += 1);
+                // One 429 slows every worker of the executor, not only this one.
+                if let Some(wait) = retry_after {
+                    limit::pause(wait);
+                }
+            }
             match retrier.on_failure(&failure, idempotent, Instant::now()) {
                 Decision::Retry(wait) => {
                     RETRIES.set(RETRIES.get() + 1);

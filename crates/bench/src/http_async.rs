@@ -32,7 +32,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 
-use crate::http::{Answer, Api, HttpError};
+use fanout::limit::Scope;
+
+use crate::http::{Answer, Api, HttpError, RequestStats, monotonic_ns};
 use crate::retry::{self, Decision, Failure, Jitter, RETRY_AFTER, RETRY_AFTER_MS, RetryPolicy};
 
 /// How long a request may take, connecting included, before it fails; the slowest route waits
@@ -58,6 +60,14 @@ struct Inner {
     retry: RetryPolicy,
     /// Retries made through this client (all its clones).
     retries: AtomicU64,
+    /// Attempts sent through this client, retries included.
+    attempts: AtomicU64,
+    /// `429` answers this client got.
+    responses_429: AtomicU64,
+    /// When the first and the last attempt left (`CLOCK_MONOTONIC` nanoseconds; `u64::MAX` and
+    /// 0 before the first).
+    first_sent_ns: AtomicU64,
+    last_sent_ns: AtomicU64,
     /// `Bearer <token>`, marked sensitive so that no debug output shows it.
     auth: HeaderValue,
 }
@@ -100,6 +110,10 @@ impl AsyncApi {
                 base: api.base().to_owned(),
                 retry: api.retry(),
                 retries: AtomicU64::new(0),
+                attempts: AtomicU64::new(0),
+                responses_429: AtomicU64::new(0),
+                first_sent_ns: AtomicU64::new(u64::MAX),
+                last_sent_ns: AtomicU64::new(0),
                 auth,
             }),
         })
@@ -108,6 +122,20 @@ impl AsyncApi {
     /// How many times requests through this client (and its clones) were retried.
     pub fn retries(&self) -> u64 {
         self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// What the requests through this client (and its clones) did so far.
+    pub fn stats(&self) -> RequestStats {
+        let inner = &self.inner;
+        let first = inner.first_sent_ns.load(Ordering::Relaxed);
+        let last = inner.last_sent_ns.load(Ordering::Relaxed);
+        RequestStats {
+            attempts: inner.attempts.load(Ordering::Relaxed),
+            retries: inner.retries.load(Ordering::Relaxed),
+            responses_429: inner.responses_429.load(Ordering::Relaxed),
+            first_sent_ns: (first != u64::MAX).then_some(first),
+            last_sent_ns: (last != 0).then_some(last),
+        }
     }
 
     /// `GET path`, the body as bytes.
@@ -144,12 +172,30 @@ impl AsyncApi {
         });
         let idempotent = retry::is_idempotent(method.as_str(), keyed);
         let mut retrier = self.inner.retry.start(None, Jitter::from_entropy());
+        // As the blocking client: a permit per attempt with a per-request limit, per retry with
+        // a per-job one (the executor took the first attempt's), waited for on the runtime.
+        let per_request = fanout::limit::ambient().is_some_and(|source| source.scope() == Scope::PerRequest);
         loop {
+            if per_request || retrier.failed_attempts() > 0 {
+                fanout_async::acquire().await;
+            }
+            let now = monotonic_ns();
+            let inner = &self.inner;
+            inner.attempts.fetch_add(1, Ordering::Relaxed);
+            inner.first_sent_ns.fetch_min(now, Ordering::Relaxed);
+            inner.last_sent_ns.fetch_max(now, Ordering::Relaxed);
             // `Bytes` clones share the buffer: a retry resends the same body without a copy.
             let (error, failure) = match self.send_once(method.clone(), path, headers, body.clone()).await {
                 Ok(answer) => return Ok(answer),
                 Err(failed) => failed,
             };
+            if let Failure::Status { status: 429, retry_after } = failure {
+                inner.responses_429.fetch_add(1, Ordering::Relaxed);
+                // As the blocking client: one 429 pauses the executor's whole limit, if any.
+                if let Some(wait) = retry_after {
+                    fanout::limit::pause(wait);
+                }
+            }
             match retrier.on_failure(&failure, idempotent, Instant::now()) {
                 Decision::Retry(wait) => {
                     self.inner.retries.fetch_add(1, Ordering::Relaxed);

@@ -32,6 +32,46 @@ pub struct Health {
     pub time_scale: f64,
     /// The applied latency of each route in microseconds, keyed by [`Route::key`].
     pub latency_us: BTreeMap<String, u64>,
+    /// The faults the server injects (only its rate limit is read).
+    #[serde(default)]
+    pub faults: HealthFaults,
+    /// What the server injected so far.
+    #[serde(default)]
+    pub injected: Injected,
+}
+
+/// `faults` of `GET /health`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HealthFaults {
+    /// The rate limit: requests per second at time scale 1, and the burst.
+    #[serde(default)]
+    pub rate_limit: Option<HealthRateLimit>,
+}
+
+/// `faults.rate_limit` of `GET /health`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct HealthRateLimit {
+    /// Requests per second at time scale 1.
+    pub per_second: f64,
+    /// Requests admitted back to back.
+    pub burst: u32,
+}
+
+/// `injected` of `GET /health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Injected {
+    /// Requests refused with `429` so far.
+    #[serde(default)]
+    pub rate_limited: u64,
+}
+
+impl Health {
+    /// The server's rate limit in requests per real second (its `per_second` over its time
+    /// scale), if it has one and a time scale above 0.
+    pub fn server_rate_limit(&self) -> Option<f64> {
+        let limit = self.faults.rate_limit?;
+        (self.time_scale > 0.0).then(|| limit.per_second / self.time_scale)
+    }
 }
 
 /// `/health` did not list a route's latency.
@@ -96,6 +136,18 @@ pub fn migration(latency: &Applied, attachments: &[usize], outer: usize, inner: 
     }
     let makespan = free_at.into_iter().map(|Reverse(end)| end).max().unwrap_or_default();
     latency.get(Route::QueueTickets).saturating_add(makespan)
+}
+
+/// The waits of a rate-limited run that no permit can overlap, added to `requests / R` for its
+/// bound: api-calls, the last call's latency (it leaves at the last permit); the migration, the
+/// queue listing's (no ticket request can leave before its answer) and the last upload's.
+pub fn rate_bound_waits(latency: &Applied, scenario: crate::Scenario) -> Duration {
+    match scenario {
+        crate::Scenario::TicketMigration => {
+            latency.get(Route::QueueTickets) + latency.get(Route::PostAttachment)
+        }
+        _ => latency.get(Route::Items),
+    }
 }
 
 /// `cpu`: `per_job` (measured serially) times `ceil(jobs / min(workers, cores))`.
@@ -175,7 +227,14 @@ mod tests {
     fn health_latencies_parse() {
         let mut latency_us: BTreeMap<String, u64> =
             Route::ALL.iter().map(|route| (route.key().to_owned(), 1000)).collect();
-        let health = Health { seed: 1, time_scale: 0.01, latency_us: latency_us.clone() };
+        let health = Health {
+            seed: 1,
+            time_scale: 0.01,
+            latency_us: latency_us.clone(),
+            faults: HealthFaults { rate_limit: Some(HealthRateLimit { per_second: 5.0, burst: 5 }) },
+            injected: Injected::default(),
+        };
+        assert_eq!(health.server_rate_limit().map(f64::round), Some(500.0));
         let applied = Applied::from_health(&health).ok();
         assert_eq!(applied.map(|a| a.get(Route::PostTicket)), Some(Duration::from_millis(1)));
         latency_us.remove("items");

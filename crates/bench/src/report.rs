@@ -99,6 +99,26 @@ pub struct Row {
     /// The median run's outer executor's own counts (`Executor::progress`): submitted,
     /// started, succeeded, failed, cancelled, retried, expired, killed, abandoned threads.
     pub progress: Option<ProgressCounts>,
+    /// `429` answers the clients saw (failed jobs' requests included), the most over the runs.
+    pub responses_429: Option<u64>,
+    /// `429` answers the server sent during the median run (its `/health` counts).
+    pub server_responses_429: Option<u64>,
+    /// Requests the median run's clients sent, retries included.
+    pub requests: Option<u64>,
+    /// Requests a fault-free run makes, without retries.
+    pub required_requests: Option<u64>,
+    /// The rate at which the median run's requests left, per real second, first to last.
+    pub request_rate: Option<f64>,
+    /// The client's limit (`--throttle`), in requests per real second.
+    pub throttle_per_second: Option<f64>,
+    /// The burst of the client's limit (`--throttle-burst`), with `--throttle`.
+    pub throttle_burst: Option<u32>,
+    /// The server's rate limit (`--rate-limit`), in requests per real second.
+    pub server_rate_limit_per_second: Option<f64>,
+    /// `required_requests / R`, R the lower of the two limits.
+    pub rate_ideal_seconds: Option<f64>,
+    /// `rate_ideal_seconds` plus the waits no permit can overlap.
+    pub rate_bound_seconds: Option<f64>,
 }
 
 fn micros(seconds: f64) -> f64 {
@@ -150,6 +170,19 @@ impl Row {
             job_reruns_by_round: median.outcome.job_reruns_by_round.clone(),
             rerun_rounds: spec.rerun_rounds,
             progress: median.outcome.progress,
+            // Like the error counts, the worst run's: a target of 0 holds only if every run met it.
+            responses_429: outcomes().filter_map(|o| o.responses_429).max(),
+            server_responses_429: median.outcome.server_responses_429,
+            requests: median.outcome.requests,
+            required_requests: median.outcome.required_requests,
+            request_rate: median.outcome.request_rate.map(|rate| (rate * 100.0).round() / 100.0),
+            throttle_per_second: median.outcome.throttle_per_second,
+            throttle_burst: spec
+                .throttle
+                .map(|_| spec.throttle_burst.unwrap_or(crate::scenario::DEFAULT_THROTTLE_BURST)),
+            server_rate_limit_per_second: median.outcome.server_rate_limit_per_second,
+            rate_ideal_seconds: median.outcome.rate_ideal_seconds.map(micros),
+            rate_bound_seconds: median.outcome.rate_bound_seconds.map(micros),
         })
     }
 
@@ -209,6 +242,8 @@ mod tests {
             resilience: Default::default(),
             rerun_rounds: 5,
             progress_bar: None,
+            throttle: None,
+            throttle_burst: None,
         }
     }
 
@@ -230,6 +265,15 @@ mod tests {
                 job_reruns: 0,
                 job_reruns_by_round: Vec::new(),
                 progress: None,
+                responses_429: None,
+                server_responses_429: None,
+                requests: None,
+                required_requests: None,
+                request_rate: None,
+                throttle_per_second: None,
+                server_rate_limit_per_second: None,
+                rate_ideal_seconds: None,
+                rate_bound_seconds: None,
             },
             peak_rss_bytes: rss,
             peak_pss_bytes: rss / 2,

@@ -30,6 +30,8 @@ fn spec(scenario: Scenario, url: &str, jobs: usize) -> RunSpec {
         resilience: Default::default(),
         rerun_rounds: scenario::DEFAULT_RERUN_ROUNDS,
         progress_bar: None,
+        throttle: None,
+        throttle_burst: None,
     }
 }
 

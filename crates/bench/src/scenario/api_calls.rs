@@ -14,11 +14,13 @@ use fanout_core::{JobError, Stateful, StatefulJob};
 use fanout_mock_api::{Dataset, Item};
 use serde::{Deserialize, Serialize};
 
+use fanout::limit::RateLimit;
+
 use super::{
     RunOutcome, RunSpec, ScenarioError, Tally, flatten, map_with, progress_bar, rerun_expired, ticker,
     timed_async, timed_resilient,
 };
-use crate::http::{Api, HttpError};
+use crate::http::{Api, HttpError, RequestStats, measured};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
 
@@ -40,17 +42,35 @@ impl StatefulJob<u64> for FetchItem {
     }
 }
 
-/// Fetches items `1..=spec.jobs` and verifies them.
+/// [`FetchItem`] with what its requests did (attempts, retries, `429`s, when they left),
+/// for a failed fetch too: the job of the measured run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchItemCounted {
+    /// The server.
+    pub api: Api,
+}
+
+impl StatefulJob<u64> for FetchItemCounted {
+    type Output = (Result<Item, HttpError>, RequestStats);
+
+    fn call(&self, id: u64) -> Self::Output {
+        measured(|| self.api.get_json(&format!("/api/items/{id}")))
+    }
+}
+
+/// Fetches items `1..=spec.jobs` and verifies them; with `limit` (`--throttle`, one permit per
+/// job), the executor spaces the jobs at its rate.
 pub(super) fn run(
     spec: &RunSpec,
     api: Api,
     latency: &Applied,
     data: &Dataset,
+    limit: Option<RateLimit>,
 ) -> Result<RunOutcome, ScenarioError> {
     let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
-    let job = Stateful(FetchItem { api });
+    let job = Stateful(FetchItemCounted { api });
     let bar = progress_bar(spec);
-    let (((results, reruns, progress), worker_retries), timing) = timed_resilient(spec, |executor| {
+    let (((results, reruns, progress), worker_retries), timing) = timed_resilient(spec, limit, |executor| {
         let bar = bar.as_ref();
         let mut results = map_with(bar, executor, job.clone(), ids.clone());
         // GETs: an item whose job expired is fetched again.
@@ -68,7 +88,17 @@ pub(super) fn run(
         bar.finish_and_clear();
     }
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
-    let mut tally = verify(results, data).with_runs(reruns, Some(progress));
+    let mut stats = RequestStats::ZERO;
+    let results = results
+        .into_iter()
+        .map(|result| {
+            result.map(|(item, counted)| {
+                stats = stats.and(counted);
+                item
+            })
+        })
+        .collect();
+    let mut tally = verify(results, data).with_runs(reruns, Some(progress)).with_stats(stats);
     tally.worker_retries = worker_retries;
     Ok(tally.outcome(timing, ideal))
 }
@@ -80,11 +110,13 @@ pub(super) fn run_async(
     api: Api,
     latency: &Applied,
     data: &Dataset,
+    limit: Option<RateLimit>,
 ) -> Result<RunOutcome, ScenarioError> {
     let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
     let bar = progress_bar(spec);
-    let (results, timing) = timed_async(spec, |executor| {
+    let (results, timing) = timed_async(spec, limit, |executor| {
         let client = AsyncApi::new(&api)?;
+        let counted = client.clone();
         let fetch = move |id: u64| {
             let client = client.clone();
             async move { client.get_json::<Item>(&format!("/api/items/{id}")).await }
@@ -94,14 +126,14 @@ pub(super) fn run_async(
         let reruns = rerun_expired(&mut results, spec.rerun_rounds, |expired| {
             executor.map_async(fetch.clone(), expired.iter().filter_map(|&i| ids.get(i).copied()))
         });
-        Ok::<_, HttpError>((results, reruns, executor.progress()))
+        Ok::<_, HttpError>((results, reruns, executor.progress(), counted.stats()))
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let (results, reruns, progress) = results?;
+    let (results, reruns, progress, stats) = results?;
     let ideal = ideal::api_calls(latency, spec.jobs, spec.effective_workers());
-    Ok(verify(results, data).with_runs(reruns, Some(progress)).outcome(timing, ideal))
+    Ok(verify(results, data).with_runs(reruns, Some(progress)).with_stats(stats).outcome(timing, ideal))
 }
 
 /// The mistake of bolting async onto blocking code: the futures call the blocking client, so
@@ -115,7 +147,7 @@ pub(super) fn run_blocking_on_loop(
 ) -> Result<RunOutcome, ScenarioError> {
     let ids: Vec<u64> = (1..=spec.jobs as u64).collect();
     let bar = progress_bar(spec);
-    let ((results, reruns, progress), timing) = timed_async(spec, |executor| {
+    let ((results, reruns, progress), timing) = timed_async(spec, None, |executor| {
         let fetch = move |id: u64| {
             let api = api.clone();
             // No `.await` inside: the request blocks the loop thread until it is answered (and

@@ -81,7 +81,7 @@ pub(super) fn run(spec: &RunSpec) -> Result<RunOutcome, ScenarioError> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let inputs: Vec<u64> = (0..spec.jobs as u64).collect();
     let bar = progress_bar(spec);
-    let (((results, reruns, progress), worker_retries), timing) = timed_resilient(spec, |executor| {
+    let (((results, reruns, progress), worker_retries), timing) = timed_resilient(spec, None, |executor| {
         let bar = bar.as_ref();
         let mut results = map_with(bar, executor, hash_job, inputs.clone());
         // Pure: a hash whose job expired is computed again (and expires again, if the limit

@@ -45,10 +45,11 @@ use serde::{Deserialize, Serialize};
 use fanout_async::AsyncExecutor;
 
 use crate::executor::{AnyExecutor, ExecError, ExecutorKind, Resilience, dispatch_async, dispatch_resilient};
-use crate::http::{Api, HttpError, Secret};
-use crate::ideal::{Applied, Health, MissingRoute};
+use crate::http::{Api, HttpError, RequestStats, Secret};
+use crate::ideal::{self, Applied, Health, MissingRoute};
 use crate::retry::RetryPolicy;
 use crate::usage;
+use fanout::limit::RateLimit;
 
 /// The scenarios of `--scenario`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -161,7 +162,23 @@ pub struct RunSpec {
     /// `None`: draw nothing.
     #[serde(default)]
     pub progress_bar: Option<String>,
+    /// The client's own rate limit (`--throttle`), in requests per second at time scale 1,
+    /// scaled by the server's time scale like its `--rate-limit` (see [`client_limit`]).
+    #[serde(default)]
+    pub throttle: Option<f64>,
+    /// The burst of the client's limit (`--throttle-burst`; [`DEFAULT_THROTTLE_BURST`] when
+    /// `None`).
+    #[serde(default)]
+    pub throttle_burst: Option<u32>,
 }
+
+/// The burst of the client's limit when `--throttle-burst` is not given: 2. With a burst of 1
+/// GCRA spaces the permits evenly, but a permit granted late (a thread that overslept, a
+/// worker process's request crossing the pool's channel) is lost for good, and the rate falls
+/// below R: 472/s for a 500/s limit on 32 threads, 435/s on 32 worker processes, measured. A
+/// burst of 2 lets the next permit make up for a late one, so the rate holds at R; the
+/// server's bucket (one second's worth at time scale 1 by default) absorbs the pair.
+pub const DEFAULT_THROTTLE_BURST: u32 = 2;
 
 /// Rounds of re-runs of expired jobs when `--rerun-rounds` is not given. With a 2% hang rate
 /// (and the proof test's other faults) a quarter of the `support` tickets meet a hang in the
@@ -213,6 +230,23 @@ impl RunSpec {
         }
         if resilience.kill_worker_every.is_some_and(|every| every.is_zero()) {
             return invalid("--kill-worker-every must be longer than 0 seconds".to_owned());
+        }
+        if let Some(rate) = self.throttle {
+            if !(rate.is_finite() && rate > 0.0) {
+                return invalid(format!(
+                    "--throttle must be a finite number of requests per second above 0, not {rate}"
+                ));
+            }
+            if !matches!(self.scenario, Scenario::ApiCalls | Scenario::TicketMigration) {
+                return invalid(format!(
+                    "--throttle limits the HTTP requests of api-calls and ticket-migration; {} makes none \
+                     through the executor's limit",
+                    self.scenario
+                ));
+            }
+            if let Some(why) = crate::executor::rate_limit_unsupported(self.executor) {
+                return invalid(why.to_owned());
+            }
         }
         if self.scenario == Scenario::BlockingOnLoop && self.executor != ExecutorKind::Async {
             return invalid(
@@ -275,6 +309,36 @@ pub struct RunOutcome {
     /// The outer executor's own counts at the end of the run (`Executor::progress`).
     #[serde(default)]
     pub progress: Option<ProgressCounts>,
+    /// `429` answers the clients saw (their own count, failed jobs' requests included).
+    #[serde(default)]
+    pub responses_429: Option<u64>,
+    /// `429` answers the server sent over the run (its `/health` counts, before and after).
+    #[serde(default)]
+    pub server_responses_429: Option<u64>,
+    /// Requests the clients sent, retries included.
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// Requests a fault-free run makes, without retries (api-calls: one per job; the
+    /// migration: the listing, and per ticket 3 plus 2 per attachment).
+    #[serde(default)]
+    pub required_requests: Option<u64>,
+    /// The rate at which the clients' requests left, per real second, from the first to the
+    /// last (what the server saw arrive, on loopback).
+    #[serde(default)]
+    pub request_rate: Option<f64>,
+    /// The client's limit (`--throttle`) in requests per real second.
+    #[serde(default)]
+    pub throttle_per_second: Option<f64>,
+    /// The server's rate limit (`--rate-limit`) in requests per real second.
+    #[serde(default)]
+    pub server_rate_limit_per_second: Option<f64>,
+    /// `required_requests / R`, R the lower of the two limits: the ideal of a rate-limited run.
+    #[serde(default)]
+    pub rate_ideal_seconds: Option<f64>,
+    /// [`RunOutcome::rate_ideal_seconds`] plus the waits no permit can overlap (see
+    /// [`ideal::rate_bound_waits`]).
+    #[serde(default)]
+    pub rate_bound_seconds: Option<f64>,
 }
 
 /// [`fanout::Progress`] as the JSON line shows it: what the outer executor counted, in the
@@ -430,17 +494,81 @@ pub fn execute(spec: &RunSpec, token: Secret) -> Result<RunOutcome, ScenarioErro
         return Err(ScenarioError::SeedMismatch { server: health.seed, expected: spec.seed });
     }
     let latency = Applied::from_health(&health)?;
+    let burst = spec.throttle_burst.unwrap_or(DEFAULT_THROTTLE_BURST);
+    let limit =
+        spec.throttle.map(|rate| client_limit(rate, burst, health.time_scale, spec.scenario)).transpose()?;
     // Retries back off on the server's clock: a run at time scale 0.01 waits 100 times less.
     let api = api.with_retry(RetryPolicy::default().scaled(health.time_scale));
     let data = Dataset::new(spec.seed);
     let native_async = spec.executor == ExecutorKind::Async;
-    match spec.scenario {
-        Scenario::ApiCalls if native_async => api_calls::run_async(spec, api, &latency, &data),
-        Scenario::ApiCalls => api_calls::run(spec, api, &latency, &data),
-        Scenario::TicketMigration if native_async => ticket_migration::run_async(spec, api, &latency, &data),
-        Scenario::TicketMigration => ticket_migration::run(spec, api, &latency, &data),
+    let mut outcome = match spec.scenario {
+        Scenario::ApiCalls if native_async => api_calls::run_async(spec, api.clone(), &latency, &data, limit),
+        Scenario::ApiCalls => api_calls::run(spec, api.clone(), &latency, &data, limit),
+        Scenario::TicketMigration if native_async => {
+            ticket_migration::run_async(spec, api.clone(), &latency, &data, limit)
+        }
+        Scenario::TicketMigration => ticket_migration::run(spec, api.clone(), &latency, &data, limit),
         Scenario::Cpu => cpu::run(spec),
-        Scenario::BlockingOnLoop => api_calls::run_blocking_on_loop(spec, api, &latency, &data),
+        Scenario::BlockingOnLoop => api_calls::run_blocking_on_loop(spec, api.clone(), &latency, &data),
+    }?;
+    if spec.scenario != Scenario::Cpu {
+        let after: Health = api.get_json("/health")?;
+        outcome.server_responses_429 =
+            Some(after.injected.rate_limited.saturating_sub(health.injected.rate_limited));
+        outcome.throttle_per_second = limit.map(|limit| limit.rate());
+        outcome.server_rate_limit_per_second = health.server_rate_limit();
+        let required = required_requests(spec, &data);
+        outcome.required_requests = Some(required);
+        let rate = [outcome.throttle_per_second, outcome.server_rate_limit_per_second]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp);
+        if let Some(rate) = rate {
+            let ideal = required as f64 / rate;
+            outcome.rate_ideal_seconds = Some(ideal);
+            outcome.rate_bound_seconds =
+                Some(ideal + ideal::rate_bound_waits(&latency, spec.scenario).as_secs_f64());
+        }
+    }
+    Ok(outcome)
+}
+
+/// The client's limit of `--throttle rate`, with `burst`: `rate` requests per second at time scale 1, so
+/// `rate / time_scale` per real second, the server's own scaling of `--rate-limit` (at time
+/// scale 0.01, `--throttle 5` is 500 requests a real second, as `--rate-limit 5` is). One permit
+/// per job for api-calls (a job is one request), one per request for the migration (about eight
+/// a ticket), which its clients take with `fanout::limit::acquire` ([`crate::http`]).
+pub fn client_limit(
+    rate: f64,
+    burst: u32,
+    time_scale: f64,
+    scenario: Scenario,
+) -> Result<RateLimit, ScenarioError> {
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        return Err(ScenarioError::InvalidSpec(format!(
+            "--throttle is scaled by the server's time scale, and this server's is {time_scale}: \
+             start it with a time scale above 0"
+        )));
+    }
+    let limit = RateLimit::per_second(rate / time_scale).burst(burst);
+    let limit = match scenario {
+        Scenario::TicketMigration => limit.per_request(),
+        _ => limit,
+    };
+    limit.validate().map_err(|error| ScenarioError::InvalidSpec(format!("--throttle {rate}: {error}")))?;
+    Ok(limit)
+}
+
+/// Requests a fault-free run of `spec` makes (see [`RunOutcome::required_requests`]).
+fn required_requests(spec: &RunSpec, data: &Dataset) -> u64 {
+    match spec.scenario {
+        Scenario::TicketMigration => {
+            let ids = data.queue(spec.queue.name()).unwrap_or_default();
+            let ids = ids.get(..spec.jobs).unwrap_or(ids);
+            let per_ticket = |id: &u64| 3 + 2 * data.attachments(*id).map_or(0, <[_]>::len) as u64;
+            1 + ids.iter().map(per_ticket).sum::<u64>()
+        }
+        _ => spec.jobs as u64,
     }
 }
 
@@ -457,19 +585,25 @@ pub struct Timing {
 type Resilient<O> = (O, Option<u64>);
 
 /// Times [`dispatch_resilient`]: building the executor with the spec's [`Resilience`] (its
-/// job time limit, and for process pools `retry_lost` and the worker-killing drill), the task
-/// and the shutdown; also returns how many tasks ran again after their worker died.
+/// job time limit, and for process pools `retry_lost` and the worker-killing drill) and the
+/// client's rate limit, the task and the shutdown; also returns how many tasks ran again after
+/// their worker died.
 fn timed_resilient<T>(
     spec: &RunSpec,
+    limit: Option<RateLimit>,
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<(Resilient<T>, Timing), ExecError> {
-    measure(|| dispatch_resilient(spec.executor, spec.workers, spec.resilience, task))
+    measure(|| dispatch_resilient(spec.executor, spec.workers, spec.resilience, limit, task))
 }
 
-/// Times [`dispatch_async`]: building the async executor (with the spec's job time limit), the
-/// task, the shutdown.
-fn timed_async<T>(spec: &RunSpec, task: impl FnOnce(&AsyncExecutor) -> T) -> Result<(T, Timing), ExecError> {
-    measure(|| dispatch_async(spec.workers, spec.resilience.job_timeout, task))
+/// Times [`dispatch_async`]: building the async executor (with the spec's job time limit and
+/// the client's rate limit), the task, the shutdown.
+fn timed_async<T>(
+    spec: &RunSpec,
+    limit: Option<RateLimit>,
+    task: impl FnOnce(&AsyncExecutor) -> T,
+) -> Result<(T, Timing), ExecError> {
+    measure(|| dispatch_async(spec.workers, spec.resilience.job_timeout, limit, task))
 }
 
 fn measure<T>(run: impl FnOnce() -> Result<T, ExecError>) -> Result<(T, Timing), ExecError> {
@@ -533,6 +667,8 @@ struct Tally {
     first_error: Option<String>,
     reruns: Reruns,
     progress: Option<ProgressCounts>,
+    /// What the clients' requests did, when the scenario counted them.
+    stats: Option<RequestStats>,
 }
 
 impl Tally {
@@ -551,7 +687,15 @@ impl Tally {
         self
     }
 
+    /// The same counts with what the clients' requests did.
+    fn with_stats(mut self, stats: RequestStats) -> Self {
+        self.http_retries = self.http_retries.or(Some(stats.retries));
+        self.stats = Some(stats);
+        self
+    }
+
     fn outcome(self, timing: Timing, ideal: Duration) -> RunOutcome {
+        let stats = self.stats;
         RunOutcome {
             wall_seconds: timing.wall.as_secs_f64(),
             ideal_seconds: ideal.as_secs_f64(),
@@ -568,6 +712,15 @@ impl Tally {
             job_reruns: self.reruns.reruns(),
             job_reruns_by_round: self.reruns.by_round,
             progress: self.progress,
+            responses_429: stats.map(|stats| stats.responses_429),
+            server_responses_429: None,
+            requests: stats.map(|stats| stats.attempts),
+            required_requests: None,
+            request_rate: stats.and_then(|stats| stats.rate()),
+            throttle_per_second: None,
+            server_rate_limit_per_second: None,
+            rate_ideal_seconds: None,
+            rate_bound_seconds: None,
         }
     }
 }
@@ -651,10 +804,49 @@ mod tests {
             resilience: Resilience { job_timeout: Some(LIMIT), ..Resilience::default() },
             rerun_rounds: DEFAULT_RERUN_ROUNDS,
             progress_bar: None,
+            throttle: None,
+            throttle_burst: None,
         };
         let message = spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("cannot enforce a job time limit"), "{message}");
         let thread = RunSpec { executor: ExecutorKind::Thread, workers: 4, ..spec };
         assert!(thread.validate().is_ok());
+    }
+
+    #[test]
+    fn a_throttle_is_refused_where_the_executor_has_no_limit() {
+        let spec = RunSpec {
+            scenario: Scenario::ApiCalls,
+            executor: ExecutorKind::Thread,
+            workers: 4,
+            jobs: 10,
+            queue: Queue::Support,
+            inner_workers: 4,
+            seed: 42,
+            url: String::new(),
+            resilience: Resilience::default(),
+            rerun_rounds: DEFAULT_RERUN_ROUNDS,
+            progress_bar: None,
+            throttle: Some(5.0),
+            throttle_burst: None,
+        };
+        assert!(spec.validate().is_ok());
+        assert!(RunSpec { executor: ExecutorKind::Process, ..spec.clone() }.validate().is_ok());
+        let message = |spec: RunSpec| spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let serial = message(RunSpec { executor: ExecutorKind::Serial, workers: 1, ..spec.clone() });
+        assert!(serial.contains("serial executor has no rate limit"), "{serial}");
+        let cpu = message(RunSpec { scenario: Scenario::Cpu, ..spec.clone() });
+        assert!(cpu.contains("makes none"), "{cpu}");
+        let zero = message(RunSpec { throttle: Some(0.0), ..spec });
+        assert!(zero.contains("above 0"), "{zero}");
+    }
+
+    #[test]
+    fn the_throttle_is_scaled_like_the_servers_rate_limit() {
+        let limit = client_limit(5.0, 2, 0.01, Scenario::ApiCalls).ok();
+        assert_eq!(limit.map(|l| (l.rate().round(), l.scope())), Some((500.0, fanout::limit::Scope::PerJob)));
+        let migration = client_limit(5.0, 2, 0.01, Scenario::TicketMigration).ok();
+        assert_eq!(migration.map(|l| l.scope()), Some(fanout::limit::Scope::PerRequest));
+        assert!(client_limit(5.0, 2, 0.0, Scenario::ApiCalls).is_err());
     }
 }

@@ -22,6 +22,7 @@
 //! attachment that was already there (`200` instead of `201`) is a duplicate, one that was
 //! never stored is lost.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -31,13 +32,14 @@ use fanout_mock_api::{Attachment, Dataset, QueueEntry, Summary, Ticket};
 use serde::{Deserialize, Serialize};
 
 use fanout::bar::indicatif::ProgressBar;
+use fanout::limit::RateLimit;
 
 use super::{
     Reruns, RunOutcome, RunSpec, ScenarioError, Tally, Timing, flatten, progress_bar, rerun_expired, ticker,
     timed_async, timed_resilient,
 };
 use crate::executor::{AnyExecutor, ExecutorKind, dispatch};
-use crate::http::{Answer, Api, HttpError, retries_on_this_thread};
+use crate::http::{Answer, Api, HttpError, RequestStats, measured};
 use crate::http_async::AsyncApi;
 use crate::ideal::{self, Applied};
 use crate::retry::Deadline;
@@ -127,10 +129,27 @@ struct Created {
 }
 
 impl StatefulJob<u64> for MigrateTicket {
-    type Output = Result<Migrated, MigrationError>;
+    /// The ticket's migration, and what its requests did (its attachments' included), for a
+    /// ticket that failed too.
+    type Output = (Result<Migrated, MigrationError>, RequestStats);
 
     fn call(&self, id: u64) -> Self::Output {
-        let before = retries_on_this_thread();
+        // The attachments' requests run on the inner executor's workers, which report their
+        // own (a serial inner executor runs them on this thread, counted apart).
+        let mut attachments = RequestStats::ZERO;
+        let (mut result, own) = measured(|| self.migrate(id, &mut attachments));
+        let stats = own.and(attachments);
+        if let Ok(migrated) = &mut result {
+            migrated.retries = stats.retries;
+        }
+        (result, stats)
+    }
+}
+
+impl MigrateTicket {
+    /// The ticket's requests, then its attachments on a nested executor, whose requests'
+    /// counts are added to `attachments`.
+    fn migrate(&self, id: u64, attachments_stats: &mut RequestStats) -> Result<Migrated, MigrationError> {
         let deadline = Deadline::after(Instant::now(), self.deadline);
         let api = &self.api.clone().with_deadline(deadline);
         let details = api.get_bytes(&format!("/old/tickets/{id}"))?;
@@ -139,27 +158,24 @@ impl StatefulJob<u64> for MigrateTicket {
         let headers = [("Idempotency-Key", key.as_str()), ("Content-Type", "application/json")];
         let answer = api.post("/new/tickets", &headers, &details)?;
         let mut migrated = Migrated::posted(&answer, attachments.len())?;
-        // Read before the attachments: a serial inner executor runs them on this thread, and
-        // they report their own.
-        migrated.retries = retries_on_this_thread() - before;
         let new_id = migrated.new_id;
         let copy = Stateful(CopyAttachment {
             api: api.clone(),
             new_ticket_id: new_id,
             deadline: deadline.remaining(Instant::now()),
         });
+        // The inner executor is built without a limit: inside a limited job it draws from the
+        // root executor's (a process worker asks its parent), so the limit holds for them too.
         let results = dispatch(self.executor, self.inner_workers, |inner| inner.map(copy, attachments))
             .map_err(|e| MigrationError::Inner(e.to_string()))?;
         for result in results {
+            let result = result.map(|(copied, stats)| {
+                *attachments_stats = attachments_stats.and(stats);
+                copied
+            });
             match flatten(result) {
-                Ok((created, retries)) => {
-                    migrated.retries += retries;
-                    if created {
-                        migrated.copied += 1;
-                    } else {
-                        migrated.already_there += 1;
-                    }
-                }
+                Ok(true) => migrated.copied += 1,
+                Ok(false) => migrated.already_there += 1,
                 Err(error) => migrated.failures.push(error),
             }
         }
@@ -168,20 +184,22 @@ impl StatefulJob<u64> for MigrateTicket {
 }
 
 impl StatefulJob<Attachment> for CopyAttachment {
-    type Output = Result<(bool, u64), HttpError>;
+    type Output = (Result<bool, HttpError>, RequestStats);
 
     /// Copies the attachment: whether the new system created it (`false`: it was there
-    /// already), and how many requests were retried.
+    /// already), and what its requests did.
     fn call(&self, attachment: Attachment) -> Self::Output {
-        let before = retries_on_this_thread();
-        // The deadline travels as a duration: an `Instant` means nothing in a worker process.
-        let api = self.api.clone().with_deadline(Deadline::after(Instant::now(), self.deadline));
-        let bytes = api.get_bytes(&format!("/old/attachments/{}", attachment.id))?;
-        let path = format!("/new/tickets/{}/attachments", self.new_ticket_id);
-        let headers =
-            [("X-Attachment-Name", attachment.name.as_str()), ("Content-Type", "application/octet-stream")];
-        let created = api.post(&path, &headers, &bytes)?.status == 201;
-        Ok((created, retries_on_this_thread() - before))
+        measured(|| {
+            // The deadline travels as a duration: an `Instant` means nothing in a worker process.
+            let api = self.api.clone().with_deadline(Deadline::after(Instant::now(), self.deadline));
+            let bytes = api.get_bytes(&format!("/old/attachments/{}", attachment.id))?;
+            let path = format!("/new/tickets/{}/attachments", self.new_ticket_id);
+            let headers = [
+                ("X-Attachment-Name", attachment.name.as_str()),
+                ("Content-Type", "application/octet-stream"),
+            ];
+            Ok(api.post(&path, &headers, &bytes)?.status == 201)
+        })
     }
 }
 
@@ -223,6 +241,9 @@ async fn copy_attachment(
 
 type TicketResult = Result<Result<Migrated, MigrationError>, JobError>;
 
+/// A ticket job's result with what its requests did.
+type CountedTicket = Result<(Result<Migrated, MigrationError>, RequestStats), JobError>;
+
 /// How long one ticket may take, retries included: 20 times the policy's per-request timeout
 /// (20 minutes at the article's time scale, where a ticket costs ~22.5 s without faults).
 fn ticket_deadline(api: &Api) -> Duration {
@@ -240,11 +261,13 @@ pub struct ListQueue {
 }
 
 impl StatefulJob<String> for ListQueue {
-    type Output = Result<Vec<u64>, HttpError>;
+    type Output = (Result<Vec<u64>, HttpError>, RequestStats);
 
     fn call(&self, queue: String) -> Self::Output {
-        let listing: Vec<QueueEntry> = self.api.get_json(&format!("/old/queues/{queue}/tickets"))?;
-        Ok(listing.into_iter().take(self.limit).map(|entry| entry.id).collect())
+        measured(|| {
+            let listing: Vec<QueueEntry> = self.api.get_json(&format!("/old/queues/{queue}/tickets"))?;
+            Ok(listing.into_iter().take(self.limit).map(|entry| entry.id).collect())
+        })
     }
 }
 
@@ -271,19 +294,36 @@ struct Migration<'a> {
     bar: Option<&'a ProgressBar>,
 }
 
-/// What the timed part returns: the tickets' results in queue order, what the re-runs did and
-/// the executor's counts.
-type MigrationRun = (Vec<(u64, TicketResult)>, Reruns, fanout::Progress);
+/// What the timed part returns: the tickets' results in queue order, what the re-runs did,
+/// the executor's counts and what the requests did.
+type MigrationRun = (Vec<(u64, TicketResult)>, Reruns, fanout::Progress, RequestStats);
 
 impl Migration<'_> {
     fn run(self, executor: &AnyExecutor) -> Result<MigrationRun, HttpError> {
+        let stats = Cell::new(RequestStats::ZERO);
+        let count = |result: Result<(Result<Vec<u64>, HttpError>, RequestStats), JobError>| {
+            result.map(|(ids, counted)| {
+                stats.set(stats.get().and(counted));
+                ids
+            })
+        };
         let list = Stateful(ListQueue { api: self.job.api.clone(), limit: self.limit });
-        let mut listing = executor.map(list.clone(), [self.queue.to_owned()]);
-        let listing_reruns =
-            rerun_expired(&mut listing, self.rounds, |_| executor.map(list.clone(), [self.queue.to_owned()]));
+        let list_once =
+            || executor.map(list.clone(), [self.queue.to_owned()]).into_iter().map(count).collect();
+        let mut listing: Vec<_> = list_once();
+        let listing_reruns = rerun_expired(&mut listing, self.rounds, |_| list_once());
         let ids = listed(self.queue, listing.pop())?;
         let job = Stateful(self.job);
-        let migrate = |ids: &[u64]| in_queue_order(ids, unordered_with(self.bar, executor, job.clone(), ids));
+        let migrate = |ids: &[u64]| {
+            let done = unordered_with(self.bar, executor, job.clone(), ids).map(|(index, result)| {
+                let result = result.map(|(migrated, counted)| {
+                    stats.set(stats.get().and(counted));
+                    migrated
+                });
+                (index, result)
+            });
+            in_queue_order(ids, done)
+        };
         let mut results = migrate(&ids);
         // The migration is idempotent (the `Idempotency-Key` and `X-Attachment-Name` rules):
         // a ticket whose job was stopped midway is migrated again, meeting its own work as `200`s.
@@ -291,7 +331,7 @@ impl Migration<'_> {
             migrate(&expired.iter().filter_map(|&i| ids.get(i).copied()).collect::<Vec<_>>())
         });
         let results = ids.iter().copied().zip(results).collect();
-        Ok((results, listing_reruns.and(reruns), executor.progress()))
+        Ok((results, listing_reruns.and(reruns), executor.progress(), stats.get()))
     }
 }
 
@@ -301,7 +341,7 @@ fn unordered_with<'a>(
     executor: &'a AnyExecutor,
     job: Stateful<MigrateTicket>,
     ids: &[u64],
-) -> Box<dyn Iterator<Item = (usize, TicketResult)> + 'a> {
+) -> Box<dyn Iterator<Item = (usize, CountedTicket)> + 'a> {
     let ids = ids.to_vec();
     match bar {
         Some(bar) => Box::new(fanout::bar::map_unordered(executor, job, ids, bar)),
@@ -326,12 +366,15 @@ fn in_queue_order(ids: &[u64], done: impl Iterator<Item = (usize, TicketResult)>
     results.into_iter().map(|result| result.unwrap_or(Err(JobError::Cancelled))).collect()
 }
 
-/// Migrates the first `spec.jobs` tickets of `spec.queue` and verifies the new system.
+/// Migrates the first `spec.jobs` tickets of `spec.queue` and verifies the new system; with
+/// `limit` (`--throttle`, per request), every request of every ticket and attachment takes a
+/// permit of the outer executor's limit.
 pub(super) fn run(
     spec: &RunSpec,
     api: Api,
     latency: &Applied,
     data: &Dataset,
+    limit: Option<RateLimit>,
 ) -> Result<RunOutcome, ScenarioError> {
     let queue = spec.queue.name();
     let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
@@ -343,15 +386,13 @@ pub(super) fn run(
     };
     let bar = progress_bar(spec);
     let task = Migration { job, queue, limit: spec.jobs, rounds: spec.rerun_rounds, bar: bar.as_ref() };
-    let ((migrated, worker_retries), timing) = timed_resilient(spec, |executor| task.run(executor))?;
+    let ((migrated, worker_retries), timing) = timed_resilient(spec, limit, |executor| task.run(executor))?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let (results, reruns, progress) = migrated?;
-    let http_retries =
-        results.iter().filter_map(|(_, result)| result.as_ref().ok()?.as_ref().ok()).map(|m| m.retries).sum();
+    let (results, reruns, progress, stats) = migrated?;
     let checked = Checked { spec, api: &api, latency, data, ids };
-    let runs = Runs { http_retries: Some(http_retries), worker_retries, reruns, progress };
+    let runs = Runs { http_retries: Some(stats.retries), worker_retries, reruns, progress, stats };
     checked.outcome(results, timing, runs)
 }
 
@@ -366,13 +407,14 @@ pub(super) fn run_async(
     api: Api,
     latency: &Applied,
     data: &Dataset,
+    rate_limit: Option<RateLimit>,
 ) -> Result<RunOutcome, ScenarioError> {
     let queue = spec.queue.name();
     let ids = data.queue(queue).unwrap_or_default().get(..spec.jobs).unwrap_or_default();
     let (limit, inner_workers, rounds) = (spec.jobs, spec.inner_workers, spec.rerun_rounds);
     let deadline = spec.resilience.job_timeout.is_none().then(|| ticket_deadline(&api));
     let bar = progress_bar(spec);
-    let (results, timing) = timed_async(spec, |executor| {
+    let (results, timing) = timed_async(spec, rate_limit, |executor| {
         let client = AsyncApi::new(&api)?;
         let list = || {
             let lister = client.clone();
@@ -409,14 +451,14 @@ pub(super) fn run_async(
             migrate(&expired.iter().filter_map(|&i| listed_ids.get(i).copied()).collect::<Vec<_>>())
         });
         let results: Vec<(u64, TicketResult)> = listed_ids.iter().copied().zip(results).collect();
-        Ok::<_, HttpError>((results, client.retries(), listing_reruns.and(reruns), executor.progress()))
+        Ok::<_, HttpError>((results, client.stats(), listing_reruns.and(reruns), executor.progress()))
     })?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let (results, http_retries, reruns, progress) = results?;
+    let (results, stats, reruns, progress) = results?;
     let checked = Checked { spec, api: &api, latency, data, ids };
-    let runs = Runs { http_retries: Some(http_retries), worker_retries: None, reruns, progress };
+    let runs = Runs { http_retries: Some(stats.retries), worker_retries: None, reruns, progress, stats };
     checked.outcome(results, timing, runs)
 }
 
@@ -426,6 +468,7 @@ struct Runs {
     worker_retries: Option<u64>,
     reruns: Reruns,
     progress: fanout::Progress,
+    stats: RequestStats,
 }
 
 /// What both migrations (blocking and async) check their results against, outside the timed
@@ -451,7 +494,9 @@ impl Checked<'_> {
             ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
         let ideal =
             ideal::migration(latency, &attachments, spec.effective_workers(), spec.effective_inner_workers());
-        let mut tally = verify(results, ids, data, &summary).with_runs(runs.reruns, Some(runs.progress));
+        let mut tally = verify(results, ids, data, &summary)
+            .with_runs(runs.reruns, Some(runs.progress))
+            .with_stats(runs.stats);
         tally.http_retries = runs.http_retries;
         tally.worker_retries = runs.worker_retries;
         Ok(tally.outcome(timing, ideal))
