@@ -147,8 +147,12 @@ fn serve(name: String) -> Result<(), IpcError> {
 
     // What every worker's exit path uses, set up once here (`stdout` and its lock's owner,
     // the thread's id): a worker then only writes those pages, instead of faulting in the code
-    // and data to set them up, each of which costs a page fault per worker.
+    // and data to set them up, each of which costs a page fault per worker. So is the standard
+    // library's cache of CPU features (`memchr` and friends consult it): in a virtual machine
+    // each `cpuid` that fills it is a trap to the hypervisor, which every worker would repeat.
     let _ = std::io::Write::flush(&mut std::io::stdout().lock());
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::hint::black_box(std::arch::is_x86_feature_detected!("avx2"));
 
     let mut server = Server {
         pid: nix::unistd::getpid(),
@@ -367,14 +371,26 @@ static ROOT: Mutex<Weak<Root>> = Mutex::new(Weak::new());
 impl Root {
     /// The running server, or a new one.
     fn get() -> Result<Arc<Self>, BuildError> {
+        Self::get_unless(None)
+    }
+
+    /// The running server, or a new one if none runs or the one running is `dead` (it stopped
+    /// taking sessions: it crashed or was killed, while pools still hold it).
+    fn get_unless(dead: Option<&Arc<Self>>) -> Result<Arc<Self>, BuildError> {
         // The lock is held while a server starts, so that two first pools start one server.
         let mut root = ROOT.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(running) = root.upgrade() {
+        if let Some(running) = root.upgrade()
+            && !dead.is_some_and(|dead| Arc::ptr_eq(dead, &running))
+        {
             return Ok(running);
         }
         let started = Arc::new(Self::start()?);
         *root = Arc::downgrade(&started);
         Ok(started)
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
     }
 
     /// Starts a fork server: this executable again, with the marker argument.
@@ -427,26 +443,35 @@ impl ServerLink {
     /// Attaches a new session to the program's fork server: the one this worker was forked
     /// by, or this process's own, started if no pool of the process runs one.
     pub(crate) fn attach() -> Result<Self, BuildError> {
+        let gone = |e: IpcError| BuildError::from(ForkServerError::Gone { message: e.to_string() });
+        if let Some(inherited) = INHERITED.get() {
+            let (link, attach) = Self::new(inherited.server, None)?;
+            let sender = inherited.attach.lock().unwrap_or_else(PoisonError::into_inner);
+            sender.send(attach).map_err(gone)?;
+            return Ok(link);
+        }
+        let root = Root::get()?;
+        let (link, attach) = Self::new(root.pid(), Some(Arc::clone(&root)))?;
+        if root.attach.lock().unwrap_or_else(PoisonError::into_inner).send(attach).is_ok() {
+            return Ok(link);
+        }
+        drop(link);
+        // The server died under the pools that hold it: a new one serves new pools.
+        let root = Root::get_unless(Some(&root))?;
+        let (link, attach) = Self::new(root.pid(), Some(Arc::clone(&root)))?;
+        root.attach.lock().unwrap_or_else(PoisonError::into_inner).send(attach).map_err(gone)?;
+        Ok(link)
+    }
+
+    /// A session's channels: the pool's ends, and the [`Attach`] that takes the server's.
+    fn new(server: Pid, root: Option<Arc<Root>>) -> Result<(Self, Attach), BuildError> {
         let os = |source| BuildError::Os { action: "create a channel to the fork server", source };
         let (requests, requests_receiver) = ipc::channel::<ServerRequest>().map_err(os)?;
         let (replies_sender, replies) = ipc::channel::<ServerReply>().map_err(os)?;
         let (forked_sender, forked) = ipc::channel::<Forked>().map_err(os)?;
         // The server's ends travel inside the message and are closed here once sent.
         let attach = Attach { requests: requests_receiver, replies: replies_sender, forked: forked_sender };
-        let gone = |e: IpcError| ForkServerError::Gone { message: e.to_string() };
-        let (server, root) = match INHERITED.get() {
-            Some(inherited) => {
-                let sender = inherited.attach.lock().unwrap_or_else(PoisonError::into_inner);
-                sender.send(attach).map_err(gone)?;
-                (inherited.server, None)
-            }
-            None => {
-                let root = Root::get()?;
-                root.attach.lock().unwrap_or_else(PoisonError::into_inner).send(attach).map_err(gone)?;
-                (Pid::from_raw(root.child.id() as i32), Some(root))
-            }
-        };
-        Ok(Self { requests, replies, forked: Some(forked), server, _root: root })
+        Ok((Self { requests, replies, forked: Some(forked), server, _root: root }, attach))
     }
 
     /// Sends a request and waits for its answer, for at most [`SERVER_TIMEOUT`].

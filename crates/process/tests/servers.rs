@@ -274,3 +274,29 @@ fn a_worker_holds_its_own_channels_only_whatever_other_pools_run() {
     }
     assert_eq!(alone_pool.submit(descriptors, 0).wait(), Ok(by_itself));
 }
+
+#[test]
+fn a_pool_built_after_the_server_died_gets_a_new_one_and_the_old_pools_fail_cleanly() {
+    let _turn = alone();
+    let old = ProcessPool::new(2).expect("pool");
+    works(&old);
+    let (server, workers) = (old.fork_server_pid(), old.worker_pids());
+    kill(Pid::from_raw(server as i32), Signal::SIGKILL).expect("kill the server");
+    // Its workers die with it (PR_SET_PDEATHSIG).
+    wait_gone(&workers, "the workers of a killed server");
+    // A new pool gets a new server while the old pool still holds the dead one.
+    let new = ProcessPool::new(2).expect("a pool after the server died");
+    assert_ne!(new.fork_server_pid(), server);
+    works(&new);
+    // The old pool cannot start workers any more: its jobs fail, it does not hang.
+    for result in old.map(plus_one, 0..4) {
+        assert!(matches!(result, Err(JobError::WorkerLost { .. })), "{result:?}");
+    }
+    drop(old);
+    // The dead server was reaped by the old pool's drop; the new one runs on.
+    assert!(is_gone(server));
+    works(&new);
+    let new_server = new.fork_server_pid();
+    drop(new);
+    assert!(is_gone(new_server));
+}
