@@ -20,6 +20,15 @@ const OWNER: &str = "FANOUT_TEST_NESTED_POOL_OWNER";
 /// Against hangs only: the processes normally go within milliseconds.
 const GUARD: Duration = Duration::from_secs(10);
 
+/// Waits (within [`GUARD`]) until `pool` lists `count` workers: they start on demand, and each
+/// is listed once the fork server has announced it.
+fn wait_for_workers(pool: &ProcessPool, count: usize) {
+    let since = Instant::now();
+    while pool.worker_pids().len() < count && since.elapsed() < GUARD {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// In a worker: starts a pool of two, prints its pids to this worker's stdout (the owner's,
 /// inherited), then blocks.
 fn nest_and_block(_: u64) -> u64 {
@@ -29,6 +38,7 @@ fn nest_and_block(_: u64) -> u64 {
         x
     };
     assert_eq!(inner.map(slow, 0..2).len(), 2);
+    wait_for_workers(&inner, 2);
     let pids: Vec<String> = inner.worker_pids().iter().map(u32::to_string).collect();
     println!("inner {}", pids.join(" "));
     use std::io::Write;
@@ -47,6 +57,7 @@ fn nested_pool_owner() {
     let pool = ProcessPool::new(2).expect("pool");
     let _blocked = pool.submit(nest_and_block, 0);
     assert_eq!(pool.map(|x: u64| x, 0..4).len(), 4);
+    wait_for_workers(&pool, 2);
     let pids: Vec<String> =
         pool.worker_pids().into_iter().chain([pool.fork_server_pid()]).map(|p| p.to_string()).collect();
     println!("outer {}", pids.join(" "));

@@ -23,7 +23,17 @@ fn pool_owner() {
         return;
     }
     let pool = ProcessPool::new(3).expect("pool");
-    assert_eq!(pool.map(|x: u64| x, 0..3).len(), 3);
+    // Three jobs at once start all three workers (they start on demand), and each one is
+    // listed once the fork server has announced it.
+    let slow = |x: u64| {
+        std::thread::sleep(Duration::from_millis(100));
+        x
+    };
+    assert_eq!(pool.map(slow, 0..3).len(), 3);
+    let since = Instant::now();
+    while pool.worker_pids().len() < 3 && since.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let pids: Vec<String> =
         pool.worker_pids().into_iter().chain([pool.fork_server_pid()]).map(|p| p.to_string()).collect();
     println!("pids {}", pids.join(" "));

@@ -178,6 +178,11 @@ fn nest_and_block(path: String) -> u64 {
         x
     };
     assert_eq!(inner.map(slow, 0..3).len(), 3);
+    // Each worker is listed once the fork server has announced it.
+    let since = Instant::now();
+    while inner.worker_pids().len() < 3 && since.elapsed() < GUARD {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut words = vec![std::process::id(), inner.fork_server_pid()];
     words.extend(inner.worker_pids());
     let line = words.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n";
