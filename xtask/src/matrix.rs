@@ -668,6 +668,8 @@ fn rate_limits(quick: bool) -> Section {
         points
     };
     let real = |rate: f64| rate / scale;
+    let quick_note =
+        if quick { " `--quick` runs one small point only: 40 calls at 16 workers, throttled." } else { "" };
     Section {
         id: "rate-limits".to_owned(),
         title: "rate limits: a rate-limited server, unthrottled and throttled at its rate".to_owned(),
@@ -682,12 +684,15 @@ fn rate_limits(quick: bool) -> Section {
              worker, enforced in the parent for worker processes: a permit per call for api-calls, a \
              permit per request for the migration (`fanout::limit::acquire` before each one; the nested \
              pools draw from the root's limit), and a `429`'s `Retry-After` pauses every worker \
-             (`limit::pause`). The ideal of a throttled run is `requests / R`; the **bound** adds the \
-             waits no permit can overlap (the last call's latency; the migration's queue listing, \
-             which every ticket waits for, and its last upload). **rate seen** is the throttled run's \
+             (`limit::pause`). The ideal of a throttled run is `requests / R`; the **bound** is that \
+             run simulated with the limit and the server's latencies and nothing else, so it adds \
+             what no permit can overlap: the last call's latency for api-calls; for the migration \
+             the queue listing, which every ticket waits for, and the tail, where the last \
+             tickets' requests follow one another and ask for fewer permits than the limit \
+             allows. **rate seen** is the throttled run's \
              requests over the time from the first to the last (on loopback, the rate the server \
              sees), against R. Serial is left out: one request at a time (96/s for api-calls, about \
-             72/s for the migration at this scale) never reaches either limit.",
+             72/s for the migration at this scale) never reaches either limit.{quick_note}",
             api_real = real(API_RATE),
             migration_real = real(MIGRATION_RATE),
         ),

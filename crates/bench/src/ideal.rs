@@ -138,16 +138,152 @@ pub fn migration(latency: &Applied, attachments: &[usize], outer: usize, inner: 
     latency.get(Route::QueueTickets).saturating_add(makespan)
 }
 
-/// The waits of a rate-limited run that no permit can overlap, added to `requests / R` for its
-/// bound: api-calls, the last call's latency (it leaves at the last permit); the migration, the
-/// queue listing's (no ticket request can leave before its answer) and the last upload's.
-pub fn rate_bound_waits(latency: &Applied, scenario: crate::Scenario) -> Duration {
-    match scenario {
-        crate::Scenario::TicketMigration => {
-            latency.get(Route::QueueTickets) + latency.get(Route::PostAttachment)
-        }
-        _ => latency.get(Route::Items),
+/// A client rate limit for [`throttled_api_calls`] and [`throttled_migration`]: permits per
+/// second and the burst of its GCRA.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throttle {
+    /// Permits per second.
+    pub rate: f64,
+    /// Permits granted back to back (at least 1).
+    pub burst: u32,
+}
+
+/// GCRA permits handed out in request order: each request gets the first permit at or after it
+/// asks.
+struct Permits {
+    period: Duration,
+    tolerance: Duration,
+    /// The theoretical arrival time of the next permit.
+    next: Duration,
+}
+
+impl Permits {
+    fn new(throttle: Throttle) -> Self {
+        let period = Duration::try_from_secs_f64(1.0 / throttle.rate).unwrap_or(Duration::MAX);
+        let tolerance = times(period, throttle.burst.max(1) as usize - 1);
+        Self { period, tolerance, next: Duration::ZERO }
     }
+
+    /// The time at which a request asking at `at` gets its permit.
+    fn grant(&mut self, at: Duration) -> Duration {
+        let granted = at.max(self.next.saturating_sub(self.tolerance));
+        self.next = self.next.max(granted).saturating_add(self.period);
+        granted
+    }
+}
+
+/// `api-calls` under a client limit of one permit per call: `jobs` calls on `workers`
+/// workers, each call waiting for its permit and then its latency.
+pub fn throttled_api_calls(latency: &Applied, jobs: usize, workers: usize, throttle: Throttle) -> Duration {
+    let call = latency.get(Route::Items);
+    let mut permits = Permits::new(throttle);
+    let mut free_at: BinaryHeap<Reverse<Duration>> =
+        std::iter::repeat_n(Reverse(Duration::ZERO), workers.clamp(1, jobs.max(1))).collect();
+    let mut end = Duration::ZERO;
+    for _ in 0..jobs {
+        if let Some(Reverse(free)) = free_at.pop() {
+            let done = permits.grant(free).saturating_add(call);
+            end = end.max(done);
+            free_at.push(Reverse(done));
+        }
+    }
+    end
+}
+
+/// One request of the migration, as [`throttled_migration`] follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    /// The queue listing.
+    Listing,
+    /// A ticket's details, attachment list and POST (0, 1, 2), by its index in queue order.
+    Ticket(usize, u8),
+    /// The download (0) or upload (1) of a ticket's attachment.
+    Attachment(usize, u8),
+}
+
+/// `ticket-migration` under a client limit of one permit per request, simulated: the listing,
+/// then `outer` workers taking the tickets in queue order; each ticket's details, attachment
+/// list and POST one after another, then its attachments `inner` at a time, each a download
+/// and an upload. Every request waits for the next permit, in the order the requests are
+/// made, then its route's latency. Where [`migration`] is the critical path of the waits
+/// alone, this is the critical path of the waits and the limit together: at the start and
+/// the end fewer requests are ready than the limit would allow (every ticket waits for the
+/// listing; the last tickets' requests follow one another).
+pub fn throttled_migration(
+    latency: &Applied,
+    attachments: &[usize],
+    outer: usize,
+    inner: usize,
+    throttle: Throttle,
+) -> Duration {
+    // Events in time order: (time, is a completion, step); at one instant completions first.
+    let mut events: BinaryHeap<Reverse<(Duration, u8, Step)>> = BinaryHeap::new();
+    let mut permits = Permits::new(throttle);
+    let inner = inner.max(1);
+    let route = |step: Step| match step {
+        Step::Listing => Route::QueueTickets,
+        Step::Ticket(_, 0) => Route::TicketDetails,
+        Step::Ticket(_, 1) => Route::AttachmentList,
+        Step::Ticket(..) => Route::PostTicket,
+        Step::Attachment(_, 0) => Route::AttachmentDownload,
+        Step::Attachment(..) => Route::PostAttachment,
+    };
+    // Per ticket: attachments not started yet, and not finished yet.
+    let mut to_start: Vec<usize> = attachments.to_vec();
+    let mut unfinished: Vec<usize> = attachments.to_vec();
+    let mut next_ticket = 0;
+    let mut end = Duration::ZERO;
+    events.push(Reverse((Duration::ZERO, 1, Step::Listing)));
+    while let Some(Reverse((at, kind, step))) = events.pop() {
+        if kind == 1 {
+            // Asked: the permit, then the latency.
+            let done = permits.grant(at).saturating_add(latency.get(route(step)));
+            events.push(Reverse((done, 0, step)));
+            continue;
+        }
+        end = end.max(at);
+        let ask = |events: &mut BinaryHeap<_>, step| events.push(Reverse((at, 1, step)));
+        let mut ticket_done = false;
+        match step {
+            Step::Listing => {
+                for _ in 0..outer.clamp(1, attachments.len().max(1)) {
+                    if next_ticket < attachments.len() {
+                        ask(&mut events, Step::Ticket(next_ticket, 0));
+                        next_ticket += 1;
+                    }
+                }
+            }
+            Step::Ticket(ticket, part @ (0 | 1)) => ask(&mut events, Step::Ticket(ticket, part + 1)),
+            Step::Ticket(ticket, _) => {
+                let starting = to_start.get(ticket).copied().unwrap_or(0).min(inner);
+                if let Some(left) = to_start.get_mut(ticket) {
+                    *left -= starting;
+                }
+                for _ in 0..starting {
+                    ask(&mut events, Step::Attachment(ticket, 0));
+                }
+                ticket_done = starting == 0;
+            }
+            Step::Attachment(ticket, 0) => ask(&mut events, Step::Attachment(ticket, 1)),
+            Step::Attachment(ticket, _) => {
+                if let Some(left) = unfinished.get_mut(ticket) {
+                    *left = left.saturating_sub(1);
+                }
+                match to_start.get_mut(ticket) {
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        ask(&mut events, Step::Attachment(ticket, 0));
+                    }
+                    _ => ticket_done = unfinished.get(ticket).is_some_and(|&left| left == 0),
+                }
+            }
+        }
+        if ticket_done && next_ticket < attachments.len() {
+            ask(&mut events, Step::Ticket(next_ticket, 0));
+            next_ticket += 1;
+        }
+    }
+    end
 }
 
 /// `cpu`: `per_job` (measured serially) times `ceil(jobs / min(workers, cores))`.
@@ -212,6 +348,40 @@ mod tests {
         let expected = Duration::from_secs(2) + Duration::from_secs(31);
         assert_eq!(migration(&latency, &counts, 2, 1), expected);
         assert_eq!(migration(&latency, &[], 3, 1), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_throttled_run_is_the_limit_plus_what_no_permit_overlaps() {
+        let latency = at(0.01);
+        let throttle = Throttle { rate: 500.0, burst: 1 };
+        // 200 calls, permits every 2 ms from 0: the last at 398 ms, then its 10.465 ms.
+        let api = throttled_api_calls(&latency, 200, 32, throttle);
+        assert_eq!(api, Duration::from_micros(398_000 + 10_465));
+        // A burst of 2 hands out the first two at once.
+        let burst = throttled_api_calls(&latency, 200, 32, Throttle { burst: 2, ..throttle });
+        assert_eq!(burst, Duration::from_micros(396_000 + 10_465));
+        // Too few workers for the rate: their rounds bound it, as without a limit.
+        assert_eq!(throttled_api_calls(&latency, 20, 1, throttle), api_calls(&latency, 20, 1));
+    }
+
+    #[test]
+    fn a_throttled_migration_is_bounded_by_the_limit_and_by_its_chains() {
+        let data = Dataset::new(42);
+        let counts = support_counts(&data);
+        let latency = at(0.01);
+        let requests: usize = 1 + counts.iter().map(|n| 3 + 2 * n).sum::<usize>();
+        assert_eq!(requests, 1297);
+        // A limit far above what the workers ask: the waits' own critical path.
+        let free = throttled_migration(&latency, &counts, 20, 4, Throttle { rate: 1e9, burst: 1 });
+        let model = migration(&latency, &counts, 20, 4);
+        assert!(free.abs_diff(model) < Duration::from_millis(1), "{free:?} against {model:?}");
+        // At 1000/s: at least the permits' 1.296 s, plus the listing before them and the tail.
+        let limited = throttled_migration(&latency, &counts, 20, 4, Throttle { rate: 1000.0, burst: 2 });
+        assert!(limited > Duration::from_millis(1296 + 20), "{limited:?}");
+        assert!(limited < Duration::from_millis(1600), "{limited:?}");
+        // Serially the chain alone bounds it.
+        let serial = throttled_migration(&latency, &counts, 1, 1, Throttle { rate: 1000.0, burst: 1 });
+        assert!(serial >= migration(&latency, &counts, 1, 1));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct Row {
     pub progress: Option<ProgressCounts>,
     /// `429` answers the clients saw (failed jobs' requests included), the most over the runs.
     pub responses_429: Option<u64>,
-    /// `429` answers the server sent during the median run (its `/health` counts).
+    /// `429` answers the server sent during a run (its `/health` counts), the most over the runs.
     pub server_responses_429: Option<u64>,
     /// Requests the median run's clients sent, retries included.
     pub requests: Option<u64>,
@@ -172,7 +172,7 @@ impl Row {
             progress: median.outcome.progress,
             // Like the error counts, the worst run's: a target of 0 holds only if every run met it.
             responses_429: outcomes().filter_map(|o| o.responses_429).max(),
-            server_responses_429: median.outcome.server_responses_429,
+            server_responses_429: outcomes().filter_map(|o| o.server_responses_429).max(),
             requests: median.outcome.requests,
             required_requests: median.outcome.required_requests,
             request_rate: median.outcome.request_rate.map(|rate| (rate * 100.0).round() / 100.0),

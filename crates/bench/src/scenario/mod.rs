@@ -335,8 +335,10 @@ pub struct RunOutcome {
     /// `required_requests / R`, R the lower of the two limits: the ideal of a rate-limited run.
     #[serde(default)]
     pub rate_ideal_seconds: Option<f64>,
-    /// [`RunOutcome::rate_ideal_seconds`] plus the waits no permit can overlap (see
-    /// [`ideal::rate_bound_waits`]).
+    /// The ideal of the rate-limited run: the limit and the latencies together, simulated
+    /// ([`ideal::throttled_api_calls`], [`ideal::throttled_migration`]): `requests / R` plus
+    /// what no permit can overlap (the last call's latency; the migration's listing, which
+    /// every ticket waits for, and the tail of its last tickets' requests, one after another).
     #[serde(default)]
     pub rate_bound_seconds: Option<f64>,
 }
@@ -524,10 +526,26 @@ pub fn execute(spec: &RunSpec, token: Secret) -> Result<RunOutcome, ScenarioErro
             .flatten()
             .min_by(f64::total_cmp);
         if let Some(rate) = rate {
-            let ideal = required as f64 / rate;
-            outcome.rate_ideal_seconds = Some(ideal);
-            outcome.rate_bound_seconds =
-                Some(ideal + ideal::rate_bound_waits(&latency, spec.scenario).as_secs_f64());
+            outcome.rate_ideal_seconds = Some(required as f64 / rate);
+            // The client's burst when it has the lower limit, the server's bucket otherwise.
+            let burst = match (outcome.throttle_per_second, health.faults.rate_limit) {
+                (Some(throttle), _) if throttle <= rate => burst,
+                (_, Some(server)) => server.burst,
+                _ => burst,
+            };
+            let throttle = ideal::Throttle { rate, burst };
+            let bound = match spec.scenario {
+                Scenario::TicketMigration => {
+                    let ids = data.queue(spec.queue.name()).unwrap_or_default();
+                    let ids = ids.get(..spec.jobs).unwrap_or(ids);
+                    let counts: Vec<usize> =
+                        ids.iter().map(|&id| data.attachments(id).map_or(0, <[_]>::len)).collect();
+                    let (outer, inner) = (spec.effective_workers(), spec.effective_inner_workers());
+                    ideal::throttled_migration(&latency, &counts, outer, inner, throttle)
+                }
+                _ => ideal::throttled_api_calls(&latency, spec.jobs, spec.effective_workers(), throttle),
+            };
+            outcome.rate_bound_seconds = Some(bound.as_secs_f64());
         }
     }
     Ok(outcome)
