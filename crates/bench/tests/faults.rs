@@ -19,12 +19,18 @@ const TIME_SCALE: &str = "0.001";
 
 /// The job time limit of the hang drill: a ticket costs ~10-30 ms at this time scale, so this
 /// is generous against a loaded machine (a ticket that expires without a hang only runs again).
-const JOB_TIMEOUT: &str = "2";
+const JOB_TIMEOUT: &str = "5";
 
 /// The hang drill's flags: 2% of requests never answered, and the limit that stops them.
 const HANGS: [&str; 4] = ["--hang-rate", "0.02", "--job-timeout", JOB_TIMEOUT];
 
+/// One drill at a time: each runs a server and a pool of 10 (x 4) workers, and run side by side
+/// on a 2-core machine, next to the rest of `cargo test --workspace`, they made one another's
+/// tickets miss their own deadlines (errors, not hangs), which no job limit reruns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn migrate(executor: &str, extra: &[&str]) -> Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let faults = ["--error-rate", "0.1", "--drop-rate", "0.02", "--slow-rate", "0.01"];
     let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
         .args(["bench", "--scenario", "ticket-migration", "--queue", "support", "--executor", executor])
@@ -66,7 +72,9 @@ fn the_migration_survives_faults_on_async() {
 
 #[test]
 fn the_migration_survives_faults_and_killed_workers_on_processes() {
-    let row = migrate("process", &["--retry-lost", "8", "--kill-worker-every", "0.05"]);
+    // A worker dies every 50 ms: on a loaded machine a slow ticket meets many of those kills,
+    // so the retry budget is generous (8 lost tickets in CI at load 8; 32 is still bounded).
+    let row = migrate("process", &["--retry-lost", "32", "--kill-worker-every", "0.05"]);
     assert_nothing_lost_or_duplicated("process", &row);
     assert!(row["worker_retries"].is_u64(), "{row}");
 }
@@ -75,7 +83,7 @@ fn the_migration_survives_faults_and_killed_workers_on_processes() {
 /// ran again, a bounded number of times, as the executor itself counted.
 fn assert_hangs_were_stopped_and_rerun(executor: &str, row: &Value) {
     assert_nothing_lost_or_duplicated(executor, row);
-    assert_eq!(row["job_timeout_seconds"], 2.0, "{executor}: {row}");
+    assert_eq!(row["job_timeout_seconds"].as_f64(), JOB_TIMEOUT.parse().ok(), "{executor}: {row}");
     let expired = row["jobs_expired"].as_u64().unwrap_or(0);
     let reruns = row["job_reruns"].as_u64().unwrap_or(0);
     let rounds = row["job_reruns_by_round"].as_array().map_or(usize::MAX, Vec::len);
