@@ -24,6 +24,16 @@
 //! the expired results (`jobs_expired`) and the inputs run again (`job_reruns`). The serial
 //! executor cannot stop a job and refuses the flag.
 //!
+//! **Rate limits.** With `--throttle R` ([`RunSpec::throttle`]) the (outer) executor gets the
+//! client's own limit, [`client_limit`]: `R / time_scale` requests a real second, like the
+//! server's `--rate-limit R`; one permit per job for `api-calls`, one per request for the
+//! migration, whose clients take them (and pause the limit on a `429`) in [`crate::http`]. The
+//! nested per-ticket executors are built without one and draw from the root's. The outcome
+//! counts what the clients' requests did ([`crate::http::RequestStats`]: `responses_429`,
+//! `requests`, `request_rate`), what the server counted (`server_responses_429`, from
+//! `/health` before and after), and the ideals of a rate-limited run ([`ideal::throttled_api_calls`],
+//! [`ideal::throttled_migration`]).
+//!
 //! **Progress bar.** When the orchestrator draws on a terminal it sets
 //! [`RunSpec::progress_bar`], and the run child draws a bar (`fanout::bar`) that counts the
 //! executor's completions; piped, nothing is drawn.
