@@ -31,7 +31,8 @@ use crate::JobError;
 /// assert_eq!((progress.submitted, progress.succeeded, progress.failed), (10, 9, 1));
 /// assert_eq!(progress.pending(), 0);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Progress {
     /// Inputs handed to the executor (by `map`, `imap`, `map_unordered` or `submit`).

@@ -354,44 +354,8 @@ pub struct RunOutcome {
 }
 
 /// [`fanout::Progress`] as the JSON line shows it: what the outer executor counted, in the
-/// run child (the parent of any worker process).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProgressCounts {
-    /// Inputs handed to the executor.
-    pub submitted: u64,
-    /// Inputs that started on a worker.
-    pub started: u64,
-    /// Inputs that ended with an output.
-    pub succeeded: u64,
-    /// Inputs that ended with an error other than `Cancelled`.
-    pub failed: u64,
-    /// Inputs cancelled before they ran.
-    pub cancelled: u64,
-    /// Runs again of inputs whose worker died (process pools' `retry_lost`).
-    pub retried: u64,
-    /// Failures that were `Expired`.
-    pub expired: u64,
-    /// Failures that were `Killed`.
-    pub killed: u64,
-    /// Threads abandoned with a job past its limit (a thread cannot be killed).
-    pub abandoned_threads: u64,
-}
-
-impl From<fanout::Progress> for ProgressCounts {
-    fn from(progress: fanout::Progress) -> Self {
-        Self {
-            submitted: progress.submitted,
-            started: progress.started,
-            succeeded: progress.succeeded,
-            failed: progress.failed,
-            cancelled: progress.cancelled,
-            retried: progress.retried,
-            expired: progress.expired,
-            killed: progress.killed,
-            abandoned_threads: progress.abandoned_threads,
-        }
-    }
-}
+/// run child (the parent of any worker process). The executor's own type, serde and all.
+pub type ProgressCounts = fanout::Progress;
 
 /// What re-running expired jobs did (see [`rerun_expired`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -711,7 +675,7 @@ impl Tally {
     /// The same counts with what re-running expired jobs did and the executor's progress.
     fn with_runs(mut self, reruns: Reruns, progress: Option<fanout::Progress>) -> Self {
         self.reruns = reruns;
-        self.progress = progress.map(ProgressCounts::from);
+        self.progress = progress;
         self
     }
 
