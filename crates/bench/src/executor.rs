@@ -44,11 +44,7 @@ fn unsupported_message(kind: &ExecutorKind) -> &'static str {
 /// Why `kind` takes no client rate limit (`--throttle`), or `None` when it takes one.
 pub fn rate_limit_unsupported(kind: ExecutorKind) -> Option<&'static str> {
     match kind {
-        ExecutorKind::Thread | ExecutorKind::Process | ExecutorKind::Async => None,
-        ExecutorKind::Serial => Some(
-            "--throttle: the serial executor has no rate limit (it runs one job at a time on the \
-             calling thread); use --executor thread, process or async for the client's own limit",
-        ),
+        ExecutorKind::Serial | ExecutorKind::Thread | ExecutorKind::Process | ExecutorKind::Async => None,
         _ => Some("--throttle: this executor has no rate limit the harness knows how to set"),
     }
 }
@@ -69,7 +65,7 @@ pub fn dispatch<T>(
 
 /// The executor of `kind` with `workers` workers and, with `job_timeout`, that time limit on
 /// each job (see [`Resilience::job_timeout`]); with `rate_limit`, that limit shared by all its
-/// workers (every executor but serial: see [`rate_limit_unsupported`]). `Serial` refuses a
+/// workers (serial's jobs wait for their permits on the caller's thread). `Serial` refuses a
 /// time limit ([`BuildError::JobTimeoutUnsupported`]): it runs jobs on the caller's thread,
 /// where nothing can stop them.
 pub fn build(
@@ -85,10 +81,16 @@ pub fn build(
         return Err(ExecError::RateLimitUnsupported { kind });
     }
     let built = match kind {
-        ExecutorKind::Serial => match job_timeout {
-            Some(limit) => Serial::builder().job_timeout(limit).build().map(AnyExecutor::from),
-            None => Ok(AnyExecutor::from(Serial::new())),
-        },
+        ExecutorKind::Serial => {
+            let mut builder = Serial::builder();
+            if let Some(limit) = job_timeout {
+                builder = builder.job_timeout(limit);
+            }
+            if let Some(limit) = rate_limit {
+                builder = builder.rate_limit(limit);
+            }
+            builder.build().map(AnyExecutor::from)
+        }
         ExecutorKind::Thread => {
             let mut builder = ThreadPool::builder().workers(workers);
             if let Some(limit) = job_timeout {

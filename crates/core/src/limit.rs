@@ -358,6 +358,13 @@ impl Gate {
         self.per_job.is_none() && self.slots.is_none()
     }
 
+    /// Whether the executor's jobs have a permit source (a rate limit, per job or per request,
+    /// their own or their root's).
+    #[inline]
+    pub fn is_rate_limited(&self) -> bool {
+        self.source.is_some()
+    }
+
     /// The permit source to install on the executor's job threads (see [`AmbientGuard`]).
     pub fn source(&self) -> Option<PermitHandle> {
         self.source.clone()

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::limit::{AmbientGuard, Gate, RateLimit};
 use crate::plumbing::{ProgressCounters, job_handle, run_caught};
 use crate::progress::Tally;
 use crate::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown};
@@ -27,28 +28,61 @@ use crate::{BuildError, Executor, Job, JobError, JobHandle, Payload, ProgressWat
 /// let refused = Serial::builder().job_timeout(Duration::from_secs(5)).build();
 /// assert!(matches!(refused, Err(BuildError::JobTimeoutUnsupported { executor: "serial" })));
 /// ```
-#[derive(Debug, Clone, Default)]
+///
+/// A rate limit it keeps like every executor: a job waits for its permit before it runs (or,
+/// with [`RateLimit::per_request`], takes one per request with [`limit::acquire`]), so that the
+/// article's serial loop is as polite as the pools:
+///
+/// ```
+/// use fanout_core::{Executor, Serial, limit::RateLimit};
+///
+/// let serial = Serial::builder().rate_limit(RateLimit::per_second(1000.0)).build()?;
+/// let started = std::time::Instant::now();
+/// assert_eq!(serial.map(|x: u64| x + 1, 0..21).len(), 21);
+/// // The first permit is at once, the other 20 one a millisecond.
+/// assert!(started.elapsed() >= std::time::Duration::from_millis(19));
+/// # Ok::<(), fanout_core::BuildError>(())
+/// ```
+///
+/// Built inside a job of a rate-limited executor, it draws from that executor's limit, as a
+/// nested pool does.
+///
+/// [`limit::acquire`]: crate::limit::acquire
+#[derive(Debug, Clone)]
 pub struct Serial {
     progress: Arc<ProgressCounters>,
+    /// Its rate limit (or the one of the job it was built in); open, the fast path.
+    gate: Gate,
+}
+
+impl Default for Serial {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Serial {
-    /// A serial executor.
+    /// A serial executor (without a limit of its own: inside a rate-limited job, it draws from
+    /// that job's limit).
     pub fn new() -> Self {
-        Self::default()
+        // `Gate::new` fails only on a limit or a `max_in_flight` of its own, and this has neither.
+        let gate = Gate::new(None, None).unwrap_or_default();
+        Self { progress: Arc::default(), gate }
     }
 
     /// A builder, for the same settings as the other executors' builders.
     pub fn builder() -> SerialBuilder {
-        SerialBuilder { job_timeout: None }
+        SerialBuilder { job_timeout: None, rate_limit: None, max_in_flight: None }
     }
 }
 
-/// Configures a [`Serial`] executor: it has no setting of its own, and refuses what it cannot
-/// honour.
+/// Configures a [`Serial`] executor: the settings of the other executors' builders that one
+/// job at a time on the caller's thread can honour, and a clear refusal of the one it cannot.
 #[derive(Debug, Clone)]
 pub struct SerialBuilder {
     job_timeout: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+    max_in_flight: Option<usize>,
 }
 
 impl SerialBuilder {
@@ -59,13 +93,52 @@ impl SerialBuilder {
         self
     }
 
+    /// A rate limit on its jobs (or, with [`RateLimit::per_request`], on the requests its jobs
+    /// announce with [`limit::acquire`](crate::limit::acquire)): each job waits for its permit
+    /// on the caller's thread before it runs. A limit that is not positive is refused by
+    /// [`build`](Self::build) with [`BuildError::InvalidRateLimit`].
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `jobs` jobs in flight: `Serial` never has more than one, so any `jobs` of at
+    /// least 1 holds already; 0 is refused by [`build`](Self::build) with
+    /// [`BuildError::ZeroInFlight`], as on every executor.
+    pub fn max_in_flight(mut self, jobs: usize) -> Self {
+        self.max_in_flight = Some(jobs);
+        self
+    }
+
     /// The executor, or why it cannot honour the settings.
     pub fn build(self) -> Result<Serial, BuildError> {
-        match self.job_timeout {
-            Some(_) => Err(BuildError::JobTimeoutUnsupported { executor: "serial" }),
-            None => Ok(Serial::new()),
+        if self.job_timeout.is_some() {
+            return Err(BuildError::JobTimeoutUnsupported { executor: "serial" });
         }
+        if self.max_in_flight == Some(0) {
+            return Err(BuildError::ZeroInFlight);
+        }
+        // One job at a time on one thread: a slot per job would limit nothing.
+        let gate = Gate::new(self.rate_limit, None)?;
+        Ok(Serial { progress: Arc::default(), gate })
     }
+}
+
+/// Runs `input` through `job` behind `gate`: after its permit, with the gate's permit source
+/// as the job's own (for `limit::acquire` and the pools it builds).
+#[inline]
+fn run_gated<J: Job<I>, I>(gate: &Gate, job: &J, input: I) -> Result<J::Output, JobError> {
+    if !gate.is_rate_limited() {
+        return run_caught(job, input);
+    }
+    run_limited(gate, job, input)
+}
+
+#[inline(never)]
+fn run_limited<J: Job<I>, I>(gate: &Gate, job: &J, input: I) -> Result<J::Output, JobError> {
+    let _ambient = AmbientGuard::install(gate.source());
+    let _pass = gate.enter();
+    run_caught(job, input)
 }
 
 /// How many inputs a serial call counts locally before it adds them to the shared counters:
@@ -80,6 +153,7 @@ struct SerialIter<'a, J, It> {
     inputs: It,
     index: usize,
     progress: &'a ProgressCounters,
+    gate: &'a Gate,
     /// Inputs run and not yet counted.
     ran: usize,
     tally: Tally,
@@ -107,7 +181,7 @@ where
             self.flush();
             return None;
         };
-        let result = run_caught(&self.job, input);
+        let result = run_gated(self.gate, &self.job, input);
         self.tally.add(&result);
         self.ran += 1;
         if self.ran == COUNT_BATCH {
@@ -139,7 +213,15 @@ impl Serial {
         I: Payload,
     {
         let inputs = inputs.into_iter();
-        SerialIter { job, inputs, index: 0, progress: &self.progress, ran: 0, tally: Tally::default() }
+        SerialIter {
+            job,
+            inputs,
+            index: 0,
+            progress: &self.progress,
+            gate: &self.gate,
+            ran: 0,
+            tally: Tally::default(),
+        }
     }
 }
 
@@ -192,7 +274,7 @@ impl Executor for Serial {
         let (mut reply, handle) = job_handle();
         reply.count_in(&self.progress);
         if reply.start() {
-            reply.send_one(run_caught(&job, input));
+            reply.send_one(run_gated(&self.gate, &job, input));
         }
         handle
     }

@@ -150,3 +150,25 @@ fn max_in_flight_caps_the_jobs_running_at_once() {
     assert_eq!(pool.submit(job, 1).wait(), Ok(1));
     assert_eq!(PEAK.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_serial_executor_built_in_a_job_draws_from_the_roots_limit() {
+    static STARTS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+    fn inner(x: u64) -> u64 {
+        STARTS.lock().unwrap().push(Instant::now());
+        x
+    }
+    fn outer(x: u64) -> u64 {
+        STARTS.lock().unwrap().push(Instant::now());
+        let serial = fanout_core::Serial::new();
+        serial.map(inner, 0..4).into_iter().map(Result::unwrap).sum::<u64>() + x
+    }
+    let pool = ThreadPool::builder().workers(4).rate_limit(RateLimit::per_second(100.0)).build().unwrap();
+    let started = Instant::now();
+    assert_eq!(pool.map(outer, 0..4).len(), 4);
+    // 4 outer and 16 inner jobs, all on the root's limit: 20 permits, 190 ms at least.
+    assert!(started.elapsed() >= Duration::from_millis(180), "{:?}", started.elapsed());
+    let mut starts = take(&STARTS);
+    assert_eq!(starts.len(), 20);
+    assert!(densest(&mut starts, Duration::from_millis(100)) <= 12, "{starts:?}");
+}
