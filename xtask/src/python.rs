@@ -547,24 +547,27 @@ fn run_captured(mut command: Command, timeout: Duration) -> Result<String, Strin
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
+    // The group is killed only while its leader is unreaped (running, or a zombie, which keeps
+    // its pid and so its group id): the signal cannot reach a group that reused the id. That
+    // also stops a pool worker that a crashed script left behind, which would hold the pipes.
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
+        let out_of_time = Instant::now() >= deadline;
+        match exited(child.id()) {
+            Some(true) => {
                 kill_group(&child);
-                let _ = child.wait();
-                break Err(format!("timed out after {} s", timeout.as_secs()));
+                break child.wait().map_err(|error| format!("could not reap it: {error}"));
             }
-            Err(error) => {
-                kill_group(&child);
-                let _ = child.wait();
-                break Err(format!("could not wait for it: {error}"));
-            }
+            Some(false) if !out_of_time => thread::sleep(Duration::from_millis(10)),
+            // No /proc: no group kill after the exit.
+            None => match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if !out_of_time => thread::sleep(Duration::from_millis(10)),
+                Ok(None) => break timed_out(&mut child, timeout),
+                Err(error) => break Err(format!("could not wait for it: {error}")),
+            },
+            Some(false) => break timed_out(&mut child, timeout),
         }
     };
-    // A worker left behind by a crashed script would keep the pipes open: stop the group.
-    kill_group(&child);
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     match status {
@@ -572,6 +575,20 @@ fn run_captured(mut command: Command, timeout: Duration) -> Result<String, Strin
         Ok(status) => Err(format!("{status}: {}", last_lines(&stderr, 3))),
         Err(error) => Err(error),
     }
+}
+
+/// Whether `pid` (a child not reaped yet) has exited; `None` without `/proc`.
+fn exited(pid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    Some(matches!(state, "Z" | "X"))
+}
+
+/// Kills a child's group past its time, then reaps it.
+fn timed_out(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+    kill_group(child);
+    let _ = child.wait();
+    Err(format!("timed out after {} s", timeout.as_secs_f64()))
 }
 
 fn kill_group(child: &Child) {
@@ -584,9 +601,12 @@ fn run_quietly(command: Command, timeout: Duration) -> Result<(), String> {
     run_captured(command, timeout).map(drop)
 }
 
-/// The last `n` non-empty lines of `text`, joined with ` / `.
+/// The last `n` non-empty lines of `text` that start with `ERROR` (pip's own), or else the
+/// last `n` (a Python traceback ends with its error), joined with ` / `.
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let errors: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("ERROR")).collect();
+    let lines = if errors.is_empty() { lines } else { errors };
     let tail = lines.get(lines.len().saturating_sub(n)..).unwrap_or_default();
     if tail.is_empty() { "no message".to_owned() } else { tail.join(" / ") }
 }
@@ -1009,6 +1029,10 @@ mod tests {
         );
         assert_eq!(last_lines("a\n\nb\nc\n", 2), "b / c");
         assert_eq!(last_lines("", 2), "no message");
+        assert_eq!(
+            last_lines("WARNING: Retrying\nERROR: Could not find requests\nERROR: No matching\n", 3),
+            "ERROR: Could not find requests / ERROR: No matching"
+        );
     }
 
     #[test]
@@ -1074,6 +1098,39 @@ mod tests {
         // A missed target says so.
         let slow = [wall(Scenario::ApiCalls, Executor::Process, 32, 200, 0.01, 0.2)];
         assert!(render_markdown(&section, &slow).contains("| 2.0x | ≥ 3.5x — **missed** |"));
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    #[test]
+    fn a_child_and_its_group_end_within_the_time() {
+        assert_eq!(run_captured(sh("echo hi"), Duration::from_secs(10)), Ok("hi\n".to_owned()));
+        assert_eq!(
+            run_captured(sh("echo no >&2; echo ERROR: no index >&2; exit 3"), Duration::from_secs(10)),
+            Err("exit status: 3: ERROR: no index".to_owned())
+        );
+        // A grandchild left behind holds the pipes: the group is stopped when the script exits.
+        let start = Instant::now();
+        assert_eq!(
+            run_captured(sh("sleep 30 & echo done"), Duration::from_secs(10)),
+            Ok("done\n".to_owned())
+        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        // A hung script and its children are killed at the limit.
+        let start = Instant::now();
+        assert_eq!(
+            run_captured(sh("sleep 30 & sleep 30"), Duration::from_millis(300)),
+            Err("timed out after 0.3 s".to_owned())
+        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            run_captured(Command::new("/nonexistent/fanout-python"), Duration::from_secs(1))
+                .is_err_and(|e| e.starts_with("could not start it"))
+        );
     }
 
     /// The real thing, by hand: `cargo build --release -p fanout-bench --bin fanout`, then
