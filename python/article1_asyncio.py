@@ -28,4 +28,4 @@ if __name__ == "__main__":
             results = asyncio.run(get_items(args.url, range(1, args.jobs + 1), args.workers))
         except Exception as e:
             error = describe(e)
-    report_items(f"asyncio + aiohttp, {args.workers} in flight", args, timer.seconds, results, error)
+    report_items(f"asyncio + aiohttp, {args.workers} in flight", args, timer, results, error)

@@ -19,4 +19,4 @@ if __name__ == "__main__":
             results = [get_item(args.url, i) for i in range(1, args.jobs + 1)]
         except Exception as e:  # the harness reports it; the article would have crashed
             error = describe(e)
-    report_items("serial", args, timer.seconds, results, error)
+    report_items("serial", args, timer, results, error)

@@ -15,4 +15,4 @@ if __name__ == "__main__":
                 results = pool.map(get_item_star, [(args.url, i) for i in range(1, args.jobs + 1)])
         except Exception as e:
             error = describe(e)
-    report_items(f"ThreadPool({args.workers})", args, timer.seconds, results, error)
+    report_items(f"ThreadPool({args.workers})", args, timer, results, error)

@@ -55,4 +55,4 @@ if __name__ == "__main__":
             error = describe(e)
     summary = get(f"{args.url}/new/tickets/summary").json()
     approach = f"{Pool.__name__}({args.workers}), nested {Pool.__name__}({args.inner_workers})"
-    report_migration(approach, args, timer.seconds, listed, migrated, summary, error)
+    report_migration(approach, args, timer, listed, migrated, summary, error)

@@ -16,6 +16,7 @@ Verification needs no trust in the server:
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -50,13 +51,23 @@ def auth():
     return {"Authorization": "Bearer " + os.environ.get(TOKEN_ENV, DEFAULT_TOKEN)}
 
 
+def _cpu():
+    """CPU seconds of this process and of its reaped children (a process pool's workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class Timer:
+    """Wall and CPU seconds of a `with` block (`seconds`, `cpu_seconds`)."""
+
     def __enter__(self):
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), _cpu()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = _cpu() - self.cpu_start
         return False
 
 
@@ -112,14 +123,14 @@ def item(seed, item_id):
     return {"id": item_id, "name": f"{adjective} {noun} {item_id}", "value": below(1_000_000)}
 
 
-def report_items(approach, args, wall, results, error=None):
+def report_items(approach, args, timer, results, error=None):
     """Checks every answer of article 1 against its recomputed item and prints the line."""
     ids = range(1, args.jobs + 1)
     results = list(results or [])
     ok = sum(1 for i, got in zip(ids, results) if got == item(args.seed, i))
     errors = args.jobs - ok
-    emit(approach, args.jobs, wall, ok, errors, verified=error is None and ok == args.jobs,
-         error=error, workers=getattr(args, "workers", 1))
+    emit(approach, args.jobs, timer.seconds, ok, errors, verified=error is None and ok == args.jobs,
+         error=error, cpu_seconds=timer.cpu_seconds, workers=getattr(args, "workers", 1))
 
 
 # --- article 2: the migration's summary --------------------------------------------------------
@@ -163,7 +174,7 @@ def summary_of(migrated):
     return {"tickets": len(migrated), "attachments": attachments, "checksum": f"{total:016x}"}
 
 
-def report_migration(approach, args, wall, listed, migrated, server_summary, error=None):
+def report_migration(approach, args, timer, listed, migrated, server_summary, error=None):
     """Checks the server's summary against the expected one and prints the line.
 
     `listed` is the number of tickets the client meant to migrate, `migrated` what came back
@@ -176,6 +187,6 @@ def report_migration(approach, args, wall, listed, migrated, server_summary, err
     ok = len(migrated)
     verified = (error is None and ok == listed and server_summary == expected
                 and expected["tickets"] == listed)
-    emit(approach, listed, wall, ok, listed - ok, verified, error=error,
-         workers=getattr(args, "workers", 1), tickets_posted=(server_summary or {}).get("tickets"),
+    emit(approach, listed, timer.seconds, ok, listed - ok, verified, error=error,
+         cpu_seconds=timer.cpu_seconds, workers=getattr(args, "workers", 1), tickets_posted=(server_summary or {}).get("tickets"),
          summary=server_summary, expected=expected)

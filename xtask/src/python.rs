@@ -239,6 +239,10 @@ pub(crate) struct RunLine {
     /// What stopped the approach, as `Type: message`.
     #[serde(default)]
     pub(crate) error: Option<String>,
+    /// CPU seconds of the timed part: the script's process and its reaped children (a process
+    /// pool's workers).
+    #[serde(default)]
+    pub(crate) cpu_seconds: Option<f64>,
     /// The interpreter's version.
     #[serde(default)]
     pub(crate) python: Option<String>,
@@ -273,6 +277,12 @@ impl PythonRow {
     pub(crate) fn median_wall(&self) -> Option<f64> {
         let walls: Vec<f64> = self.runs.iter().filter(|r| r.verified).map(|r| r.wall_seconds).collect();
         stats::median(&walls)
+    }
+
+    /// The median CPU seconds of the verified runs.
+    pub(crate) fn median_cpu(&self) -> Option<f64> {
+        let cpu: Vec<f64> = self.runs.iter().filter(|r| r.verified).filter_map(|r| r.cpu_seconds).collect();
+        stats::median(&cpu)
     }
 
     /// Every run verified, none failed.
@@ -753,16 +763,17 @@ pub(crate) fn render_markdown(section: &PythonSection, fanout: &[FanoutWall]) ->
          rows use (same binary, seed and time scale: {API_SCALE} for article 1, {MIGRATION_SCALE} for \
          article 2), in the same report run, {runs_text}. A script times its approach from the \
          pool's (or session's) start to its last answer; the interpreter's start-up and imports \
-         are not counted. **verified**: every item equal to the one the seed generates (article \
-         1), the server's summary (tickets, attachments, checksum) equal to the seed's (article \
+         are not counted. **Python CPU**: the CPU seconds of that part, the script's process and \
+         its pool's worker processes together (the machine's cores also serve the mock server). \
+         **verified**: every item equal to the one the seed generates (article 1), the server's summary (tickets, attachments, checksum) equal to the seed's (article \
          2). fanout's rows are the report's own, at the same sizes; fanout's migration rows run \
          {INNER_WORKERS} inner workers where the article's Python runs 20. Load average {load_before} \
          before the Python runs, {load_after} after ({elapsed}).\n",
         elapsed = stats::seconds(elapsed),
     );
     out.push_str(
-        "| article | Python | Python wall | verified | fanout | fanout wall | fanout faster | target |\n\
-         |---|---|---:|---|---|---:|---:|---|\n",
+        "| article | Python | Python wall | Python CPU | verified | fanout | fanout wall | fanout faster | target |\n\
+         |---|---|---:|---:|---|---|---:|---:|---|\n",
     );
     for row in rows {
         let point = &row.point;
@@ -785,6 +796,10 @@ pub(crate) fn render_markdown(section: &PythonSection, fanout: &[FanoutWall]) ->
             let mark = if row.verified() { "yes" } else { "**no**" };
             (wall, format!("{mark} ({ok}/{} × {})", point.jobs, row.runs.len()))
         };
+        let python_cpu = match row.median_cpu() {
+            Some(cpu) if !point.approach.fails_by_design() => stats::seconds(cpu),
+            _ => "—".to_owned(),
+        };
         let speed_up = match (matched, row.median_wall()) {
             (Some(f), Some(wall)) if !point.approach.fails_by_design() => {
                 stats::speed_up(wall, f.wall_seconds)
@@ -800,7 +815,8 @@ pub(crate) fn render_markdown(section: &PythonSection, fanout: &[FanoutWall]) ->
         };
         let _ = writeln!(
             out,
-            "| {article} | {} | {python_wall} | {verified} | {fanout_label} | {fanout_wall} | {} | {target} |",
+            "| {article} | {} | {python_wall} | {python_cpu} | {verified} | {fanout_label} | {fanout_wall} | {} \
+             | {target} |",
             point.describe(),
             speed_up.map_or_else(|| "—".to_owned(), stats::times),
         );
@@ -846,6 +862,7 @@ mod tests {
             errors: 0,
             verified,
             error: error.map(str::to_owned),
+            cpu_seconds: Some(wall / 2.0),
             python: Some("3.11.7".to_owned()),
             tickets_posted: None,
             summary: None,
@@ -1071,24 +1088,24 @@ mod tests {
         assert!(markdown.contains("the median of 3 runs"), "{markdown}");
         assert!(
             markdown.contains(
-                "| 1 | `multiprocessing.Pool(32).map` over tuples (the starmap helper) | 400 ms | yes (200/200 × 3) \
+                "| 1 | `multiprocessing.Pool(32).map` over tuples (the starmap helper) | 400 ms | 200 ms | yes (200/200 × 3) \
                  | process x32 | 96.0 ms | 4.2x | ≥ 3.5x — met |"
             ),
             "{markdown}"
         );
         assert!(
-            markdown.contains("| `multiprocessing.pool.ThreadPool(32).map` | 250 ms | yes (200/200 × 3) | thread x32 | 80.0 ms | 3.1x | ≥ 2.5x — met |"),
+            markdown.contains("| `multiprocessing.pool.ThreadPool(32).map` | 250 ms | 125 ms | yes (200/200 × 3) | thread x32 | 80.0 ms | 3.1x | ≥ 2.5x — met |"),
             "{markdown}"
         );
         assert!(
             markdown.contains(
-                "| asyncio + aiohttp, 200 in flight | 90.0 ms | yes (200/200 × 3) | — | — | — | ≥ 1.8x |"
+                "| asyncio + aiohttp, 200 in flight | 90.0 ms | 45.0 ms | yes (200/200 × 3) | — | — | — | ≥ 1.8x |"
             ),
             "{markdown}"
         );
-        assert!(markdown.contains("| serial: `requests.get` one after another | 2.50 s | yes (200/200 × 3) | serial | 2.17 s | 1.2x |  |"), "{markdown}");
+        assert!(markdown.contains("| serial: `requests.get` one after another | 2.50 s | 1.25 s | yes (200/200 × 3) | serial | 2.17 s | 1.2x |  |"), "{markdown}");
         assert!(markdown.contains("| thread x20 (× 4 inner) | 200 ms | 17.5x |"), "{markdown}");
-        assert!(markdown.contains("| fails (below) | — | — | — | — |"), "{markdown}");
+        assert!(markdown.contains("| fails (below) | — | — | — | — | — |"), "{markdown}");
         assert!(
             markdown.contains(&format!(
                 "`AssertionError: {DAEMONIC}`, after posting 80 of 80 tickets (0 attachments)"
