@@ -1,0 +1,533 @@
+//! [`RedisPool`]: the caller's side. Its launcher adds each chunk as a stream entry (the
+//! engine keeps a window of them in flight); its collector thread reads the run's result
+//! stream, hands each first result to its chunk's reply and trims what it read.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fanout_core::plumbing::{
+    EncodedPacker, EncodedReply, JobState, Launch, Ordered, Outcome, ProgressCounters, Reply, Unordered,
+    entry_point, job_handle, launch_one,
+};
+use fanout_core::{Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown, WorkerExit};
+use redis::Value;
+use redis::streams::StreamReadReply;
+
+use crate::protocol::{CANCEL_UNREAD, GROUP, Keys, VERSION, build_id, new_run_key, offset_of_entry};
+use crate::worker::{
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY, WorkerOptions, ensure_group, spawn_worker,
+};
+use crate::{RedisError, RedisUrl};
+
+/// Chunks of one `map` in flight per worker.
+const CHUNKS_PER_WORKER: usize = 2;
+
+/// Configures a [`RedisPool`].
+#[derive(Debug, Clone)]
+pub struct RedisPoolBuilder {
+    url: Result<RedisUrl, String>,
+    queue: String,
+    workers: Option<usize>,
+    local_workers: usize,
+    chunk_size: usize,
+    max_message_bytes: usize,
+    visibility: Duration,
+    max_deliveries: u32,
+}
+
+impl RedisPoolBuilder {
+    /// The queue (stream) name the workers serve (default `fanout`).
+    pub fn queue(mut self, queue: &str) -> Self {
+        self.queue = queue.to_owned();
+        self
+    }
+
+    /// How many workers serve the queue, for the window of chunks in flight (default: the
+    /// local workers, or 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Starts `n` worker processes of this executable on this host, stopped with the pool.
+    pub fn local_workers(mut self, n: usize) -> Self {
+        self.local_workers = n;
+        self
+    }
+
+    /// Inputs per entry (default 1).
+    pub fn chunk_size(mut self, chunk_size: usize) -> Self {
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// The largest entry or result in bytes (default 64 MiB, as the process pool).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// How long an entry may sit with a worker that does not renew its claim before another
+    /// worker takes it over (default 30 s). Live workers renew every third of it.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility = timeout.max(Duration::from_millis(50));
+        self
+    }
+
+    /// After this many deliveries without a result an entry goes to the dead-letter stream and
+    /// its inputs answer [`JobError::WorkerLost`] (default 3).
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries.max(1);
+        self
+    }
+
+    /// Connects, registers the run and starts the local workers and the collector.
+    pub fn build(self) -> Result<RedisPool, RedisError> {
+        let url = self.url.map_err(|name| RedisError::MissingEnv { name })?;
+        if self.chunk_size == 0 {
+            return Err(RedisError::BadArguments { message: "the chunk size must be at least 1".to_owned() });
+        }
+        let workers = self.workers.unwrap_or(self.local_workers).max(1);
+        let keys = Keys::new(&self.queue);
+        let run = new_run_key();
+        let mut con = url.connect()?;
+        ensure_group(&mut con, &keys, &url)?;
+        redis::cmd("SADD")
+            .arg(keys.runs())
+            .arg(&run)
+            .query::<Value>(&mut con)
+            .map_err(|e| url.error("register the run", &e))?;
+        let options = WorkerOptions {
+            url: url.clone(),
+            queue: self.queue.clone(),
+            workers: 1,
+            visibility: self.visibility,
+            max_message_bytes: self.max_message_bytes,
+            local: true,
+        };
+        let mut children = Vec::new();
+        for _ in 0..self.local_workers {
+            children.push(spawn_worker(&options)?);
+        }
+        let shared = Arc::new(Shared {
+            outstanding: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+            children: Mutex::new(children),
+            options,
+            late: AtomicU64::new(0),
+        });
+        let collector = {
+            let (shared, url, done) = (Arc::clone(&shared), url.clone(), keys.done(&run));
+            let mut con = url.connect()?;
+            std::thread::Builder::new()
+                .name("fanout-redis-collector".to_owned())
+                .spawn(move || collect(&shared, &mut con, &done))
+                .map_err(|source| RedisError::Spawn { source })?
+        };
+        Ok(RedisPool {
+            url,
+            keys,
+            run,
+            con: Mutex::new(con),
+            shared,
+            collector: Some(collector),
+            progress: Arc::new(ProgressCounters::new()),
+            next_chunk: AtomicU64::new(0),
+            workers,
+            chunk_size: self.chunk_size,
+            max_message_bytes: self.max_message_bytes,
+            max_deliveries: self.max_deliveries,
+        })
+    }
+}
+
+/// A chunk whose result has not arrived.
+struct Pending {
+    reply: EncodedReply,
+    entry: String,
+}
+
+/// What the pool and its collector share.
+struct Shared {
+    outstanding: Mutex<HashMap<u64, Pending>>,
+    closing: AtomicBool,
+    children: Mutex<Vec<Child>>,
+    options: WorkerOptions,
+    /// Results for chunks that had one already, or that nobody waits for.
+    late: AtomicU64,
+}
+
+/// fanout's [`Executor`] on Redis Streams: jobs run on worker processes on any host that can
+/// reach the Redis server. See the crate documentation for the delivery semantics.
+pub struct RedisPool {
+    url: RedisUrl,
+    keys: Keys,
+    run: String,
+    con: Mutex<redis::Connection>,
+    shared: Arc<Shared>,
+    collector: Option<JoinHandle<()>>,
+    progress: Arc<ProgressCounters>,
+    next_chunk: AtomicU64,
+    workers: usize,
+    chunk_size: usize,
+    max_message_bytes: usize,
+    max_deliveries: u32,
+}
+
+impl RedisPool {
+    /// A builder for a pool on the Redis at `url` (a password in it never prints).
+    pub fn builder(url: &str) -> RedisPoolBuilder {
+        Self::builder_with(RedisUrl::new(url).map_err(|_| "the URL given to RedisPool::builder".to_owned()))
+    }
+
+    /// A builder for a pool on the Redis whose URL is in the environment variable `name`.
+    pub fn builder_from_env(name: &str) -> RedisPoolBuilder {
+        Self::builder_with(RedisUrl::from_env(name).map_err(|_| name.to_owned()))
+    }
+
+    fn builder_with(url: Result<RedisUrl, String>) -> RedisPoolBuilder {
+        RedisPoolBuilder {
+            url,
+            queue: "fanout".to_owned(),
+            workers: None,
+            local_workers: 0,
+            chunk_size: 1,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            visibility: DEFAULT_VISIBILITY,
+            max_deliveries: 3,
+        }
+    }
+
+    /// The process ids of this pool's local workers.
+    pub fn local_worker_pids(&self) -> Vec<u32> {
+        self.shared.children.lock().map(|c| c.iter().map(Child::id).collect()).unwrap_or_default()
+    }
+
+    /// Duplicate results of this run so far: a chunk that ran twice (its worker was taken over
+    /// while alive) has its second result counted here and dropped.
+    pub fn duplicates(&self) -> u64 {
+        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        redis::cmd("GET")
+            .arg(self.keys.dups(&self.run))
+            .query::<Option<u64>>(&mut *con)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Entries in the queue's dead-letter stream (of every run on the queue).
+    pub fn dead_letters(&self) -> u64 {
+        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        redis::cmd("XLEN").arg(self.keys.dead()).query::<u64>(&mut *con).unwrap_or(0)
+    }
+
+    fn lost(&self, action: &'static str, error: &redis::RedisError) -> JobError {
+        JobError::WorkerLost {
+            exit: WorkerExit::ChannelsFailed { reason: self.url.error(action, error).to_string() },
+        }
+    }
+
+    fn add(&self, state: &[u8], entry: i64, inputs: Vec<u8>, reply: EncodedReply) {
+        if !reply.start() {
+            return;
+        }
+        let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        // Registered before the entry exists, so that a fast result finds its reply.
+        self.outstanding().insert(chunk, Pending { reply, entry: String::new() });
+        let added: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(self.keys.jobs())
+            .arg("*")
+            .arg("v")
+            .arg(VERSION)
+            .arg("k")
+            .arg(&self.run)
+            .arg("b")
+            .arg(build_id())
+            .arg("e")
+            .arg(entry)
+            .arg("c")
+            .arg(chunk)
+            .arg("m")
+            .arg(self.max_deliveries)
+            .arg("s")
+            .arg(state)
+            .arg("i")
+            .arg(inputs)
+            .query(&mut *con);
+        drop(con);
+        let mut outstanding = self.outstanding();
+        match added {
+            Ok(id) => {
+                if let Some(pending) = outstanding.get_mut(&chunk) {
+                    pending.entry = id;
+                }
+            }
+            Err(error) => {
+                if let Some(pending) = outstanding.remove(&chunk) {
+                    drop(outstanding);
+                    pending.reply.send(Err(self.lost("add a job", &error)));
+                }
+            }
+        }
+    }
+
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.shared.outstanding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop(&mut self, mode: Shutdown) {
+        if self.collector.is_none() {
+            return;
+        }
+        if mode != Shutdown::Finish {
+            // Entries no worker has read are deleted; their replies answer `Cancelled`.
+            let script = redis::Script::new(CANCEL_UNREAD);
+            let chunks: Vec<(u64, String)> =
+                self.outstanding().iter().map(|(chunk, pending)| (*chunk, pending.entry.clone())).collect();
+            let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+            for (chunk, entry) in chunks {
+                let deleted: i64 =
+                    script.key(self.keys.jobs()).arg(GROUP).arg(&entry).invoke(&mut *con).unwrap_or(0);
+                if deleted == 1 {
+                    drop(self.outstanding().remove(&chunk));
+                }
+            }
+        }
+        if mode == Shutdown::Kill {
+            let running: Vec<Pending> = self.outstanding().drain().map(|(_, pending)| pending).collect();
+            for pending in running {
+                pending.reply.send(Err(JobError::Killed));
+            }
+        }
+        self.shared.closing.store(true, Ordering::SeqCst);
+        if let Some(collector) = self.collector.take() {
+            let _ = collector.join();
+        }
+        for mut child in std::mem::take(&mut *self.shared.children.lock().unwrap_or_else(|p| p.into_inner()))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        let _: redis::RedisResult<Value> = redis::pipe()
+            .cmd("SREM")
+            .arg(self.keys.runs())
+            .arg(&self.run)
+            .cmd("DEL")
+            .arg(self.keys.done(&self.run))
+            .arg(self.keys.seen(&self.run))
+            .arg(self.keys.dups(&self.run))
+            .query(&mut *con);
+    }
+}
+
+/// The collector: the run's results, in, until the pool closes and nothing is outstanding.
+fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
+    let mut last = "0-0".to_owned();
+    let mut last_check = Instant::now();
+    let mut failures = 0_u32;
+    loop {
+        if shared.closing.load(Ordering::SeqCst) && shared.outstanding.lock().map_or(true, |o| o.is_empty()) {
+            return;
+        }
+        if !shared.closing.load(Ordering::SeqCst) && last_check.elapsed() >= Duration::from_millis(200) {
+            last_check = Instant::now();
+            respawn(shared);
+        }
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(done)
+            .arg(&last)
+            .query(con);
+        let read = match read {
+            Ok(read) => {
+                failures = 0;
+                read
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= 50 {
+                    // Redis is gone: nothing can answer any more.
+                    let reason = shared.options.url.error("read results", &error).to_string();
+                    let lost: Vec<Pending> = shared
+                        .outstanding
+                        .lock()
+                        .map(|mut o| o.drain().map(|(_, p)| p).collect())
+                        .unwrap_or_default();
+                    for pending in lost {
+                        pending.reply.send(Err(JobError::WorkerLost {
+                            exit: WorkerExit::ChannelsFailed { reason: reason.clone() },
+                        }));
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let mut ids = Vec::new();
+        for entry in read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
+            last.clone_from(&entry.id);
+            ids.push(entry.id.clone());
+            let chunk = entry.get::<u64>("c");
+            let result = match entry.map.get("r") {
+                Some(Value::BulkString(bytes)) => {
+                    postcard::from_bytes::<Outcome>(bytes).map_err(|error| JobError::WorkerLost {
+                        exit: WorkerExit::ProtocolViolation(fanout_core::Violation::MalformedMessage {
+                            message: error.to_string(),
+                        }),
+                    })
+                }
+                _ => Err(JobError::WorkerLost {
+                    exit: WorkerExit::ProtocolViolation(fanout_core::Violation::UnrequestedAnswer),
+                }),
+            };
+            let pending = chunk.and_then(|chunk| shared.outstanding.lock().ok()?.remove(&chunk));
+            match pending {
+                Some(pending) => pending.reply.send(result.and_then(|outcome| outcome)),
+                None => {
+                    shared.late.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !ids.is_empty() {
+            let _: redis::RedisResult<Value> = redis::cmd("XDEL").arg(done).arg(&ids).query(con);
+        }
+    }
+}
+
+/// Replaces local workers that died.
+fn respawn(shared: &Shared) {
+    let Ok(mut children) = shared.children.lock() else { return };
+    for child in children.iter_mut() {
+        if !matches!(child.try_wait(), Ok(None))
+            && let Ok(fresh) = spawn_worker(&shared.options)
+        {
+            *child = fresh;
+        }
+    }
+}
+
+impl Executor for RedisPool {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn progress_watch(&self) -> ProgressWatch {
+        ProgressWatch::new(&self.progress)
+    }
+
+    fn map_unordered<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = (usize, Result<J::Output, JobError>)> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        Unordered::new(RedisLaunch::new(self, &job), inputs.into_iter())
+    }
+
+    fn imap<'a, J, I>(
+        &'a self,
+        job: J,
+        inputs: impl IntoIterator<Item = I, IntoIter: 'a>,
+    ) -> impl Iterator<Item = Result<J::Output, JobError>> + 'a
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        Ordered::new(RedisLaunch::new(self, &job), inputs.into_iter())
+    }
+
+    fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
+    where
+        J: Job<I>,
+        I: Payload,
+        J::Output: Payload,
+    {
+        let (reply, handle) = job_handle();
+        launch_one(&mut RedisLaunch::new(self, &job), input, reply);
+        handle
+    }
+
+    fn shutdown(mut self, mode: Shutdown) {
+        self.stop(mode);
+    }
+}
+
+impl Drop for RedisPool {
+    fn drop(&mut self) {
+        self.stop(Shutdown::Finish);
+    }
+}
+
+impl fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("url", &self.url)
+            .field("queue", &self.keys)
+            .field("workers", &self.workers)
+            .field("chunk_size", &self.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The launcher of one call: chunks encoded by [`EncodedPacker`], added as entries with the
+/// job's code offset and state.
+struct RedisLaunch<'p, I, O> {
+    pool: &'p RedisPool,
+    entry: i64,
+    state: Result<Arc<[u8]>, JobError>,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<'p, I: Payload, O: Payload> RedisLaunch<'p, I, O> {
+    fn new<J: Job<I, Output = O>>(pool: &'p RedisPool, job: &J) -> Self {
+        let entry = offset_of_entry(entry_point::<J, I>());
+        Self { pool, entry, state: JobState::encode_state(job).map(Arc::from), _types: PhantomData }
+    }
+}
+
+impl<I: Payload, O: Payload> Launch for RedisLaunch<'_, I, O> {
+    type Input = I;
+    type Output = O;
+    type Packer = EncodedPacker;
+
+    fn packer(&mut self) -> EncodedPacker {
+        EncodedPacker::new(self.pool.chunk_size, self.pool.max_message_bytes)
+    }
+
+    fn window(&self) -> usize {
+        self.pool.workers * CHUNKS_PER_WORKER
+    }
+
+    fn progress(&self) -> Option<Arc<ProgressCounters>> {
+        Some(Arc::clone(&self.pool.progress))
+    }
+
+    fn launch(&mut self, inputs: Vec<u8>, reply: Reply<O>) {
+        match &self.state {
+            Ok(state) => self.pool.add(state, self.entry, inputs, reply.encoded()),
+            Err(error) => reply.fail(error.clone()),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What travels through Redis: the keys of a queue, the fields of a job entry, code offsets,
+//! the build identity of the executable, and the scripts that make a completion atomic.
+//!
+//! Code travels as an offset from [`code_anchor`], as in fanout-process: the same offset from
+//! the same function names the same code in every start of the same executable. A worker on
+//! another host may run *another* build, so every entry also carries the caller's
+//! [`build_id`] (the ELF build id of the executable), and a worker calls code by address only
+//! when it equals its own.
+
+use std::sync::OnceLock;
+
+use fanout_core::plumbing::EncodedEntry;
+
+/// The version of the entry format; a worker refuses entries of another version.
+pub(crate) const VERSION: &[u8] = b"1";
+
+/// The consumer group every worker of a queue reads in.
+pub(crate) const GROUP: &str = "fanout-workers";
+
+/// The Redis keys of one queue (and of one run on it).
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    queue: String,
+}
+
+impl Keys {
+    pub(crate) fn new(queue: &str) -> Self {
+        Self { queue: queue.to_owned() }
+    }
+
+    /// The stream of job entries, read by the consumer group.
+    pub(crate) fn jobs(&self) -> String {
+        format!("fanout:{}:jobs", self.queue)
+    }
+
+    /// The dead-letter stream: entries delivered too often, foreign or malformed ones.
+    pub(crate) fn dead(&self) -> String {
+        format!("fanout:{}:dead", self.queue)
+    }
+
+    /// The set of the run keys of live pools on this queue.
+    pub(crate) fn runs(&self) -> String {
+        format!("fanout:{}:runs", self.queue)
+    }
+
+    /// The stream of a run's results, read by its pool.
+    pub(crate) fn done(&self, run: &str) -> String {
+        format!("fanout:{}:done:{run}", self.queue)
+    }
+
+    /// The hash of a run's chunk ids that have a result: a second result is a duplicate.
+    pub(crate) fn seen(&self, run: &str) -> String {
+        format!("fanout:{}:seen:{run}", self.queue)
+    }
+
+    /// The count of a run's duplicate results (dropped, never delivered).
+    pub(crate) fn dups(&self, run: &str) -> String {
+        format!("fanout:{}:dups:{run}", self.queue)
+    }
+}
+
+/// Stores a chunk's result at most once, acknowledges and deletes its entry, atomically.
+///
+/// KEYS: seen, done, jobs, dups. ARGV: chunk id, encoded outcome, group, entry id.
+/// Returns 1 for a first result, 0 for a duplicate (counted in `dups`).
+pub(crate) const COMPLETE: &str = r"
+redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+redis.call('XDEL', KEYS[3], ARGV[4])
+if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'c', ARGV[1], 'r', ARGV[2])
+  return 1
+end
+redis.call('INCR', KEYS[4])
+return 0
+";
+
+/// Deletes an entry that no worker has read yet. KEYS: jobs. ARGV: group, entry id.
+/// Returns 1 if it was deleted, 0 if a worker holds it (or it is gone).
+pub(crate) const CANCEL_UNREAD: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 then
+  return redis.call('XDEL', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// The function every code offset is taken from.
+#[inline(never)]
+pub(crate) fn code_anchor() {
+    std::hint::black_box(());
+}
+
+/// The offset of a job's entry point from [`code_anchor`].
+pub(crate) fn offset_of_entry(entry: EncodedEntry) -> i64 {
+    (entry as usize).wrapping_sub(code_anchor as fn() as usize) as isize as i64
+}
+
+/// The job entry point at `offset`, in a worker.
+///
+/// # Safety
+/// `offset` must come from [`offset_of_entry`] in a process running the same executable (the
+/// worker checks the entry's build id against its own [`build_id`] and its run key first).
+pub(crate) unsafe fn entry_at(offset: i64) -> EncodedEntry {
+    let address = (code_anchor as fn() as usize).wrapping_add(offset as isize as usize);
+    // SAFETY: by the caller's contract, `address` is where this executable keeps the same
+    // `EncodedEntry` function the caller named, and a function pointer is an address.
+    unsafe { std::mem::transmute::<usize, EncodedEntry>(address) }
+}
+
+/// The identity of this executable's build: its ELF build id (`NT_GNU_BUILD_ID`, which the
+/// linker derives from the whole output), as hex; without one, a hash of the file's length and
+/// contents. Computed once per process.
+pub fn build_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let bytes = std::fs::read("/proc/self/exe").unwrap_or_default();
+        match elf_build_id(&bytes) {
+            Some(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
+            None => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                bytes.len().hash(&mut hasher);
+                bytes.hash(&mut hasher);
+                format!("h{:016x}", hasher.finish())
+            }
+        }
+    })
+}
+
+/// The `NT_GNU_BUILD_ID` note of a 64-bit little-endian ELF file, from its program headers.
+fn elf_build_id(elf: &[u8]) -> Option<&[u8]> {
+    let u16_at = |at: usize| elf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at =
+        |at: usize| elf.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8).and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
+    };
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?);
+    for index in 0..phnum {
+        let header = phoff.checked_add(index.checked_mul(phentsize)?)?;
+        // PT_NOTE
+        if u32_at(header)? != 4 {
+            continue;
+        }
+        let (offset, size) = (u64_at(header + 8)?, u64_at(header + 32)?);
+        let mut at = offset;
+        let end = offset.checked_add(size)?;
+        while at + 12 <= end {
+            let (namesz, descsz, kind) = (u32_at(at)?, u32_at(at + 4)?, u32_at(at + 8)?);
+            let name = at + 12;
+            let desc = name + namesz.div_ceil(4) * 4;
+            if kind == 3 && elf.get(name..name + namesz)? == b"GNU\0" {
+                return elf.get(desc..desc + descsz);
+            }
+            at = desc + descsz.div_ceil(4) * 4;
+        }
+    }
+    None
+}
+
+/// A fresh random key for a new run (from the OS-seeded hasher keys of the standard library).
+pub(crate) fn new_run_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut first = std::collections::hash_map::RandomState::new().build_hasher();
+    first.write_u64(0x0072_6564_6973);
+    let mut second = std::collections::hash_map::RandomState::new().build_hasher();
+    second.write_u64(first.finish());
+    format!("{:016x}{:016x}", first.finish(), second.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_executable_has_a_stable_build_id() {
+        let id = build_id();
+        assert!(id.len() >= 16, "{id}");
+        assert_eq!(id, build_id());
+    }
+
+    #[test]
+    fn run_keys_differ() {
+        assert_ne!(new_run_key(), new_run_key());
+        assert_eq!(new_run_key().len(), 32);
+    }
+
+    #[test]
+    fn garbage_is_no_elf() {
+        assert_eq!(elf_build_id(b"\x7fELF\x02\x01garbage"), None);
+        assert_eq!(elf_build_id(&[]), None);
+    }
+}

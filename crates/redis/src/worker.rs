@@ -1,0 +1,516 @@
+//! A worker: reads job entries of a queue in its consumer group, checks them, runs them, stores
+//! each result once and acknowledges; reclaims the entries of dead workers; renews its claim on
+//! the entry it runs. Also the marker argument caught before `main` and the supervisor of
+//! `--workers N`.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, c_char, c_int};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fanout_core::plumbing::{Outcome, catch_panic, check_message_size};
+use fanout_core::{Direction, JobError, PayloadPart, WorkerExit};
+use redis::streams::{StreamId, StreamReadReply};
+use redis::{Connection, Value};
+
+use crate::protocol::{COMPLETE, GROUP, Keys, VERSION, build_id, entry_at};
+use crate::{RedisError, RedisUrl};
+
+/// The first argument that turns a start of a program linking fanout-redis into a worker.
+pub const MARKER: &str = "--fanout-redis-worker";
+
+/// The default visibility timeout: an entry held this long by a worker that does not renew its
+/// claim is taken over by another.
+pub(crate) const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// The default largest entry or result, as the process pool's message limit.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Runs before `main` in every process of the executable; returns at once unless the process
+/// was started with [`MARKER`] as its first argument.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static HOOK: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = work_if_asked;
+
+extern "C" fn work_if_asked(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+    if argc < 2 || argv.is_null() {
+        return;
+    }
+    let argc = usize::try_from(argc).unwrap_or(0);
+    let args: Vec<String> = (1..argc)
+        .map(|index| {
+            // SAFETY: `argv` comes from the C runtime and holds `argc` pointers, and `index` is
+            // below `argc`.
+            let pointer = unsafe { *argv.wrapping_add(index) };
+            // SAFETY: each of those pointers is a NUL-terminated string that the C runtime
+            // keeps alive, unchanged, for the whole process.
+            unsafe { CStr::from_ptr(pointer) }.to_string_lossy().into_owned()
+        })
+        .collect();
+    if args.first().map(String::as_str) != Some(MARKER) {
+        return;
+    }
+    let status = match std::panic::catch_unwind(|| WorkerOptions::from_args(&args[1..]).and_then(run_workers))
+    {
+        Ok(Ok(())) => 0,
+        Ok(Err(error)) => {
+            eprintln!("fanout-redis worker: {error}");
+            2
+        }
+        Err(_) => 3,
+    };
+    // SAFETY: `_exit` ends the process without returning into the C runtime, which would run
+    // the program's `main` (or a test harness) after the worker.
+    unsafe { libc::_exit(status) }
+}
+
+/// How a worker process runs: the queue it serves, how many processes, its limits.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub(crate) url: RedisUrl,
+    pub(crate) queue: String,
+    pub(crate) workers: usize,
+    pub(crate) visibility: Duration,
+    pub(crate) max_message_bytes: usize,
+    /// Started by a pool of this host: dies with it.
+    pub(crate) local: bool,
+}
+
+impl WorkerOptions {
+    /// Workers of `queue` on the Redis at `url`, one process, default limits.
+    pub fn new(url: RedisUrl, queue: &str) -> Self {
+        Self {
+            url,
+            queue: queue.to_owned(),
+            workers: 1,
+            visibility: DEFAULT_VISIBILITY,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            local: false,
+        }
+    }
+
+    /// How many worker processes (default 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// The visibility timeout after which entries of a silent worker are reclaimed; use the
+    /// pools' value (default 30 s).
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility = timeout.max(Duration::from_millis(50));
+        self
+    }
+
+    /// Parses the arguments after [`MARKER`]: `URL --queue NAME [--workers N]
+    /// [--visibility-ms MS] [--max-message-bytes N]`, where `URL` may be `env:VAR` (the
+    /// URL is read from that variable, so that a password never appears on a command line).
+    pub fn from_args(args: &[String]) -> Result<Self, RedisError> {
+        let bad = |what: &str| RedisError::BadArguments { message: what.to_owned() };
+        let url = args.first().ok_or_else(|| bad("the Redis URL (or env:VAR) is missing"))?;
+        let url = match url.strip_prefix("env:") {
+            Some(name) => RedisUrl::from_env(name)?,
+            None => RedisUrl::new(url.as_str())?,
+        };
+        let mut options = Self::new(url, "");
+        let mut rest = args[1..].iter();
+        while let Some(flag) = rest.next() {
+            let mut value = || rest.next().ok_or_else(|| bad(&format!("{flag} needs a value")));
+            match flag.as_str() {
+                "--queue" => options.queue = value()?.clone(),
+                "--workers" => {
+                    options.workers = value()?.parse().map_err(|_| bad("--workers takes a number"))?
+                }
+                "--visibility-ms" => {
+                    let ms: u64 = value()?.parse().map_err(|_| bad("--visibility-ms takes a number"))?;
+                    options = options.visibility_timeout(Duration::from_millis(ms));
+                }
+                "--max-message-bytes" => {
+                    options.max_message_bytes =
+                        value()?.parse().map_err(|_| bad("--max-message-bytes takes a number"))?;
+                }
+                "--local" => options.local = true,
+                other => return Err(bad(&format!("unknown worker argument `{other}`"))),
+            }
+        }
+        if options.queue.is_empty() {
+            return Err(bad("--queue NAME is missing"));
+        }
+        Ok(options)
+    }
+
+    /// The arguments [`from_args`](Self::from_args) reads back, the URL as `env:VAR`.
+    pub(crate) fn to_args(&self, env: &str) -> Vec<String> {
+        let mut args = vec![
+            MARKER.to_owned(),
+            format!("env:{env}"),
+            "--queue".to_owned(),
+            self.queue.clone(),
+            "--workers".to_owned(),
+            self.workers.to_string(),
+            "--visibility-ms".to_owned(),
+            self.visibility.as_millis().to_string(),
+            "--max-message-bytes".to_owned(),
+            self.max_message_bytes.to_string(),
+        ];
+        if self.local {
+            args.push("--local".to_owned());
+        }
+        args
+    }
+}
+
+/// The environment variable through which a pool hands its local workers the URL.
+pub(crate) const URL_ENV: &str = "FANOUT_REDIS_URL";
+
+/// Starts one worker process of this executable.
+pub(crate) fn spawn_worker(options: &WorkerOptions) -> Result<Child, RedisError> {
+    Command::new("/proc/self/exe")
+        .args(&options.to_args(URL_ENV)[..])
+        .env(URL_ENV, options.url.secret())
+        .spawn()
+        .map_err(|source| RedisError::Spawn { source })
+}
+
+/// Runs workers until killed: this process itself for one, or a supervisor that keeps
+/// `workers` worker processes of this executable running. The library call behind the
+/// marker argument, for a program that parses its own command line.
+pub fn run_workers(options: WorkerOptions) -> Result<(), RedisError> {
+    if options.local {
+        // SAFETY: `prctl(PR_SET_PDEATHSIG)` only sets a flag of this process.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    }
+    if options.workers <= 1 {
+        return serve(&options);
+    }
+    let single = WorkerOptions { workers: 1, local: true, ..options.clone() };
+    let mut children: Vec<Child> =
+        (0..options.workers).map(|_| spawn_worker(&single)).collect::<Result<_, _>>()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        for child in &mut children {
+            if !matches!(child.try_wait(), Ok(None)) {
+                *child = spawn_worker(&single)?;
+            }
+        }
+    }
+}
+
+/// Creates the queue's stream and consumer group if they do not exist.
+pub(crate) fn ensure_group(con: &mut Connection, keys: &Keys, url: &RedisUrl) -> Result<(), RedisError> {
+    let created: redis::RedisResult<Value> =
+        redis::cmd("XGROUP").arg("CREATE").arg(keys.jobs()).arg(GROUP).arg("0").arg("MKSTREAM").query(con);
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+        Err(error) => Err(url.error("create the consumer group", &error)),
+    }
+}
+
+/// The bytes of a field of an entry.
+fn field<'a>(entry: &'a StreamId, name: &str) -> Option<&'a [u8]> {
+    match entry.map.get(name)? {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn parse<T: std::str::FromStr>(entry: &StreamId, name: &str) -> Option<T> {
+    std::str::from_utf8(field(entry, name)?).ok()?.parse().ok()
+}
+
+/// What a worker decided about an entry before running it.
+enum Verdict {
+    /// Not an entry of a live run, or malformed: never run, dead-lettered.
+    Refuse(String),
+    /// A run's entry that fails without running: its result is this error.
+    Fail { run: String, chunk: u64, error: JobError, dead: Option<String> },
+    /// Run it.
+    Run { run: String, chunk: u64, entry: i64, state: Vec<u8>, inputs: Vec<u8> },
+}
+
+struct Worker<'o> {
+    options: &'o WorkerOptions,
+    keys: Keys,
+    con: Connection,
+    me: String,
+    known_runs: HashSet<String>,
+    complete: redis::Script,
+}
+
+/// One worker process's loop.
+fn serve(options: &WorkerOptions) -> Result<(), RedisError> {
+    let keys = Keys::new(&options.queue);
+    let mut con = options.url.connect()?;
+    ensure_group(&mut con, &keys, &options.url)?;
+    let me = format!("{}-{}", hostname(), std::process::id());
+    let renewer = renewer(options, &keys, &me)?;
+    let mut worker =
+        Worker { options, keys, con, me, known_runs: HashSet::new(), complete: redis::Script::new(COMPLETE) };
+    let mut last_reclaim = Instant::now();
+    loop {
+        if last_reclaim.elapsed() >= options.visibility / 2 {
+            last_reclaim = Instant::now();
+            for (entry, deliveries) in worker.reclaim()? {
+                worker.handle(&entry, deliveries, &renewer)?;
+            }
+        }
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&worker.me)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(200)
+            .arg("STREAMS")
+            .arg(worker.keys.jobs())
+            .arg(">")
+            .query(&mut worker.con);
+        let read = match read {
+            Ok(read) => read,
+            Err(error) if error.code() == Some("NOGROUP") => {
+                ensure_group(&mut worker.con, &worker.keys, &options.url)?;
+                continue;
+            }
+            Err(error) => return Err(options.url.error("read jobs", &error)),
+        };
+        for key in read.map(|reply| reply.keys).unwrap_or_default() {
+            for entry in key.ids {
+                worker.handle(&entry, 1, &renewer)?;
+            }
+        }
+    }
+}
+
+impl Worker<'_> {
+    /// Takes over entries that other consumers held past the visibility timeout, with their
+    /// delivery counts.
+    fn reclaim(&mut self) -> Result<Vec<(StreamId, u64)>, RedisError> {
+        let idle = u64::try_from(self.options.visibility.as_millis()).unwrap_or(u64::MAX);
+        let claimed: Value = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys.jobs())
+            .arg(GROUP)
+            .arg(&self.me)
+            .arg(idle)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(4)
+            .query(&mut self.con)
+            .map_err(|e| self.options.url.error("reclaim entries", &e))?;
+        let entries: Vec<StreamId> = match claimed {
+            Value::Array(mut parts) if parts.len() >= 2 => {
+                let list = parts.swap_remove(1);
+                redis::from_redis_value::<redis::streams::StreamRangeReply>(&list)
+                    .map(|r| r.ids)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let pending: Value = redis::cmd("XPENDING")
+                .arg(self.keys.jobs())
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1)
+                .query(&mut self.con)
+                .map_err(|e| self.options.url.error("read a delivery count", &e))?;
+            let deliveries = match &pending {
+                Value::Array(rows) => match rows.first() {
+                    Some(Value::Array(row)) => match row.get(3) {
+                        Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(1),
+                        _ => 1,
+                    },
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            out.push((entry, deliveries));
+        }
+        Ok(out)
+    }
+
+    fn is_live_run(&mut self, run: &str) -> Result<bool, RedisError> {
+        if self.known_runs.contains(run) {
+            return Ok(true);
+        }
+        let live: bool = redis::cmd("SISMEMBER")
+            .arg(self.keys.runs())
+            .arg(run)
+            .query(&mut self.con)
+            .map_err(|e| self.options.url.error("check a run key", &e))?;
+        if live {
+            self.known_runs.insert(run.to_owned());
+        }
+        Ok(live)
+    }
+
+    fn judge(&mut self, entry: &StreamId, deliveries: u64) -> Result<Verdict, RedisError> {
+        let run = match field(entry, "k").and_then(|k| std::str::from_utf8(k).ok()) {
+            Some(run) if run.len() == 32 && run.bytes().all(|b| b.is_ascii_hexdigit()) => run.to_owned(),
+            _ => return Ok(Verdict::Refuse("foreign entry: it carries no run key".to_owned())),
+        };
+        if !self.is_live_run(&run)? {
+            return Ok(Verdict::Refuse("foreign entry: its run key is not a live run's".to_owned()));
+        }
+        if field(entry, "v") != Some(VERSION) {
+            return Ok(Verdict::Refuse("malformed entry: unknown format version".to_owned()));
+        }
+        let (Some(chunk), Some(code), Some(max), Some(build), Some(state), Some(inputs)) = (
+            parse::<u64>(entry, "c"),
+            parse::<i64>(entry, "e"),
+            parse::<u64>(entry, "m"),
+            field(entry, "b"),
+            field(entry, "s"),
+            field(entry, "i"),
+        ) else {
+            return Ok(Verdict::Refuse("malformed entry: a field is missing".to_owned()));
+        };
+        if deliveries > max {
+            let reason = format!("delivered {deliveries} times without a result (the limit is {max})");
+            let error = JobError::WorkerLost {
+                exit: WorkerExit::ChannelsFailed {
+                    reason: format!("{reason}: its workers died or stalled; moved to {}", self.keys.dead()),
+                },
+            };
+            return Ok(Verdict::Fail { run, chunk, error, dead: Some(reason) });
+        }
+        if build != build_id().as_bytes() {
+            let error = RedisError::BuildMismatch {
+                job: String::from_utf8_lossy(build).into_owned(),
+                worker: build_id().to_owned(),
+            };
+            let error = JobError::WorkerLost { exit: WorkerExit::SpawnFailed { reason: error.to_string() } };
+            return Ok(Verdict::Fail { run, chunk, error, dead: None });
+        }
+        let limit = self.options.max_message_bytes;
+        if let Err(error) =
+            check_message_size(PayloadPart::Input, Direction::Decode, inputs.len() + state.len(), limit)
+        {
+            return Ok(Verdict::Fail { run, chunk, error, dead: None });
+        }
+        Ok(Verdict::Run { run, chunk, entry: code, state: state.to_vec(), inputs: inputs.to_vec() })
+    }
+
+    fn handle(
+        &mut self,
+        entry: &StreamId,
+        deliveries: u64,
+        renewer: &mpsc::Sender<Option<String>>,
+    ) -> Result<(), RedisError> {
+        match self.judge(entry, deliveries)? {
+            Verdict::Refuse(reason) => {
+                self.dead_letter(entry, &reason)?;
+                let _: redis::RedisResult<Value> = redis::pipe()
+                    .cmd("XACK")
+                    .arg(self.keys.jobs())
+                    .arg(GROUP)
+                    .arg(&entry.id)
+                    .cmd("XDEL")
+                    .arg(self.keys.jobs())
+                    .arg(&entry.id)
+                    .query(&mut self.con);
+                Ok(())
+            }
+            Verdict::Fail { run, chunk, error, dead } => {
+                if let Some(reason) = dead {
+                    self.dead_letter(entry, &reason)?;
+                }
+                self.complete(&entry.id, &run, chunk, &Err(error))
+            }
+            Verdict::Run { run, chunk, entry: code, state, inputs } => {
+                let _ = renewer.send(Some(entry.id.clone()));
+                // SAFETY: the entry carries the key of a live run on this queue and this
+                // executable's own build id, so `code` is the offset of a monomorphized
+                // `EncodedEntry` that a caller took from this very build (`offset_of_entry`).
+                // The entry point is safe Rust: it decodes, runs each input under
+                // `catch_unwind` and encodes, reporting bad bytes as errors.
+                let run_entry = unsafe { entry_at(code) };
+                let outcome = catch_panic(|| run_entry(&state, &inputs)).and_then(|outcome| outcome);
+                let limit = self.options.max_message_bytes;
+                let outcome = outcome.and_then(|bytes| {
+                    check_message_size(PayloadPart::Output, Direction::Encode, bytes.len(), limit)
+                        .map(|()| bytes)
+                });
+                let _ = renewer.send(None);
+                self.complete(&entry.id, &run, chunk, &outcome)
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, entry: &StreamId, reason: &str) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.dead()).arg("MAXLEN").arg("~").arg(10_000).arg("*");
+        cmd.arg("id").arg(&entry.id).arg("reason").arg(reason).arg("worker").arg(&self.me);
+        for name in ["k", "c"] {
+            if let Some(value) = field(entry, name) {
+                cmd.arg(name).arg(value);
+            }
+        }
+        cmd.query::<Value>(&mut self.con).map_err(|e| self.options.url.error("dead-letter an entry", &e))?;
+        Ok(())
+    }
+
+    fn complete(&mut self, id: &str, run: &str, chunk: u64, outcome: &Outcome) -> Result<(), RedisError> {
+        let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
+        self.complete
+            .key(self.keys.seen(run))
+            .key(self.keys.done(run))
+            .key(self.keys.jobs())
+            .key(self.keys.dups(run))
+            .arg(chunk)
+            .arg(bytes)
+            .arg(GROUP)
+            .arg(id)
+            .invoke::<i64>(&mut self.con)
+            .map_err(|e| self.options.url.error("store a result", &e))?;
+        Ok(())
+    }
+}
+
+/// The thread that renews this worker's claim on the entry it runs (XCLAIM with JUSTID, which
+/// resets the entry's idle time without counting a delivery), every third of the visibility
+/// timeout, so that a live worker on a long job is never taken over.
+fn renewer(
+    options: &WorkerOptions,
+    keys: &Keys,
+    me: &str,
+) -> Result<mpsc::Sender<Option<String>>, RedisError> {
+    let mut con = options.url.connect()?;
+    let (sender, receiver) = mpsc::channel::<Option<String>>();
+    let period = options.visibility / 3;
+    let (jobs, me) = (keys.jobs(), me.to_owned());
+    std::thread::Builder::new()
+        .name("fanout-redis-renew".to_owned())
+        .spawn(move || {
+            let mut current: Option<String> = None;
+            loop {
+                match receiver.recv_timeout(period) {
+                    Ok(next) => current = next,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some(id) = &current {
+                            let _: redis::RedisResult<Value> = redis::cmd("XCLAIM")
+                                .arg(&jobs)
+                                .arg(GROUP)
+                                .arg(&me)
+                                .arg(0)
+                                .arg(id)
+                                .arg("JUSTID")
+                                .query(&mut con);
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        })
+        .map_err(|source| RedisError::Spawn { source })?;
+    Ok(sender)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}

@@ -1,0 +1,185 @@
+//! The delivery semantics against a real redis-server: order, a worker killed mid-job, a
+//! duplicate counted once, the dead-letter path, foreign entries, cancelling, the password.
+
+mod support;
+
+use std::time::Duration;
+
+use fanout_core::{Executor, JobError, Shutdown};
+use fanout_redis::RedisPool;
+use support::{TestRedis, wait_until};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Writes this worker's pid to `path`, sleeps `ms`, returns the pid.
+fn record_and_sleep((path, ms): (String, u64)) -> u32 {
+    let _ = std::fs::write(&path, std::process::id().to_string());
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn die(_: u64) -> u64 {
+    std::process::abort()
+}
+
+fn slow(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(300));
+    x
+}
+
+fn temp_file(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("fanout-redis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_string_lossy().into_owned()
+}
+
+fn pid_in(path: &str) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn map_imap_and_submit_answer_in_order() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url()).local_workers(2).chunk_size(3).build().unwrap();
+    assert_eq!(pool.map(square, 0..40), (0..40).map(|x| Ok(x * x)).collect::<Vec<_>>());
+    assert_eq!(pool.imap(square, 0..5).collect::<Vec<_>>(), [Ok(0), Ok(1), Ok(4), Ok(9), Ok(16)]);
+    assert_eq!(pool.submit(square, 12).wait(), Ok(144));
+    assert_eq!(pool.duplicates(), 0);
+}
+
+#[test]
+fn a_worker_killed_mid_job_has_its_entry_reclaimed() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url())
+        .local_workers(2)
+        .visibility_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let path = temp_file("killed");
+    let mut handle = pool.submit(record_and_sleep, (path.clone(), 1500));
+    wait_until("the job to start", Duration::from_secs(20), || pid_in(&path).is_some());
+    let victim = pid_in(&path).unwrap();
+    // SAFETY: kill(2) on a child of this test.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let result = handle.wait_timeout(Duration::from_secs(30));
+    let winner = result.expect("the reclaimed entry ran");
+    assert_ne!(winner as i32, victim);
+    assert_eq!(pool.duplicates(), 0);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_duplicate_delivery_is_counted_once_and_never_returned() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url())
+        .local_workers(2)
+        .visibility_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let path = temp_file("stopped");
+    let mut handle = pool.submit(record_and_sleep, (path.clone(), 1500));
+    wait_until("the job to start", Duration::from_secs(20), || pid_in(&path).is_some());
+    let frozen = pid_in(&path).unwrap();
+    // A live worker that stops renewing (a pause, a partition): it is taken over.
+    // SAFETY: kill(2) on a child of this test.
+    unsafe { libc::kill(frozen, libc::SIGSTOP) };
+    let result = handle.wait_timeout(Duration::from_secs(30));
+    assert_ne!(result.expect("ran on the other worker") as i32, frozen);
+    // SAFETY: as above.
+    unsafe { libc::kill(frozen, libc::SIGCONT) };
+    wait_until("the late duplicate", Duration::from_secs(20), || pool.duplicates() == 1);
+    assert_eq!(pool.map(square, [3]), [Ok(9)]);
+    assert_eq!(pool.duplicates(), 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_entry_delivered_too_often_is_dead_lettered_as_worker_lost() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url())
+        .local_workers(1)
+        .visibility_timeout(Duration::from_millis(300))
+        .max_deliveries(2)
+        .build()
+        .unwrap();
+    let result = pool.submit(die, 1).wait_timeout(Duration::from_secs(60));
+    assert!(matches!(result, Err(JobError::WorkerLost { .. })), "{result:?}");
+    assert_eq!(pool.dead_letters(), 1);
+    assert_eq!(pool.map(square, [4]), [Ok(16)]);
+}
+
+#[test]
+fn foreign_and_malformed_entries_never_run() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url()).local_workers(1).build().unwrap();
+    let mut con = redis.connection();
+    let foreign: [&[(&str, &str)]; 3] = [
+        &[("v", "1"), ("e", "0"), ("s", ""), ("i", ""), ("c", "0"), ("m", "3")],
+        &[
+            ("v", "1"),
+            ("k", "0123456789abcdef0123456789abcdef"),
+            ("e", "0"),
+            ("b", "x"),
+            ("s", ""),
+            ("i", ""),
+            ("c", "0"),
+            ("m", "3"),
+        ],
+        &[("garbage", "\u{1}\u{2}")],
+    ];
+    for fields in foreign {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("fanout:fanout:jobs").arg("*");
+        for (name, value) in fields {
+            cmd.arg(*name).arg(*value);
+        }
+        cmd.query::<String>(&mut con).unwrap();
+    }
+    wait_until("three dead letters", Duration::from_secs(20), || pool.dead_letters() == 3);
+    let reasons: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg("fanout:fanout:dead").arg("-").arg("+").query(&mut con).unwrap();
+    for entry in &reasons.ids {
+        let reason: String = entry.get("reason").unwrap();
+        assert!(reason.starts_with("foreign") || reason.starts_with("malformed"), "{reason}");
+    }
+    assert_eq!(pool.map(square, 0..3), [Ok(0), Ok(1), Ok(4)]);
+}
+
+#[test]
+fn cancel_queued_removes_unread_entries() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url()).local_workers(1).build().unwrap();
+    let handles: Vec<_> = (0..8).map(|x| pool.submit(slow, x)).collect();
+    std::thread::sleep(Duration::from_millis(400));
+    pool.shutdown(Shutdown::CancelQueued);
+    let results: Vec<_> = handles.into_iter().map(|h| h.wait()).collect();
+    let cancelled = results.iter().filter(|r| **r == Err(JobError::Cancelled)).count();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(cancelled + ok, 8, "{results:?}");
+    assert!(cancelled >= 4, "{results:?}");
+}
+
+#[test]
+fn the_password_never_appears() {
+    let secret = "pw-4c7f1b9e-never-printed";
+    let Some(redis) = TestRedis::start(Some(secret)) else { return };
+    // SAFETY: set before any thread of this test reads the environment; the variable's name is
+    // this test's own.
+    unsafe { std::env::set_var("FANOUT_TEST_REDIS_URL_PW", redis.url()) };
+    let builder = RedisPool::builder_from_env("FANOUT_TEST_REDIS_URL_PW").local_workers(1);
+    assert!(!format!("{builder:?}").contains(secret));
+    let pool = builder.build().unwrap();
+    assert!(!format!("{pool:?}").contains(secret));
+    assert_eq!(pool.map(square, [5]), [Ok(25)]);
+    for pid in pool.local_worker_pids() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(secret));
+    }
+    let wrong = format!("redis://:{secret}-wrong@127.0.0.1:{}/0", redis.port);
+    let error = RedisPool::builder(&wrong).build().unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("***") || text.contains("127.0.0.1"), "{text}");
+}
