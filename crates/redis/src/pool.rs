@@ -2,7 +2,7 @@
 //! engine keeps a window of them in flight); its collector thread reads the run's result
 //! stream, hands each first result to its chunk's reply and trims what it read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::process::Child;
@@ -39,9 +39,18 @@ pub struct RedisPoolBuilder {
     max_message_bytes: usize,
     visibility: Duration,
     max_deliveries: u32,
+    prefetch: usize,
 }
 
 impl RedisPoolBuilder {
+    /// Entries kept in Redis beyond one per worker (default 0). The rest of the engine's
+    /// window waits in this process, where a cancelled handle or a `CancelQueued` stops it
+    /// for sure; a prefetch saves the workers the wait for the caller's next entry.
+    pub fn prefetch(mut self, entries: usize) -> Self {
+        self.prefetch = entries;
+        self
+    }
+
     /// The queue (stream) name the workers serve (default `fanout`).
     pub fn queue(mut self, queue: &str) -> Self {
         self.queue = queue.to_owned();
@@ -116,11 +125,18 @@ impl RedisPoolBuilder {
             children.push(spawn_worker(&options)?);
         }
         let shared = Arc::new(Shared {
+            con: Mutex::new(con),
+            dispatch: Mutex::new(Dispatch { queue: VecDeque::new(), in_redis: 0 }),
+            bound: workers + self.prefetch,
+            keys: keys.clone(),
+            run: run.clone(),
+            max_deliveries: self.max_deliveries,
             outstanding: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             children: Mutex::new(children),
             options,
             late: AtomicU64::new(0),
+            next_chunk: AtomicU64::new(0),
         });
         let collector = {
             let (shared, url, done) = (Arc::clone(&shared), url.clone(), keys.done(&run));
@@ -134,15 +150,12 @@ impl RedisPoolBuilder {
             url,
             keys,
             run,
-            con: Mutex::new(con),
             shared,
             collector: Some(collector),
             progress: Arc::new(ProgressCounters::new()),
-            next_chunk: AtomicU64::new(0),
             workers,
             chunk_size: self.chunk_size,
             max_message_bytes: self.max_message_bytes,
-            max_deliveries: self.max_deliveries,
         })
     }
 }
@@ -153,14 +166,37 @@ struct Pending {
     entry: String,
 }
 
+/// A chunk waiting in this process for room in Redis.
+struct Queued {
+    state: Arc<[u8]>,
+    entry: i64,
+    inputs: Vec<u8>,
+    reply: EncodedReply,
+}
+
+/// The chunks waiting here, and how many entries are in Redis.
+struct Dispatch {
+    queue: VecDeque<Queued>,
+    in_redis: usize,
+}
+
 /// What the pool and its collector share.
 struct Shared {
+    /// The connection that adds entries.
+    con: Mutex<redis::Connection>,
+    dispatch: Mutex<Dispatch>,
+    /// At most this many entries of the run in Redis.
+    bound: usize,
+    keys: Keys,
+    run: String,
+    max_deliveries: u32,
     outstanding: Mutex<HashMap<u64, Pending>>,
     closing: AtomicBool,
     children: Mutex<Vec<Child>>,
     options: WorkerOptions,
     /// Results for chunks that had one already, or that nobody waits for.
     late: AtomicU64,
+    next_chunk: AtomicU64,
 }
 
 /// fanout's [`Executor`] on Redis Streams: jobs run on worker processes on any host that can
@@ -169,15 +205,12 @@ pub struct RedisPool {
     url: RedisUrl,
     keys: Keys,
     run: String,
-    con: Mutex<redis::Connection>,
     shared: Arc<Shared>,
     collector: Option<JoinHandle<()>>,
     progress: Arc<ProgressCounters>,
-    next_chunk: AtomicU64,
     workers: usize,
     chunk_size: usize,
     max_message_bytes: usize,
-    max_deliveries: u32,
 }
 
 impl RedisPool {
@@ -201,6 +234,7 @@ impl RedisPool {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             visibility: DEFAULT_VISIBILITY,
             max_deliveries: 3,
+            prefetch: 0,
         }
     }
 
@@ -212,7 +246,7 @@ impl RedisPool {
     /// Duplicate results of this run so far: a chunk that ran twice (its worker was taken over
     /// while alive) has its second result counted here and dropped.
     pub fn duplicates(&self) -> u64 {
-        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        let mut con = self.shared.con.lock().unwrap_or_else(|p| p.into_inner());
         redis::cmd("GET")
             .arg(self.keys.dups(&self.run))
             .query::<Option<u64>>(&mut *con)
@@ -223,75 +257,33 @@ impl RedisPool {
 
     /// Entries in the queue's dead-letter stream (of every run on the queue).
     pub fn dead_letters(&self) -> u64 {
-        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        let mut con = self.shared.con.lock().unwrap_or_else(|p| p.into_inner());
         redis::cmd("XLEN").arg(self.keys.dead()).query::<u64>(&mut *con).unwrap_or(0)
     }
 
-    fn lost(&self, action: &'static str, error: &redis::RedisError) -> JobError {
-        JobError::WorkerLost {
-            exit: WorkerExit::ChannelsFailed { reason: self.url.error(action, error).to_string() },
-        }
-    }
-
-    fn add(&self, state: &[u8], entry: i64, inputs: Vec<u8>, reply: EncodedReply) {
-        if !reply.start() {
-            return;
-        }
-        let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
-        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
-        // Registered before the entry exists, so that a fast result finds its reply.
-        self.outstanding().insert(chunk, Pending { reply, entry: String::new() });
-        let added: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(self.keys.jobs())
-            .arg("*")
-            .arg("v")
-            .arg(VERSION)
-            .arg("k")
-            .arg(&self.run)
-            .arg("b")
-            .arg(build_id())
-            .arg("e")
-            .arg(entry)
-            .arg("c")
-            .arg(chunk)
-            .arg("m")
-            .arg(self.max_deliveries)
-            .arg("s")
-            .arg(state)
-            .arg("i")
-            .arg(inputs)
-            .query(&mut *con);
-        drop(con);
-        let mut outstanding = self.outstanding();
-        match added {
-            Ok(id) => {
-                if let Some(pending) = outstanding.get_mut(&chunk) {
-                    pending.entry = id;
-                }
-            }
-            Err(error) => {
-                if let Some(pending) = outstanding.remove(&chunk) {
-                    drop(outstanding);
-                    pending.reply.send(Err(self.lost("add a job", &error)));
-                }
-            }
-        }
+    fn add(&self, state: &Arc<[u8]>, entry: i64, inputs: Vec<u8>, reply: EncodedReply) {
+        let queued = Queued { state: Arc::clone(state), entry, inputs, reply };
+        self.shared.dispatch.lock().unwrap_or_else(|p| p.into_inner()).queue.push_back(queued);
+        self.shared.pump();
     }
 
     fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.shared.outstanding.lock().unwrap_or_else(|p| p.into_inner())
     }
-
     fn stop(&mut self, mode: Shutdown) {
         if self.collector.is_none() {
             return;
         }
         if mode != Shutdown::Finish {
+            // Chunks still here are dropped: their replies answer `Cancelled`.
+            let queued =
+                std::mem::take(&mut self.shared.dispatch.lock().unwrap_or_else(|p| p.into_inner()).queue);
+            drop(queued);
             // Entries no worker has read are deleted; their replies answer `Cancelled`.
             let script = redis::Script::new(CANCEL_UNREAD);
             let chunks: Vec<(u64, String)> =
                 self.outstanding().iter().map(|(chunk, pending)| (*chunk, pending.entry.clone())).collect();
-            let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+            let mut con = self.shared.con.lock().unwrap_or_else(|p| p.into_inner());
             for (chunk, entry) in chunks {
                 let deleted: i64 =
                     script.key(self.keys.jobs()).arg(GROUP).arg(&entry).invoke(&mut *con).unwrap_or(0);
@@ -315,7 +307,7 @@ impl RedisPool {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        let mut con = self.shared.con.lock().unwrap_or_else(|p| p.into_inner());
         let _: redis::RedisResult<Value> = redis::pipe()
             .cmd("SREM")
             .arg(self.keys.runs())
@@ -334,7 +326,10 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
     let mut last_check = Instant::now();
     let mut failures = 0_u32;
     loop {
-        if shared.closing.load(Ordering::SeqCst) && shared.outstanding.lock().map_or(true, |o| o.is_empty()) {
+        if shared.closing.load(Ordering::SeqCst)
+            && shared.outstanding.lock().map_or(true, |o| o.is_empty())
+            && shared.dispatch.lock().map_or(true, |d| d.queue.is_empty())
+        {
             return;
         }
         if !shared.closing.load(Ordering::SeqCst) && last_check.elapsed() >= Duration::from_millis(200) {
@@ -395,7 +390,11 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             };
             let pending = chunk.and_then(|chunk| shared.outstanding.lock().ok()?.remove(&chunk));
             match pending {
-                Some(pending) => pending.reply.send(result.and_then(|outcome| outcome)),
+                Some(pending) => {
+                    pending.reply.send(result.and_then(|outcome| outcome));
+                    shared.done();
+                    shared.pump();
+                }
                 None => {
                     shared.late.fetch_add(1, Ordering::Relaxed);
                 }
@@ -528,6 +527,85 @@ impl<I: Payload, O: Payload> Launch for RedisLaunch<'_, I, O> {
         match &self.state {
             Ok(state) => self.pool.add(state, self.entry, inputs, reply.encoded()),
             Err(error) => reply.fail(error.clone()),
+        }
+    }
+}
+
+impl Shared {
+    /// Adds waiting chunks to Redis while the run has room there.
+    fn pump(&self) {
+        loop {
+            let queued = {
+                let mut dispatch = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
+                if dispatch.in_redis >= self.bound {
+                    return;
+                }
+                let Some(queued) = dispatch.queue.pop_front() else { return };
+                // The gate: a cancelled handle or a dropped `map` never reaches Redis.
+                if !queued.reply.start() {
+                    continue;
+                }
+                dispatch.in_redis += 1;
+                queued
+            };
+            self.add_entry(queued);
+        }
+    }
+
+    /// One result came in (or an entry left Redis another way).
+    fn done(&self) {
+        let mut dispatch = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
+        dispatch.in_redis = dispatch.in_redis.saturating_sub(1);
+    }
+
+    fn add_entry(&self, queued: Queued) {
+        let Queued { state, entry, inputs, reply } = queued;
+        let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        // Registered before the entry exists, so that a fast result finds its reply.
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(chunk, Pending { reply, entry: String::new() });
+        let added: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(self.keys.jobs())
+            .arg("*")
+            .arg("v")
+            .arg(VERSION)
+            .arg("k")
+            .arg(&self.run)
+            .arg("b")
+            .arg(build_id())
+            .arg("e")
+            .arg(entry)
+            .arg("c")
+            .arg(chunk)
+            .arg("m")
+            .arg(self.max_deliveries)
+            .arg("s")
+            .arg(&state[..])
+            .arg("i")
+            .arg(inputs)
+            .query(&mut *con);
+        drop(con);
+        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        match added {
+            Ok(id) => {
+                if let Some(pending) = outstanding.get_mut(&chunk) {
+                    pending.entry = id;
+                }
+            }
+            Err(error) => {
+                let pending = outstanding.remove(&chunk);
+                drop(outstanding);
+                self.done();
+                if let Some(pending) = pending {
+                    let reason = self.options.url.error("add a job", &error).to_string();
+                    pending
+                        .reply
+                        .send(Err(JobError::WorkerLost { exit: WorkerExit::ChannelsFailed { reason } }));
+                }
+            }
         }
     }
 }

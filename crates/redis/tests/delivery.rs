@@ -183,3 +183,31 @@ fn the_password_never_appears() {
     assert!(!text.contains(secret), "{text}");
     assert!(text.contains("***") || text.contains("127.0.0.1"), "{text}");
 }
+
+/// Appends this worker's pid to `path`, sleeps `ms`, returns the pid.
+fn append_and_sleep((path, ms): (String, u64)) -> u32 {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = writeln!(file, "{}", std::process::id());
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+#[test]
+fn a_live_worker_on_a_long_job_keeps_its_claim() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url())
+        .local_workers(2)
+        .visibility_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let path = temp_file("long");
+    // Five times the visibility timeout: without renewal the other worker would take it over.
+    let result = pool.submit(append_and_sleep, (path.clone(), 1500)).wait();
+    assert!(result.is_ok(), "{result:?}");
+    let runs = std::fs::read_to_string(&path).unwrap_or_default().lines().count();
+    assert_eq!(runs, 1, "the job ran {runs} times");
+    assert_eq!(pool.duplicates(), 0);
+    let _ = std::fs::remove_file(&path);
+}
