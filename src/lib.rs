@@ -47,6 +47,7 @@ pub use fanout_core::{
     WorkerExit, as_completed, deadline, limit, plumbing, wait_any, wait_any_timeout,
 };
 pub use fanout_process::{ProcessPool, ProcessPoolBuilder};
+pub use fanout_redis::{RedisError, RedisPool, RedisPoolBuilder};
 pub use fanout_thread::{ThreadPool, ThreadPoolBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,9 @@ pub enum ExecutorKind {
     Thread,
     /// A tokio runtime ([`AsyncExecutor`]).
     Async,
+    /// Worker processes on any host, through Redis Streams ([`RedisPool`]); not in
+    /// [`ALL`](Self::ALL), which lists the executors that need nothing but this machine.
+    Redis,
 }
 
 impl ExecutorKind {
@@ -76,6 +80,7 @@ impl ExecutorKind {
             Self::Process => "process",
             Self::Thread => "thread",
             Self::Async => "async",
+            Self::Redis => "redis",
         }
     }
 
@@ -83,7 +88,7 @@ impl ExecutorKind {
     pub fn effective_workers(self, workers: usize) -> usize {
         match self {
             Self::Serial => 1,
-            Self::Process | Self::Thread | Self::Async => workers,
+            Self::Process | Self::Thread | Self::Async | Self::Redis => workers,
         }
     }
 }
@@ -96,14 +101,18 @@ impl fmt::Display for ExecutorKind {
 
 /// A name that is not an [`ExecutorKind`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown executor `{0}`: expected one of serial, process, thread, async")]
+#[error("unknown executor `{0}`: expected one of serial, process, thread, async, redis")]
 pub struct UnknownExecutor(pub String);
 
 impl FromStr for ExecutorKind {
     type Err = UnknownExecutor;
 
     fn from_str(name: &str) -> Result<Self, UnknownExecutor> {
-        Self::ALL.into_iter().find(|kind| kind.name() == name).ok_or_else(|| UnknownExecutor(name.to_owned()))
+        Self::ALL
+            .into_iter()
+            .chain([Self::Redis])
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| UnknownExecutor(name.to_owned()))
     }
 }
 
@@ -124,6 +133,8 @@ pub enum AnyExecutor {
     Thread(ThreadPool),
     /// An [`AsyncExecutor`], running the trait's jobs on its blocking pool.
     Async(AsyncExecutor),
+    /// A [`RedisPool`].
+    Redis(RedisPool),
 }
 
 impl AnyExecutor {
@@ -136,6 +147,11 @@ impl AnyExecutor {
             ExecutorKind::Process => Self::Process(ProcessPool::new(workers)?),
             ExecutorKind::Thread => Self::Thread(ThreadPool::new(workers)?),
             ExecutorKind::Async => Self::Async(AsyncExecutor::new(workers)?),
+            // The URL (and its password) from `FANOUT_REDIS_URL`; `workers` local workers.
+            ExecutorKind::Redis if workers == 0 => return Err(BuildError::ZeroWorkers),
+            ExecutorKind::Redis => {
+                Self::Redis(RedisPool::builder_from_env("FANOUT_REDIS_URL").local_workers(workers).build()?)
+            }
         })
     }
 
@@ -146,6 +162,7 @@ impl AnyExecutor {
             Self::Process(_) => ExecutorKind::Process,
             Self::Thread(_) => ExecutorKind::Thread,
             Self::Async(_) => ExecutorKind::Async,
+            Self::Redis(_) => ExecutorKind::Redis,
         }
     }
 }
@@ -160,7 +177,13 @@ macro_rules! from_executor {
     )*};
 }
 
-from_executor!(Serial(Serial), Process(ProcessPool), Thread(ThreadPool), Async(AsyncExecutor));
+from_executor!(
+    Serial(Serial),
+    Process(ProcessPool),
+    Thread(ThreadPool),
+    Async(AsyncExecutor),
+    Redis(RedisPool)
+);
 
 /// Calls `$call` on whichever executor `$any` holds.
 macro_rules! each {
@@ -170,13 +193,14 @@ macro_rules! each {
             AnyExecutor::Process($executor) => $call,
             AnyExecutor::Thread($executor) => $call,
             AnyExecutor::Async($executor) => $call,
+            AnyExecutor::Redis($executor) => $call,
         }
     };
 }
 
 /// The iterators of [`AnyExecutor`]'s streaming methods: the one of the executor it holds.
 #[derive(Debug)]
-pub enum AnyIter<S, P, T, A> {
+pub enum AnyIter<S, P, T, A, R = S> {
     /// [`Serial`]'s.
     Serial(S),
     /// [`ProcessPool`]'s.
@@ -185,14 +209,17 @@ pub enum AnyIter<S, P, T, A> {
     Thread(T),
     /// [`AsyncExecutor`]'s.
     Async(A),
+    /// [`RedisPool`]'s.
+    Redis(R),
 }
 
-impl<S, P, T, A> Iterator for AnyIter<S, P, T, A>
+impl<S, P, T, A, R> Iterator for AnyIter<S, P, T, A, R>
 where
     S: Iterator,
     P: Iterator<Item = S::Item>,
     T: Iterator<Item = S::Item>,
     A: Iterator<Item = S::Item>,
+    R: Iterator<Item = S::Item>,
 {
     type Item = S::Item;
 
@@ -202,6 +229,7 @@ where
             Self::Process(inner) => inner.next(),
             Self::Thread(inner) => inner.next(),
             Self::Async(inner) => inner.next(),
+            Self::Redis(inner) => inner.next(),
         }
     }
 
@@ -211,6 +239,7 @@ where
             Self::Process(inner) => inner.size_hint(),
             Self::Thread(inner) => inner.size_hint(),
             Self::Async(inner) => inner.size_hint(),
+            Self::Redis(inner) => inner.size_hint(),
         }
     }
 }
@@ -243,6 +272,7 @@ impl Executor for AnyExecutor {
             Self::Process(executor) => AnyIter::Process(executor.map_unordered(job, inputs)),
             Self::Thread(executor) => AnyIter::Thread(executor.map_unordered(job, inputs)),
             Self::Async(executor) => AnyIter::Async(executor.map_unordered(job, inputs)),
+            Self::Redis(executor) => AnyIter::Redis(executor.map_unordered(job, inputs)),
         }
     }
 
@@ -261,6 +291,7 @@ impl Executor for AnyExecutor {
             Self::Process(executor) => AnyIter::Process(executor.imap(job, inputs)),
             Self::Thread(executor) => AnyIter::Thread(executor.imap(job, inputs)),
             Self::Async(executor) => AnyIter::Async(executor.imap(job, inputs)),
+            Self::Redis(executor) => AnyIter::Redis(executor.imap(job, inputs)),
         }
     }
 

@@ -315,7 +315,7 @@ macro_rules! conformance_suite {
             #[test]
             fn reports_its_name_and_workers() {
                 let executor = executor();
-                assert!(["serial", "thread", "process", "async"].contains(&executor.name()));
+                assert!(["serial", "thread", "process", "async", "redis"].contains(&executor.name()));
                 assert_eq!(executor.workers(), if INLINE { 1 } else { WORKERS });
             }
         }

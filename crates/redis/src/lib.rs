@@ -125,3 +125,15 @@ pub enum RedisError {
         worker: String,
     },
 }
+
+impl From<RedisError> for fanout_core::BuildError {
+    /// A pool that could not be built, as the facade's [`BuildError`](fanout_core::BuildError)
+    /// (the message keeps its advice and never holds the password).
+    fn from(error: RedisError) -> Self {
+        let action = match &error {
+            RedisError::Spawn { .. } => "start a fanout-redis worker",
+            _ => "set up a fanout-redis pool",
+        };
+        Self::Os { action, source: std::io::Error::other(error.to_string()) }
+    }
+}
