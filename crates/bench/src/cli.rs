@@ -28,6 +28,14 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Serve the mock API; prints `listening on http://127.0.0.1:PORT`, serves until killed.
     MockApi(MockApiArgs),
+    /// Serve a fanout-redis queue until killed, as worker processes of this executable:
+    /// `fanout worker URL|env:VAR --queue NAME [--workers N]` (the URL best from a variable,
+    /// `env:FANOUT_REDIS_URL`, so that its password is not on the command line).
+    Worker {
+        /// The worker's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
     /// One measured run, in the process `fanout bench` starts for it (internal).
     #[command(name = "__run", hide = true)]
     Run {
@@ -51,7 +59,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_enum)]
     scenario: Scenario,
     /// The execution model.
-    #[arg(long, value_name = "serial|process|thread|async")]
+    #[arg(long, value_name = "serial|process|thread|async|redis")]
     executor: ExecutorKind,
     /// Workers of the executor (of the outer one for ticket-migration).
     #[arg(long, value_name = "N", value_parser = at_least_one)]

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(&args),
         Command::MockApi(args) => mock_api(&args),
+        Command::Worker { args } => fanout_redis::WorkerOptions::from_args(&args)
+            .and_then(fanout_redis::run_workers)
+            .map_err(Into::into),
         Command::Run { spec } => run_child(&spec),
     };
     match result {
@@ -45,6 +48,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let token = args.token()?;
     let spec = args.spec();
     spec.validate()?;
+    let _redis = redis_server_for(&spec)?;
     let exe =
         std::env::current_exe().context("could not locate the fanout executable to start its children")?;
     // Best effort: without it, orphans go to init, which reaps them too.
@@ -146,5 +150,38 @@ fn execute(spec: &RunSpec, token: Secret) -> ChildMessage {
     match scenario::execute(spec, token) {
         Ok(outcome) => ChildMessage::Done(Box::new(outcome)),
         Err(error) => ChildMessage::Failed(error.to_string()),
+    }
+}
+
+/// `--executor redis` without `FANOUT_REDIS_URL`: a redis-server of this run's own (a free
+/// loopback port, no persistence), killed when the run ends; its URL goes to the run children.
+fn redis_server_for(spec: &RunSpec) -> anyhow::Result<Option<RedisServer>> {
+    if spec.executor != fanout::ExecutorKind::Redis || std::env::var_os("FANOUT_REDIS_URL").is_some() {
+        return Ok(None);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("--executor redis needs redis-server (apt-get install redis-server) or FANOUT_REDIS_URL")?;
+    let server = RedisServer(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not start within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: set before this process starts any other thread that could read the environment.
+    unsafe { std::env::set_var("FANOUT_REDIS_URL", format!("redis://127.0.0.1:{port}/0")) };
+    Ok(Some(server))
+}
+
+/// A redis-server child, killed and reaped on drop.
+struct RedisServer(std::process::Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
