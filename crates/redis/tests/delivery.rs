@@ -211,3 +211,30 @@ fn a_live_worker_on_a_long_job_keeps_its_claim() {
     assert_eq!(pool.duplicates(), 0);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn workers_started_apart_from_the_pool_serve_it() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    // "Another host": this executable started as a worker supervisor of two processes, the
+    // URL in its environment, found by the marker argument before the test harness's `main`.
+    let mut workers = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([fanout_redis::MARKER, "env:FANOUT_TEST_WORKER_URL", "--queue", "apart", "--workers", "2"])
+        .env("FANOUT_TEST_WORKER_URL", redis.url())
+        .spawn()
+        .unwrap();
+    let pool = RedisPool::builder(&redis.url()).queue("apart").workers(2).build().unwrap();
+    assert_eq!(pool.map(square, 0..20), (0..20).map(|x| Ok(x * x)).collect::<Vec<_>>());
+    drop(pool);
+    // The supervisor's workers die with it (PR_SET_PDEATHSIG).
+    let _ = workers.kill();
+    let _ = workers.wait();
+}
+
+#[test]
+fn bad_worker_arguments_are_typed_errors() {
+    let error = fanout_redis::WorkerOptions::from_args(&["redis://127.0.0.1:1/0".to_owned()]).unwrap_err();
+    assert!(error.to_string().contains("--queue"), "{error}");
+    let error =
+        fanout_redis::WorkerOptions::from_args(&["env:FANOUT_TEST_UNSET_VARIABLE".to_owned()]).unwrap_err();
+    assert!(error.to_string().contains("FANOUT_TEST_UNSET_VARIABLE"), "{error}");
+}
