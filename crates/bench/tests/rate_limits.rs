@@ -131,8 +131,10 @@ fn an_unthrottled_run_meets_the_servers_limit() {
 #[test]
 fn serial_takes_a_throttle() {
     // Serial asks about 95 calls a second at this scale; a server and a client limit of 50 a
-    // second (0.5 at time scale 1), with the client's burst of 2 on both sides, bind it, and its
-    // permits keep it clear of every `429`.
+    // second (0.5 at time scale 1) bind it, and its permits keep it clear of every `429`. The
+    // server's bucket holds one request more than the client's burst of 2: with equal bursts the
+    // fourth request may find exactly one token left, and it is refused when the first request
+    // took longer from its permit to the server than the fourth did (seen once in CI).
     let row = bench(&[
         "--scenario",
         "api-calls",
@@ -145,7 +147,7 @@ fn serial_takes_a_throttle() {
         "--rate-limit",
         "0.5",
         "--rate-burst",
-        "2",
+        "3",
         "--throttle",
         "0.5",
     ]);
