@@ -296,8 +296,9 @@ impl Worker<'_> {
             .arg(&self.me)
             .arg(idle)
             .arg("0-0")
+            // One at a time: entries claimed together would wait, unrenewed, behind each other.
             .arg("COUNT")
-            .arg(4)
+            .arg(1)
             .query(&mut self.con)
             .map_err(|e| self.options.url.error("reclaim entries", &e))?;
         let entries: Vec<StreamId> = match claimed {
