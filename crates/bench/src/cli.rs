@@ -28,6 +28,10 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Serve the mock API; prints `listening on http://127.0.0.1:PORT`, serves until killed.
     MockApi(MockApiArgs),
+    /// The floor of api-calls: the same requests over raw clients (pre-started threads or a
+    /// bare async runtime, connections opened beforehand) with no executor, against a fresh
+    /// mock API per repetition; prints one JSON line.
+    Floor(FloorArgs),
     /// Serve a fanout-redis queue until killed, as worker processes of this executable:
     /// `fanout worker URL|env:VAR --queue NAME [--workers N]` (the URL best from a variable,
     /// `env:FANOUT_REDIS_URL`, so that its password is not on the command line).
@@ -148,6 +152,58 @@ impl BenchArgs {
             progress_bar: None,
             throttle: self.throttle,
             throttle_burst: self.throttle_burst,
+        }
+    }
+
+    /// The token, checked.
+    pub(crate) fn token(&self) -> anyhow::Result<Secret> {
+        checked_token(self.token.as_deref())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FloorArgs {
+    /// The raw client.
+    #[arg(long, value_enum)]
+    client: fanout_bench::floor::Client,
+    /// Threads or tasks, each with a connection of its own.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    workers: usize,
+    /// Items fetched, ids 1..=N.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = at_least_one)]
+    jobs: usize,
+    /// Factor applied to the server's latencies (1 = the articles' timings).
+    #[arg(long, value_name = "F", default_value_t = 0.01, value_parser = positive_time_scale, allow_negative_numbers = true)]
+    time_scale: f64,
+    /// Timed repetitions, each against a fresh server; the median wall is reported.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
+    repeat: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub(crate) format: Format,
+    /// Seed of the server's data.
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_SEED)]
+    seed: u64,
+    /// Bearer token between client and server [default: a fixed development token].
+    #[arg(long, value_name = "T", env = TOKEN_ENV, hide_env_values = true)]
+    token: Option<String>,
+    /// Run against this mock API instead of a fresh one per repetition (the server's CPU
+    /// time is then not read: `server_cpu_seconds_per_request` is null).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+}
+
+impl FloorArgs {
+    /// The floor's options.
+    pub(crate) fn options(&self) -> fanout_bench::floor::FloorOptions {
+        fanout_bench::floor::FloorOptions {
+            client: self.client,
+            workers: self.workers,
+            jobs: self.jobs,
+            time_scale: self.time_scale,
+            repeat: self.repeat,
+            seed: self.seed,
+            url: self.url.clone(),
         }
     }
 

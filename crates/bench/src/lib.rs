@@ -14,11 +14,14 @@
 //! - [`scenario`]: what a measured run does (`api-calls`, `ticket-migration`, `cpu`,
 //!   `blocking-on-loop`), in the child process that `fanout bench` starts for each repetition.
 //! - [`ideal`]: the ideal-time model of each scenario.
+//! - [`floor`]: `fanout floor`, api-calls' requests over raw clients with no executor (the
+//!   machine's own floor), and the mock server's CPU time per request.
 //! - [`usage`]: CPU time (`getrusage`, `wait4`) and the summed RSS of a process tree (`/proc`).
 //! - [`run`]: the orchestrator's side: the mock server's process, one run child per repetition.
 //! - [`report`]: the result rows, as JSON Lines or markdown.
 
 pub mod executor;
+pub mod floor;
 pub mod http;
 pub mod http_async;
 pub mod ideal;

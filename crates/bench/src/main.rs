@@ -3,6 +3,7 @@
 //! - `fanout bench ...` orchestrates: per repetition it starts the mock API in its own process,
 //!   runs the measurement in a fresh child process, then prints one row (JSON or markdown).
 //! - `fanout mock-api ...` serves the mock API until killed.
+//! - `fanout floor ...` measures api-calls' floor over raw clients (`fanout_bench::floor`).
 //! - `fanout __run SPEC` (hidden) is the measured run itself, printing one JSON line.
 
 mod cli;
@@ -19,12 +20,13 @@ use fanout_bench::scenario::{self, ChildMessage};
 use fanout_bench::{RunSpec, Secret};
 use fanout_mock_api::{Config, MockServer};
 
-use crate::cli::{BenchArgs, Cli, Command, Format, MockApiArgs, checked_token};
+use crate::cli::{BenchArgs, Cli, Command, FloorArgs, Format, MockApiArgs, checked_token};
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(&args),
         Command::MockApi(args) => mock_api(&args),
+        Command::Floor(args) => floor(&args),
         Command::Worker { args } => fanout_redis::WorkerOptions::from_args(&args)
             .and_then(fanout_redis::run_workers)
             .map_err(Into::into),
@@ -106,6 +108,19 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
 fn fault_args_are_default(args: &BenchArgs) -> bool {
     args.faults.to_args().is_empty()
+}
+
+/// `fanout floor`: api-calls' requests over a raw client, one row.
+fn floor(args: &FloorArgs) -> anyhow::Result<()> {
+    let token = args.token()?;
+    let exe =
+        std::env::current_exe().context("could not locate the fanout executable to start the mock API")?;
+    let row = fanout_bench::floor::run(&exe, &args.options(), &token).context("fanout floor")?;
+    let text = match args.format {
+        Format::Json => row.to_json() + "\n",
+        Format::Markdown => row.to_markdown(),
+    };
+    io::stdout().lock().write_all(text.as_bytes()).context("could not write the result")
 }
 
 /// `fanout mock-api`: serve until killed (or, for `fanout bench`, until stdin closes).

@@ -183,6 +183,11 @@ impl MockServerProcess {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The server process's id (for reading its CPU time from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for MockServerProcess {
