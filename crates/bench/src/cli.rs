@@ -191,6 +191,9 @@ pub(crate) struct FloorArgs {
     /// time is then not read: `server_cpu_seconds_per_request` is null).
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// Open the connections inside the timed window (as the scenarios do) instead of before it.
+    #[arg(long)]
+    cold: bool,
 }
 
 impl FloorArgs {
@@ -204,6 +207,7 @@ impl FloorArgs {
             repeat: self.repeat,
             seed: self.seed,
             url: self.url.clone(),
+            cold: self.cold,
         }
     }
 

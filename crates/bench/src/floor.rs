@@ -13,13 +13,19 @@
 //!   `workers` connections opened beforehand by `workers` concurrent untimed item requests;
 //!   the tasks pull ids from the same kind of counter.
 //!
+//! With `cold` (`--cold`) the warm-up is skipped: the connections open inside the timed window,
+//! as the scenarios open theirs (a thread worker on its first job, the async scenario's client
+//! on its first 200 requests), which shows what connecting costs apart from the executor.
+//!
 //! The wall runs from the gate's release to the last response. Every item is verified against
 //! the dataset the server serves, as `api-calls` verifies it. The ideal is `api-calls`' at the
 //! same workers ([`ideal::api_calls`]).
 //!
-//! **The server's CPU.** When the server is a process of this run, its `utime + stime`
-//! (`/proc/<pid>/stat`, all its threads, in clock ticks of usually 10 ms) is read right before
-//! and right after each timed window; the sum over the repetitions divided by the requests
+//! **The server's CPU.** When the server is a process of this run, its user + system time (all
+//! its threads, those that exited included) is read right before and right after each timed
+//! window: from its CPU-time clock ([`process_cpu_clock`], nanoseconds), or where that is not
+//! available from `utime + stime` in `/proc/<pid>/stat` ([`process_cpu`], clock ticks of
+//! usually 10 ms, 50 µs a request over 200 requests: use `--repeat 5` or more); the sum over the repetitions divided by the requests
 //! timed is `server_cpu_seconds_per_request`. With `--url` the server is someone else's
 //! process (possibly on another machine): the field is `null`. The server never runs inside
 //! this process.
@@ -90,6 +96,8 @@ pub struct FloorOptions {
     pub seed: u64,
     /// A server of the user's instead of a fresh one per repetition.
     pub url: Option<String>,
+    /// Open the connections inside the timed window instead of beforehand.
+    pub cold: bool,
 }
 
 impl Default for FloorOptions {
@@ -102,6 +110,7 @@ impl Default for FloorOptions {
             repeat: 1,
             seed: DEFAULT_SEED,
             url: None,
+            cold: false,
         }
     }
 }
@@ -174,6 +183,8 @@ pub struct FloorRow {
     pub time_scale: f64,
     /// Repetitions.
     pub repeat: usize,
+    /// `warm` (opened before the timed window) or `cold` (opened inside it).
+    pub connections: &'static str,
     /// Median of [`wall_seconds_runs`](Self::wall_seconds_runs).
     pub wall_seconds: f64,
     /// The wall of every repetition, in order.
@@ -250,8 +261,8 @@ pub fn run(exe: &Path, options: &FloorOptions, token: &Secret) -> Result<FloorRo
         // The same retry policy as the scenarios' requests.
         let api = api.with_retry(RetryPolicy::default().scaled(health.time_scale));
         let run = match options.client {
-            Client::Threads => run_threads(&api, options.workers, options.jobs, &data, pid)?,
-            Client::Async => run_async(&api, options.workers, options.jobs, &data, pid)?,
+            Client::Threads => run_threads(&api, options, &data, pid)?,
+            Client::Async => run_async(&api, options, &data, pid)?,
         };
         drop(server);
         runs.push(run);
@@ -294,6 +305,7 @@ fn row(options: &FloorOptions, ideal_seconds: f64, runs: &[FloorRun]) -> FloorRo
         jobs: options.jobs,
         time_scale: options.time_scale,
         repeat: runs.len(),
+        connections: if options.cold { "cold" } else { "warm" },
         wall_seconds,
         wall_seconds_runs: walls,
         ideal_seconds,
@@ -337,12 +349,43 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total.saturating_mul(1_000_000_000) / ticks))
 }
 
+/// The same user + system time of process `pid` to the nanosecond, from its CPU-time clock
+/// (`clock_getcpuclockid`, `clock_gettime`); `None` if the system does not give it.
+pub fn process_cpu_clock(pid: u32) -> Option<Duration> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid, writable `clockid_t` for the duration of the call.
+    if unsafe { libc::clock_getcpuclockid(pid, &raw mut clock) } != 0 {
+        return None;
+    }
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable `timespec` for the duration of the call.
+    if unsafe { libc::clock_gettime(clock, &raw mut now) } != 0 {
+        return None;
+    }
+    Some(Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?))
+}
+
+/// The CPU time of `pid` and whether it came from the nanosecond clock (the clock when it
+/// answers, `/proc/<pid>/stat`'s ticks otherwise).
+fn server_cpu(pid: u32) -> Option<(Duration, bool)> {
+    process_cpu_clock(pid).map(|cpu| (cpu, true)).or_else(|| process_cpu(pid).map(|cpu| (cpu, false)))
+}
+
+/// The CPU time `pid` spent between two readings of [`server_cpu`] from the same source.
+fn spent(before: Option<(Duration, bool)>, after: Option<(Duration, bool)>) -> Option<Duration> {
+    match (before, after) {
+        (Some((before, a)), Some((after, b))) if a == b => Some(after.saturating_sub(before)),
+        _ => None,
+    }
+}
+
 /// The server's CPU during `timed`, when `pid` is known.
 fn server_cpu_during<T>(pid: Option<u32>, timed: impl FnOnce() -> T) -> (T, Option<Duration>) {
-    let before = pid.and_then(process_cpu);
+    let before = pid.and_then(server_cpu);
     let output = timed();
-    let after = pid.and_then(process_cpu);
-    (output, before.zip(after).map(|(before, after)| after.saturating_sub(before)))
+    let after = pid.and_then(server_cpu);
+    (output, spent(before, after))
 }
 
 /// What the clients fetched: one slot per item, `None` if it was never asked for.
@@ -431,11 +474,11 @@ type ThreadOutput = (Vec<(u64, Result<Item, HttpError>)>, Option<Instant>, Optio
 /// `workers` pre-started threads with warmed connections, pulling ids from one counter.
 fn run_threads(
     api: &Api,
-    workers: usize,
-    jobs: usize,
+    options: &FloorOptions,
     data: &Dataset,
     pid: Option<u32>,
 ) -> Result<FloorRun, FloorError> {
+    let (workers, jobs, cold) = (options.workers, options.jobs, options.cold);
     let gate = Arc::new(Gate { state: Mutex::new((0, None)), changed: Condvar::new() });
     let counter = Arc::new(AtomicU64::new(0));
     let total = jobs as u64;
@@ -446,7 +489,7 @@ fn run_threads(
         let spawned =
             std::thread::Builder::new().name(format!("floor-{index}")).spawn(move || -> ThreadOutput {
                 // One untimed request opens this thread's keep-alive connection.
-                let warm = api.get_json::<serde_json::Value>("/health").err();
+                let warm = if cold { None } else { api.get_json::<serde_json::Value>("/health").err() };
                 let mut fetched = Vec::new();
                 let mut last = None;
                 if gate.ready_and_wait() && warm.is_none() {
@@ -492,11 +535,11 @@ fn run_threads(
 /// `workers` connections opened beforehand.
 fn run_async(
     api: &Api,
-    workers: usize,
-    jobs: usize,
+    options: &FloorOptions,
     data: &Dataset,
     pid: Option<u32>,
 ) -> Result<FloorRun, FloorError> {
+    let (workers, jobs, cold) = (options.workers, options.jobs, options.cold);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -507,7 +550,8 @@ fn run_async(
         // Untimed: `workers` requests at once, each on a connection of its own (the items
         // route waits, so none is answered before the last one has connected); the pool
         // keeps them all idle for the timed window.
-        let warm: Vec<_> = (0..workers as u64)
+        let warm_ups = if cold { 0 } else { workers as u64 };
+        let warm: Vec<_> = (0..warm_ups)
             .map(|i| {
                 let client = client.clone();
                 tokio::spawn(async move {
@@ -520,7 +564,7 @@ fn run_async(
                 return Err(FloorError::Http(error));
             }
         }
-        let before = pid.and_then(process_cpu);
+        let before = pid.and_then(server_cpu);
         let counter = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let tasks: Vec<_> = (0..workers)
@@ -546,8 +590,7 @@ fn run_async(
                 store(&mut slots, fetched);
             }
         }
-        let after = pid.and_then(process_cpu);
-        let server_cpu = before.zip(after).map(|(before, after)| after.saturating_sub(before));
+        let server_cpu = spent(before, pid.and_then(server_cpu));
         Ok(verify(slots, data, end.duration_since(start), server_cpu))
     })
 }
@@ -567,6 +610,8 @@ mod tests {
     fn this_process_has_a_cpu_time() {
         assert!(process_cpu(std::process::id()).is_some());
         assert!(process_cpu(u32::MAX).is_none());
+        let clock = process_cpu_clock(std::process::id());
+        assert!(clock.is_some_and(|cpu| cpu > Duration::ZERO), "{clock:?}");
     }
 
     #[test]

@@ -8,10 +8,11 @@ use serde_json::Value;
 const TOKEN: &str = "test-token-floor-never-printed";
 
 /// Runs `fanout floor --client CLIENT` at 20 jobs, 4 workers, time scale 0.01; its one row.
-fn floor(client: &str) -> Value {
+fn floor(client: &str, extra: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
         .args(["floor", "--client", client, "--workers", "4", "--jobs", "20", "--time-scale", "0.01"])
         .args(["--repeat", "2", "--format", "json"])
+        .args(extra)
         .env("FANOUT_TOKEN", TOKEN)
         .output()
         .unwrap_or_else(|error| panic!("could not run fanout: {error}"));
@@ -42,12 +43,23 @@ fn assert_floor(row: &Value, client: &str) {
 
 #[test]
 fn the_thread_floor_fetches_and_verifies_every_item() {
-    assert_floor(&floor("threads"), "threads");
+    let row = floor("threads", &[]);
+    assert_floor(&row, "threads");
+    assert_eq!(row["connections"], "warm", "{row}");
 }
 
 #[test]
 fn the_async_floor_fetches_and_verifies_every_item() {
-    assert_floor(&floor("async"), "async");
+    assert_floor(&floor("async", &[]), "async");
+}
+
+#[test]
+fn cold_floors_verify_too() {
+    for client in ["threads", "async"] {
+        let row = floor(client, &["--cold"]);
+        assert_floor(&row, client);
+        assert_eq!(row["connections"], "cold", "{row}");
+    }
 }
 
 #[test]
