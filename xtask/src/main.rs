@@ -15,7 +15,6 @@
 mod machine;
 mod matrix;
 mod plot;
-#[expect(dead_code, reason = "the report does not call python::measure yet (issue 15)")]
 mod python;
 mod render;
 mod results;
@@ -141,6 +140,15 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs(args.point_timeout);
     let start = Instant::now();
     let measured = measure_points(&fanout, &points, repeat, timeout);
+    // The articles' Python, against the same kind of server, after fanout's points (skipped,
+    // with the reason, where Python or its package index is missing).
+    let python = python::measure(&python::Options {
+        workspace: workspace.clone(),
+        target_dir: runner::target_dir(&workspace)?,
+        fanout: fanout.clone(),
+        quick: mode == Mode::Quick,
+        repeat,
+    });
     let results = Results {
         mode,
         repeat,
@@ -148,6 +156,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         elapsed_seconds: start.elapsed().as_secs_f64(),
         sections,
         points: measured,
+        python: Some(python),
     };
     write_report(&out, &results, true)?;
     eprintln!(
@@ -157,12 +166,13 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         render::minutes(results.elapsed_seconds)
     );
 
-    let failed: Vec<String> = results
+    let mut failed: Vec<String> = results
         .points
         .iter()
         .filter(|r| !matches!(r.outcome, Outcome::NotBuilt(_)))
         .filter_map(|r| Some(format!("{}: {}", r.point.label(), r.outcome.problem_of(&r.point)?)))
         .collect();
+    failed.extend(results.python.iter().flat_map(|python| python.problems(python::ci())));
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -220,7 +230,7 @@ fn measure_points(
             eprint!("{label} ... ");
             let _ = std::io::stderr().flush();
         }
-        PointTask { fanout: binary.to_path_buf(), point: point.clone(), repeat, timeout }
+        PointTask { fanout: binary.to_path_buf(), point: point.clone(), repeat: point.runs(repeat), timeout }
     });
     let serial = Serial::new();
     let mut measured = Vec::with_capacity(points.len());
@@ -263,7 +273,7 @@ fn write_report(out: &Path, results: &Results, with_results: bool) -> anyhow::Re
 
 fn write_plot(out: &Path, results: &Results, section: &Section) -> anyhow::Result<()> {
     let path = out.join(render::plot_file(section));
-    if matches!(section.axis, Axis::Faults | Axis::RateLimits) {
+    if matches!(section.axis, Axis::Faults | Axis::RateLimits | Axis::RealTime) {
         return Ok(());
     }
     if stats::is_workers(section) {

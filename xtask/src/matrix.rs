@@ -43,6 +43,15 @@ pub(crate) const MIGRATION_RATE: f64 = 10.0;
 const RATE_API_WORKERS: usize = 32;
 const RATE_MIGRATION_WORKERS: usize = 20;
 
+/// Runs of each point at time scale 1 ([`Axis::RealTime`]): a run of 200 calls takes 1.1 to
+/// 7.4 s there, and the serial sample 21 s, so one run each keeps the report within its
+/// budget; at that scale a run's fixed costs are a small share of it, and runs vary little.
+pub(crate) const REAL_TIME_REPEAT: usize = 1;
+
+/// Serial calls measured at time scale 1, from which the serial wall of article 1's 200 calls
+/// is derived (× 200 / this): the whole serial run would take 209 s.
+pub(crate) const REAL_TIME_SERIAL_SAMPLE: usize = 20;
+
 /// The report's size: `--quick`, the default, or `--full`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -293,6 +302,11 @@ pub(crate) struct Point {
 }
 
 impl Point {
+    /// Runs of this point: [`REAL_TIME_REPEAT`] at time scale 1, `repeat` (the mode's) below.
+    pub(crate) fn runs(&self, repeat: usize) -> usize {
+        if self.time_scale >= 1.0 { REAL_TIME_REPEAT.min(repeat) } else { repeat }
+    }
+
     /// The arguments of `fanout bench` for this point.
     pub(crate) fn args(&self, repeat: usize) -> Vec<String> {
         let mut args = vec![
@@ -387,6 +401,9 @@ pub(crate) enum Axis {
     /// No plot: a table of each executor's unthrottled run against a rate-limited server beside
     /// its throttled one.
     RateLimits,
+    /// No plot: article 1 at its own timings (time scale 1), in real seconds beside the
+    /// article's, the serial wall derived from a sample of serial calls.
+    RealTime,
 }
 
 /// Which article a section compares itself with.
@@ -463,18 +480,21 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
             &[(&[Process, Thread], &[1, 2, 4, 8, 16, 32, 64]), (&[Thread, Async], &[200])],
         )
     };
-    let mut sections = vec![Section {
-        id: "api-calls".to_owned(),
-        title: "api-calls: many independent API calls (article 1)".to_owned(),
-        intro: format!(
-            "{api_jobs} `GET /api/items/{{id}}` calls at time scale {api_scale} (each waits 10.465 ms, the \
+    let mut sections = vec![
+        real_time(quick),
+        Section {
+            id: "api-calls".to_owned(),
+            title: "api-calls: many independent API calls (article 1)".to_owned(),
+            intro: format!(
+                "{api_jobs} `GET /api/items/{{id}}` calls at time scale {api_scale} (each waits 10.465 ms, the \
              article's 1.0465 s): pure waiting, the textbook case for any pool. The ideal is \
              `ceil(jobs / workers)` rounds of one call."
-        ),
-        axis: Axis::Workers,
-        article: Some(Article::ApiCalls),
-        points: api_points,
-    }];
+            ),
+            axis: Axis::Workers,
+            article: Some(Article::ApiCalls),
+            points: api_points,
+        },
+    ];
 
     let (support_jobs, migration_scale) = (if quick { 5 } else { Queue::Support.tickets() }, 0.001);
     let migration_workers: &[usize] = if quick { &[5] } else { &[1, 5, 10, 20] };
@@ -626,6 +646,50 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
     sections
 }
 
+/// The headline section: article 1 at its own timings (time scale 1, a call waits 1.0465 s),
+/// for what is cheap there: thread 32, process 32 and async 200 over the 200 calls, and a
+/// sample of [`REAL_TIME_SERIAL_SAMPLE`] serial calls from which the serial wall is derived.
+/// `--quick`: one point, 16 calls on 16 threads (about 1 s).
+fn real_time(quick: bool) -> Section {
+    use Executor::{Async, Process, Serial, Thread};
+    let point = |executor, workers, jobs| Point {
+        scenario: Scenario::ApiCalls,
+        executor,
+        workers,
+        jobs,
+        time_scale: 1.0,
+        queue: None,
+        faults: None,
+        rates: None,
+    };
+    let points = if quick {
+        vec![point(Thread, 16, 16)]
+    } else {
+        vec![
+            point(Serial, 1, REAL_TIME_SERIAL_SAMPLE),
+            point(Process, 32, 200),
+            point(Thread, 32, 200),
+            point(Async, 200, 200),
+        ]
+    };
+    let quick_note = if quick { " `--quick` runs one point only: 16 calls on 16 threads." } else { "" };
+    Section {
+        id: "real-time".to_owned(),
+        title: "article 1 at its own timings: 200 calls of 1.0465 s, in real seconds".to_owned(),
+        intro: format!(
+            "Measured at time scale 1, where each call waits 1.0465 s as in the article, so that \
+             fixed costs weigh what they would there: every wall here is a measurement, of \
+             {REAL_TIME_REPEAT} run a point (a run takes seconds here). The serial wall is **derived**: \
+             {REAL_TIME_SERIAL_SAMPLE} serial calls measured, times 200 / {REAL_TIME_SERIAL_SAMPLE} \
+             (the whole run would take 3.5 minutes). The article's own figures are Python's in \
+             2015 against a real API.{quick_note}"
+        ),
+        axis: Axis::RealTime,
+        article: None,
+        points,
+    }
+}
+
 /// The rate-limits section (issue 13): per scenario and executor, an unthrottled client against
 /// a rate-limited server beside a client throttled at the server's rate. `--quick` runs one
 /// small throttled point.
@@ -724,17 +788,29 @@ mod tests {
     #[test]
     fn the_default_matrix_is_the_issues() {
         let default = sections(Mode::Default);
-        let api = &default[0].points;
+        let real = &default[0];
+        assert_eq!((real.id.as_str(), real.axis), ("real-time", Axis::RealTime));
+        assert!(real.points.iter().all(|p| p.time_scale == 1.0 && p.runs(3) == REAL_TIME_REPEAT));
+        assert_eq!(
+            real.points.iter().map(|p| (p.executor, p.workers, p.jobs)).collect::<Vec<_>>(),
+            [
+                (Executor::Serial, 1, REAL_TIME_SERIAL_SAMPLE),
+                (Executor::Process, 32, 200),
+                (Executor::Thread, 32, 200),
+                (Executor::Async, 200, 200)
+            ]
+        );
+        let api = &default[1].points;
         assert_eq!(count(api, Scenario::ApiCalls, Executor::Serial), 1);
         assert_eq!(count(api, Scenario::ApiCalls, Executor::Process), 7);
         assert_eq!(count(api, Scenario::ApiCalls, Executor::Thread), 8);
         assert_eq!(count(api, Scenario::ApiCalls, Executor::Async), 1);
         assert!(api.iter().all(|p| p.jobs == 200 && p.time_scale == 0.01));
-        let migration = &default[1].points;
+        let migration = &default[2].points;
         assert!(migration.iter().all(|p| p.queue == Some(Queue::Support) && p.time_scale == 0.001));
         assert_eq!(count(migration, Scenario::TicketMigration, Executor::Thread), 4);
-        let faults = &default[2].points;
-        assert_eq!(default[2].axis, Axis::Faults);
+        let faults = &default[3].points;
+        assert_eq!(default[3].axis, Axis::Faults);
         assert_eq!(faults.len(), 11, "a fault-free and a faulty point per executor, a hang point but serial");
         let hangs: Vec<&Point> =
             faults.iter().filter(|p| p.faults.as_ref().is_some_and(|f| f.hang_rate.is_some())).collect();
@@ -747,7 +823,7 @@ mod tests {
         );
         assert!(faults.iter().all(|p| p.jobs == 80 && p.queue == Some(Queue::Support)));
         assert!(faults.iter().all(|p| p.workers == if p.executor == Executor::Serial { 1 } else { 10 }));
-        let rates = &default[3];
+        let rates = &default[4];
         assert_eq!((rates.id.as_str(), rates.axis), ("rate-limits", Axis::RateLimits));
         assert_eq!(
             rates.points.len(),
@@ -756,7 +832,7 @@ mod tests {
         );
         assert!(rates.points.iter().all(|p| p.executor != Executor::Serial && p.rates.is_some()));
         assert_eq!(rates.points.iter().filter(|p| p.errors_expected()).count(), 6);
-        assert_eq!(count(&default[4].points, Scenario::Cpu, Executor::Process), 3);
+        assert_eq!(count(&default[5].points, Scenario::Cpu, Executor::Process), 3);
         assert!(!default.iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive))));
         assert!(
             sections(Mode::Full).iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive)))
@@ -766,7 +842,7 @@ mod tests {
     #[test]
     fn rate_limited_points_pass_both_limits_and_quick_runs_one_small_one() {
         let default = sections(Mode::Default);
-        let rates = &default[3].points;
+        let rates = &default[4].points;
         let throttled = rates
             .iter()
             .find(|p| p.scenario == Scenario::TicketMigration && p.executor == Executor::Process)

@@ -174,6 +174,9 @@ pub(crate) struct Results {
     pub(crate) elapsed_seconds: f64,
     pub(crate) sections: Vec<Section>,
     pub(crate) points: Vec<PointResult>,
+    /// The articles' Python in the same run (`None` in a results file from before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) python: Option<crate::python::PythonSection>,
 }
 
 impl Results {

@@ -218,6 +218,7 @@ pub(crate) mod tests {
             elapsed_seconds: 42.0,
             sections: vec![section],
             points,
+            python: None,
         }
     }
 
