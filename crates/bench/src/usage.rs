@@ -37,8 +37,9 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The tree is re-discovered ([`descendants`]: a read of each known process's child lists) on
 /// each of the first [`EAGER_SCANS`] samples, while pools fork their workers, then on every
-/// [`RESCAN_EVERY`]th; in between only the known processes' `statm` is read. The sampler's
-/// thread is `SCHED_IDLE`, so what it costs comes out of idle time, not the run's.
+/// [`RESCAN_EVERY`]th; in between only the known processes' `statm` is read. (A `SCHED_IDLE`
+/// sampler, tried, missed short runs on a busy machine altogether: a run of 15 ms ended before
+/// it had a first sample.)
 const RESCAN_EVERY: u64 = 10;
 const EAGER_SCANS: u64 = 5;
 
@@ -173,7 +174,6 @@ impl Drop for RssSampler {
 }
 
 fn sample_until(root: u32, stop: &AtomicBool) -> MemoryPeaks {
-    run_when_idle();
     let page = page_size();
     let mut tree = vec![root];
     let mut peaks = MemoryPeaks::default();
@@ -197,18 +197,6 @@ fn sample_until(root: u32, stop: &AtomicBool) -> MemoryPeaks {
         std::thread::sleep(SAMPLE_INTERVAL);
     }
     peaks
-}
-
-/// Puts the calling thread in `SCHED_IDLE`, so that the sampler runs only on CPU time the
-/// measured run leaves idle: on two shared cores, its `/proc` reads (PSS above all, a page-table
-/// walk per process) would otherwise take from a pool's start-up, the more the more processes
-/// it has. Memory is steady while a pool runs, so a sample a little late misses no peak. A
-/// kernel that refuses leaves the thread as it was.
-fn run_when_idle() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid `sched_param` for the duration of the call; pid 0 is the
-    // calling thread, and `SCHED_IDLE` with priority 0 is a valid policy for any thread.
-    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
 }
 
 fn page_size() -> u64 {
