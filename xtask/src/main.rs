@@ -12,6 +12,7 @@
 //! - `--full`: the default matrix plus the 2000-ticket `archive` migration.
 //! - `--from-results FILE`: re-renders the markdown and the plots from a `results.json`.
 
+mod floors;
 mod machine;
 mod matrix;
 mod plot;
@@ -149,6 +150,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         quick: mode == Mode::Quick,
         repeat,
     });
+    let floors = floors::measure(&fanout, mode == Mode::Quick, repeat, timeout);
     let results = Results {
         mode,
         repeat,
@@ -157,6 +159,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         sections,
         points: measured,
         python: Some(python),
+        floors: Some(floors),
     };
     write_report(&out, &results, true)?;
     eprintln!(
@@ -173,6 +176,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|r| Some(format!("{}: {}", r.point.label(), r.outcome.problem_of(&r.point)?)))
         .collect();
     failed.extend(results.python.iter().flat_map(|python| python.problems(python::ci())));
+    failed.extend(results.floors.iter().flatten().filter_map(floors::FloorResult::problem));
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }

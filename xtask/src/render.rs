@@ -34,6 +34,9 @@ pub(crate) fn report(results: &Results) -> String {
     for section in &results.sections {
         out.push_str(&section_markdown(results, section));
     }
+    if let Some(floors) = &results.floors {
+        out.push_str(&crate::floors::render_markdown(floors, &crate::python::fanout_walls(results)));
+    }
     if let Some(python) = &results.python {
         out.push_str(&crate::python::render_markdown(python, &crate::python::fanout_walls(results)));
     }

@@ -177,6 +177,9 @@ pub(crate) struct Results {
     /// The articles' Python in the same run (`None` in a results file from before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) python: Option<crate::python::PythonSection>,
+    /// The floors in the same run (`None` in a results file from before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) floors: Option<Vec<crate::floors::FloorResult>>,
 }
 
 impl Results {

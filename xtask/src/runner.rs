@@ -56,7 +56,7 @@ pub(crate) fn target_dir(workspace: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads a child's pipe to the end on a thread of its own.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+pub(crate) fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
     thread::spawn(move || {
         let mut text = String::new();
         if let Some(mut pipe) = pipe {
@@ -69,7 +69,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
 /// Waits for `child` up to `timeout`; past it, interrupts it (so that `fanout bench` kills its
 /// own children), then kills it. Polling `try_wait` from the thread that owns the child means
 /// a signal can only reach this child, never a process that reused its pid.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<(ExitStatus, bool)> {
+pub(crate) fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<(ExitStatus, bool)> {
     let deadline = Instant::now() + timeout;
     let mut interrupted = false;
     loop {

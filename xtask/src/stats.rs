@@ -219,6 +219,7 @@ pub(crate) mod tests {
             sections: vec![section],
             points,
             python: None,
+            floors: None,
         }
     }
 
