@@ -6,14 +6,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::matrix::{Executor, Scenario};
 use crate::python::FanoutWall;
-use crate::runner::{drain, wait_with_timeout};
+use crate::runner::run_captured;
 use crate::stats::{seconds, times};
 
 /// Time scale of the floors: the api-calls section's.
@@ -155,25 +154,11 @@ pub(crate) fn measure(fanout: &Path, quick: bool, repeat: usize, timeout: Durati
 }
 
 fn run(fanout: &Path, point: &FloorPoint, repeat: usize, timeout: Duration) -> Result<FloorLine, String> {
-    let mut child = Command::new(fanout)
-        .args(point.args(repeat))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("could not start {}: {error}", fanout.display()))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let waited = wait_with_timeout(&mut child, timeout);
-    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
-    match waited {
-        Err(error) => Err(format!("could not wait for fanout floor: {error}")),
-        Ok((_, true)) => Err(format!("timed out after {} s", timeout.as_secs())),
-        Ok((status, false)) if !status.success() => {
-            Err(format!("fanout floor failed: {}", stderr.lines().last().unwrap_or("no message")))
-        }
-        Ok(_) => parse(&stdout),
+    let run = run_captured(fanout, &point.args(repeat), timeout)?;
+    if !run.success {
+        return Err(format!("fanout floor failed: {}", run.stderr.lines().last().unwrap_or("no message")));
     }
+    parse(&run.stdout)
 }
 
 fn parse(stdout: &str) -> Result<FloorLine, String> {

@@ -56,7 +56,7 @@ pub(crate) fn target_dir(workspace: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads a child's pipe to the end on a thread of its own.
-pub(crate) fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
     thread::spawn(move || {
         let mut text = String::new();
         if let Some(mut pipe) = pipe {
@@ -69,7 +69,7 @@ pub(crate) fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Stri
 /// Waits for `child` up to `timeout`; past it, interrupts it (so that `fanout bench` kills its
 /// own children), then kills it. Polling `try_wait` from the thread that owns the child means
 /// a signal can only reach this child, never a process that reused its pid.
-pub(crate) fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<(ExitStatus, bool)> {
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<(ExitStatus, bool)> {
     let deadline = Instant::now() + timeout;
     let mut interrupted = false;
     loop {
@@ -93,26 +93,38 @@ pub(crate) fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io
 /// Runs `fanout bench` for `point` with `repeat` runs; never fails: a failure is an [`Outcome`].
 pub(crate) fn run_point(fanout: &Path, point: &Point, repeat: usize, timeout: Duration) -> PointResult {
     let start = Instant::now();
-    let outcome = match Command::new(fanout)
-        .args(point.args(repeat))
+    let outcome = match run_captured(fanout, &point.args(repeat), timeout) {
+        Err(why) => Outcome::Failed(why),
+        Ok(run) => Outcome::from_invocation(run.success, &run.stdout, &run.stderr),
+    };
+    PointResult { point: point.clone(), outcome, elapsed_seconds: start.elapsed().as_secs_f64() }
+}
+
+/// A `fanout` invocation that ended within its time: its exit and its output.
+pub(crate) struct Captured {
+    pub(crate) success: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs `fanout ARGS`, its output captured, within `timeout` (see [`wait_with_timeout`]); why
+/// not, when it could not start, could not be waited for or timed out.
+pub(crate) fn run_captured(fanout: &Path, args: &[String], timeout: Duration) -> Result<Captured, String> {
+    let mut child = Command::new(fanout)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-    {
-        Err(error) => Outcome::Failed(format!("could not start {}: {error}", fanout.display())),
-        Ok(mut child) => {
-            let stdout = drain(child.stdout.take());
-            let stderr = drain(child.stderr.take());
-            let waited = wait_with_timeout(&mut child, timeout);
-            let stdout = stdout.join().unwrap_or_default();
-            let stderr = stderr.join().unwrap_or_default();
-            match waited {
-                Err(error) => Outcome::Failed(format!("could not wait for fanout bench: {error}")),
-                Ok((_, true)) => Outcome::Failed(format!("timed out after {} s", timeout.as_secs())),
-                Ok((status, false)) => Outcome::from_invocation(status.success(), &stdout, &stderr),
-            }
-        }
-    };
-    PointResult { point: point.clone(), outcome, elapsed_seconds: start.elapsed().as_secs_f64() }
+        .map_err(|error| format!("could not start {}: {error}", fanout.display()))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let waited = wait_with_timeout(&mut child, timeout);
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    let command = args.first().map_or("fanout", String::as_str);
+    match waited {
+        Err(error) => Err(format!("could not wait for fanout {command}: {error}")),
+        Ok((_, true)) => Err(format!("timed out after {} s", timeout.as_secs())),
+        Ok((status, false)) => Ok(Captured { success: status.success(), stdout, stderr }),
+    }
 }
