@@ -211,9 +211,8 @@ pub(crate) fn render_markdown(floors: &[FloorResult], fanout: &[FanoutWall]) -> 
                 )
             },
         );
-        let cpu = line
-            .server_cpu_seconds_per_request
-            .map_or_else(|| "—".to_owned(), |s| format!("{:.0} µs", s * 1e6));
+        let cpu =
+            line.server_cpu_seconds_per_request.map_or_else(|| "—".to_owned(), crate::stats::microseconds);
         let _ = writeln!(
             out,
             "| {name} | {} | {} | {} | {:.0}% | {cpu} | {wall} | {ratio} |",

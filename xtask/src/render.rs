@@ -9,7 +9,7 @@ use fanout_mock_api::data::Dataset;
 
 use crate::matrix::{Article, Axis, Executor, INNER_WORKERS, Point, Queue, Section};
 use crate::results::{Outcome, Results};
-use crate::stats::{self, human, mebibytes, percent, point_speed_up, seconds, times};
+use crate::stats::{self, human, mebibytes, microseconds, percent, point_speed_up, seconds, times};
 
 /// Article 1's figures (time scale 1): 200 calls of 1.0465 s.
 const ARTICLE1_SERIAL: f64 = 209.3;
@@ -194,13 +194,13 @@ pub(crate) fn table(results: &Results, section: &Section) -> String {
         out.push_str(" jobs |");
     }
     out.push_str(
-        " wall (median) | speed-up vs serial | efficiency vs ideal | CPU s | peak RSS | peak PSS | errors / lost / duplicated |\n\
+        " wall (median) | speed-up vs serial | efficiency vs ideal | CPU s | server CPU / request | peak RSS | peak PSS | errors / lost / duplicated |\n\
          |---|---:|",
     );
     if show_jobs {
         out.push_str("---:|");
     }
-    out.push_str("---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("---:|---:|---:|---:|---:|---:|---:|---|\n");
     let mut points: Vec<&Point> = section.points.iter().collect();
     if show_jobs {
         points.sort_by_key(|p| (p.jobs, p.executor));
@@ -222,20 +222,21 @@ pub(crate) fn table(results: &Results, section: &Section) -> String {
                 let counts = if m.is_correct() { counts } else { format!("**{counts}** ✗") };
                 let _ = writeln!(
                     out,
-                    " {} | {speed} | {} | {:.3} | {} | {} | {counts} |",
+                    " {} | {speed} | {} | {:.3} | {} | {} | {} | {counts} |",
                     seconds(m.wall_seconds),
                     percent(m.efficiency),
                     m.cpu_seconds,
+                    m.server_cpu_seconds_per_request.map_or_else(|| "—".to_owned(), microseconds),
                     mebibytes(m.peak_rss_bytes),
                     m.peak_pss_bytes.map_or_else(|| "—".to_owned(), mebibytes),
                 );
             }
-            (Some(Outcome::NotBuilt(_)), _) => out.push_str(" — | — | — | — | — | — | not built yet |\n"),
+            (Some(Outcome::NotBuilt(_)), _) => out.push_str(" — | — | — | — | — | — | — | not built yet |\n"),
             (Some(outcome), _) => {
                 let problem = outcome.problem().unwrap_or_default();
-                let _ = writeln!(out, " — | — | — | — | — | — | failed: {} |", cell(&problem));
+                let _ = writeln!(out, " — | — | — | — | — | — | — | failed: {} |", cell(&problem));
             }
-            (None, _) => out.push_str(" — | — | — | — | — | — | not run |\n"),
+            (None, _) => out.push_str(" — | — | — | — | — | — | — | not run |\n"),
         }
     }
     out
@@ -747,9 +748,15 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2 + 5, "{table}");
         assert!(lines[0].starts_with("| executor | workers | wall (median) | speed-up vs serial |"));
-        assert_eq!(lines[2], "| serial | 1 | 2.00 s | 1.0x | 100% | 0.050 | 8.0 MiB | 4.0 MiB | 0 / 0 / 0 |");
-        assert_eq!(lines[5], "| thread | 4 | 500 ms | 4.0x | 100% | 0.050 | 8.0 MiB | 4.0 MiB | 0 / 0 / 0 |");
-        assert_eq!(lines[6], "| async | 4 | — | — | — | — | — | — | not built yet |");
+        assert_eq!(
+            lines[2],
+            "| serial | 1 | 2.00 s | 1.0x | 100% | 0.050 | 80 µs | 8.0 MiB | 4.0 MiB | 0 / 0 / 0 |"
+        );
+        assert_eq!(
+            lines[5],
+            "| thread | 4 | 500 ms | 4.0x | 100% | 0.050 | 80 µs | 8.0 MiB | 4.0 MiB | 0 / 0 / 0 |"
+        );
+        assert_eq!(lines[6], "| async | 4 | — | — | — | — | — | — | — | not built yet |");
         // Every row has as many cells as the header.
         let cells = |line: &str| line.matches('|').count();
         assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");

@@ -78,6 +78,10 @@ pub(crate) struct Measurement {
     /// The ideal plus the waits no permit can overlap.
     #[serde(default)]
     pub(crate) rate_bound_seconds: Option<f64>,
+    /// The mock server's CPU time per request of the median run (absent with a server of the
+    /// user's, and from older results).
+    #[serde(default)]
+    pub(crate) server_cpu_seconds_per_request: Option<f64>,
 }
 
 impl Measurement {
@@ -231,6 +235,7 @@ pub(crate) mod tests {
             server_rate_limit_per_second: None,
             rate_ideal_seconds: None,
             rate_bound_seconds: None,
+            server_cpu_seconds_per_request: Some(0.00008),
         }
     }
 

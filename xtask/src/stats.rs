@@ -145,6 +145,11 @@ pub(crate) fn percent(value: f64) -> String {
     format!("{:.0}%", value * 100.0)
 }
 
+/// A short duration in seconds, in whole µs (the server's CPU a request).
+pub(crate) fn microseconds(value: f64) -> String {
+    format!("{:.0} µs", value * 1e6)
+}
+
 /// Bytes in MiB.
 pub(crate) fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

@@ -380,8 +380,9 @@ fn spent(before: Option<(Duration, bool)>, after: Option<(Duration, bool)>) -> O
     }
 }
 
-/// The server's CPU during `timed`, when `pid` is known.
-fn server_cpu_during<T>(pid: Option<u32>, timed: impl FnOnce() -> T) -> (T, Option<Duration>) {
+/// The CPU time server `pid` spent during `timed`, when `pid` is known and its clock (or
+/// `/proc/<pid>/stat`) can be read before and after; `fanout bench` reads it around each run.
+pub fn server_cpu_during<T>(pid: Option<u32>, timed: impl FnOnce() -> T) -> (T, Option<Duration>) {
     let before = pid.and_then(server_cpu);
     let output = timed();
     let after = pid.and_then(server_cpu);

@@ -91,9 +91,15 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             server.as_ref().map_or_else(|| args.url.clone().unwrap_or_default(), |s| s.url().to_owned());
         let progress_bar = bar.then(|| format!("run {repetition}/{}", args.repeat));
         let spec = RunSpec { url, progress_bar, ..spec.clone() };
-        let measured = run::measure(&exe, &spec, &token).with_context(|| {
+        // The server is idle outside the run child's life, so its CPU over that life is what
+        // the run's requests cost it.
+        let server_pid = server.as_ref().map(MockServerProcess::pid);
+        let (measured, server_cpu) =
+            fanout_bench::floor::server_cpu_during(server_pid, || run::measure(&exe, &spec, &token));
+        let mut measured = measured.with_context(|| {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
         })?;
+        measured.server_cpu_seconds = server_cpu.map(|cpu| cpu.as_secs_f64());
         drop(server);
         runs.push(measured);
     }

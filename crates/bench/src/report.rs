@@ -119,6 +119,12 @@ pub struct Row {
     pub rate_ideal_seconds: Option<f64>,
     /// `rate_ideal_seconds` plus the waits no permit can overlap.
     pub rate_bound_seconds: Option<f64>,
+    /// CPU time the mock server spent on the median run (`null` with `--url`): what the
+    /// shared cores gave the server rather than the client.
+    pub server_cpu_seconds: Option<f64>,
+    /// [`server_cpu_seconds`](Self::server_cpu_seconds) over the median run's
+    /// [`requests`](Self::requests).
+    pub server_cpu_seconds_per_request: Option<f64>,
 }
 
 fn micros(seconds: f64) -> f64 {
@@ -183,6 +189,11 @@ impl Row {
             server_rate_limit_per_second: median.outcome.server_rate_limit_per_second,
             rate_ideal_seconds: median.outcome.rate_ideal_seconds.map(micros),
             rate_bound_seconds: median.outcome.rate_bound_seconds.map(micros),
+            server_cpu_seconds: median.server_cpu_seconds.map(micros),
+            server_cpu_seconds_per_request: median
+                .server_cpu_seconds
+                .zip(median.outcome.requests.filter(|&requests| requests > 0))
+                .map(|(cpu, requests)| (cpu / requests as f64 * 1e9).round() / 1e9),
         })
     }
 
@@ -278,6 +289,7 @@ mod tests {
             peak_rss_bytes: rss,
             peak_pss_bytes: rss / 2,
             process_cpu_seconds: 0.2,
+            server_cpu_seconds: Some(0.02),
         }
     }
 
@@ -306,6 +318,25 @@ mod tests {
         }
         assert_eq!(json["scenario"], "api-calls");
         assert_eq!(json["queue"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_server_cpu_is_divided_by_the_median_runs_requests() {
+        let mut counted = run(1.0, 10, 1);
+        counted.outcome.requests = Some(400);
+        let row = Row::from_runs(&spec(), 0.01, &[counted.clone()]);
+        assert_eq!(
+            row.map(|r| (r.server_cpu_seconds, r.server_cpu_seconds_per_request)),
+            Some((Some(0.02), Some(0.00005)))
+        );
+        // No requests counted, or no server of ours: no per-request figure, never a division by 0.
+        counted.outcome.requests = Some(0);
+        let row = Row::from_runs(&spec(), 0.01, &[counted.clone()]);
+        assert_eq!(row.and_then(|r| r.server_cpu_seconds_per_request), None);
+        counted.outcome.requests = Some(400);
+        counted.server_cpu_seconds = None;
+        let row = Row::from_runs(&spec(), 0.01, &[counted]);
+        assert_eq!(row.map(|r| (r.server_cpu_seconds, r.server_cpu_seconds_per_request)), Some((None, None)));
     }
 
     #[test]

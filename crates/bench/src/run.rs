@@ -211,6 +211,10 @@ pub struct Measured {
     /// CPU time of the whole run child (setup and verification included) and its reaped
     /// descendants, from `wait4`.
     pub process_cpu_seconds: f64,
+    /// CPU time the mock server spent while the run child lived (it is idle otherwise), from
+    /// its CPU-time clock; `None` for a server of the user's (`--url`) or where it cannot be
+    /// read. Set by the caller, who owns the server: see [`measure`].
+    pub server_cpu_seconds: Option<f64>,
 }
 
 /// Runs `spec` in a fresh `exe __run` child, sampling its memory, and reaps it with `wait4`.
@@ -240,6 +244,7 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
             peak_rss_bytes: sampled.rss_bytes.max(reaped.max_rss_bytes),
             peak_pss_bytes: sampled.pss_bytes,
             process_cpu_seconds: reaped.cpu.as_secs_f64(),
+            server_cpu_seconds: None,
         }),
         Ok(ChildMessage::Failed(message)) => Err(RunError::Run(message)),
         _ => Err(RunError::ChildDied(reaped.describe())),
