@@ -89,3 +89,4 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+pub mod netns;

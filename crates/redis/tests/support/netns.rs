@@ -1,0 +1,118 @@
+//! Hosts as network namespaces of the test's own: one bridge in the root namespace
+//! (`fnd{pid}b`, 10.213.S.254/24, S from the pid) and per host a namespace
+//! `fanout-nd-{pid}-hN` with a veth pair to it (10.213.S.N/24). Traffic stays between these
+//! addresses. [`Hosts`] removes everything on drop (also on panic); [`Hosts::create`] first
+//! removes leftovers of earlier runs (the same prefixes).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::{Command, Stdio};
+
+pub const NS_PREFIX: &str = "fanout-nd-";
+pub const LINK_PREFIX: &str = "fnd";
+
+pub struct Hosts {
+    pub names: Vec<String>,
+    pub bridge: String,
+    pub subnet: u8,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn ip_output(args: &[&str]) -> String {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes namespaces and links left by earlier runs.
+pub fn remove_leftovers() {
+    for line in ip_output(&["netns", "list"]).lines() {
+        if let Some(name) = line.split_whitespace().next().filter(|n| n.starts_with(NS_PREFIX)) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+    for line in ip_output(&["-o", "link", "show"]).lines() {
+        // "12: fnd123b: <...", or "13: fnd123r1@if2: <..."
+        if let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) {
+            if name.starts_with(LINK_PREFIX)
+                && name[LINK_PREFIX.len()..].starts_with(|c: char| c.is_ascii_digit())
+            {
+                let _ = ip(&["link", "del", name]);
+            }
+        }
+    }
+}
+
+impl Hosts {
+    /// `count` hosts, or the reason they could not be made (no privilege, no `ip`).
+    pub fn create(count: u8) -> Result<Self, String> {
+        remove_leftovers();
+        let pid = std::process::id();
+        let subnet = u8::try_from(pid % 250).unwrap_or(0) + 1;
+        let bridge = format!("{LINK_PREFIX}{pid}b");
+        let mut hosts = Self { names: Vec::new(), bridge: bridge.clone(), subnet };
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("10.213.{subnet}.254/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for n in 1..=count {
+            let name = format!("{NS_PREFIX}{pid}-h{n}");
+            ip(&["netns", "add", &name])?;
+            hosts.names.push(name.clone());
+            let root_end = format!("{LINK_PREFIX}{pid}r{n}");
+            let ns_end = format!("{LINK_PREFIX}{pid}n{n}");
+            ip(&["link", "add", &root_end, "type", "veth", "peer", "name", &ns_end])?;
+            ip(&["link", "set", &ns_end, "netns", &name])?;
+            ip(&["link", "set", &root_end, "master", &bridge])?;
+            ip(&["link", "set", &root_end, "up"])?;
+            ip(&["-n", &name, "addr", "add", &format!("10.213.{subnet}.{n}/24"), "dev", &ns_end])?;
+            ip(&["-n", &name, "link", "set", &ns_end, "up"])?;
+            ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        }
+        Ok(hosts)
+    }
+
+    /// Host `n`'s address (1-based).
+    pub fn addr(&self, n: u8) -> String {
+        format!("10.213.{}.{n}", self.subnet)
+    }
+
+    /// The root namespace's address on the bridge.
+    pub fn root_addr(&self) -> String {
+        format!("10.213.{}.254", self.subnet)
+    }
+
+    /// A command run inside host `n`.
+    pub fn command(&self, n: u8, program: &std::path::Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.names[usize::from(n) - 1]]).arg(program);
+        command
+    }
+
+    /// The pids of every process in host `n`.
+    pub fn pids(&self, n: u8) -> Vec<i32> {
+        ip_output(&["netns", "pids", &self.names[usize::from(n) - 1]])
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = ip(&["netns", "del", name]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
