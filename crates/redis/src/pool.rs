@@ -40,9 +40,19 @@ pub struct RedisPoolBuilder {
     visibility: Duration,
     max_deliveries: u32,
     prefetch: usize,
+    job_timeout: Option<Duration>,
 }
 
 impl RedisPoolBuilder {
+    /// The job time limit, as on the process pool: a chunk that runs longer on its worker
+    /// (counted from when it starts there) has its worker process killed and replaced, and its
+    /// inputs answer [`JobError::Expired`], stored once like any result (never redelivered).
+    /// Kept to whole milliseconds; zero is refused at [`build`](Self::build).
+    pub fn job_timeout(mut self, limit: Duration) -> Self {
+        self.job_timeout = Some(limit);
+        self
+    }
+
     /// Entries kept in Redis beyond one per worker (default 0). The rest of the engine's
     /// window waits in this process, where a cancelled handle or a `CancelQueued` stops it
     /// for sure; a prefetch saves the workers the wait for the caller's next entry.
@@ -102,6 +112,11 @@ impl RedisPoolBuilder {
         if self.chunk_size == 0 {
             return Err(RedisError::BadArguments { message: "the chunk size must be at least 1".to_owned() });
         }
+        if self.job_timeout.is_some_and(|limit| limit.as_millis() == 0) {
+            return Err(RedisError::BadArguments {
+                message: "the job time limit must be at least 1 ms; pass a positive `job_timeout`".to_owned(),
+            });
+        }
         let workers = self.workers.unwrap_or(self.local_workers).max(1);
         let keys = Keys::new(&self.queue);
         let run = new_run_key();
@@ -131,6 +146,9 @@ impl RedisPoolBuilder {
             keys: keys.clone(),
             run: run.clone(),
             max_deliveries: self.max_deliveries,
+            job_timeout_ms: self
+                .job_timeout
+                .map_or(0, |limit| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
             outstanding: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             children: Mutex::new(children),
@@ -190,6 +208,8 @@ struct Shared {
     keys: Keys,
     run: String,
     max_deliveries: u32,
+    /// The job time limit in milliseconds, 0 for none.
+    job_timeout_ms: u64,
     outstanding: Mutex<HashMap<u64, Pending>>,
     closing: AtomicBool,
     children: Mutex<Vec<Child>>,
@@ -235,6 +255,7 @@ impl RedisPool {
             visibility: DEFAULT_VISIBILITY,
             max_deliveries: 3,
             prefetch: 0,
+            job_timeout: None,
         }
     }
 
@@ -582,6 +603,8 @@ impl Shared {
             .arg(chunk)
             .arg("m")
             .arg(self.max_deliveries)
+            .arg("t")
+            .arg(self.job_timeout_ms)
             .arg("s")
             .arg(&state[..])
             .arg("i")

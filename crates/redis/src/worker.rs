@@ -228,7 +228,7 @@ enum Verdict {
     /// A run's entry that fails without running: its result is this error.
     Fail { run: String, chunk: u64, error: JobError, dead: Option<String> },
     /// Run it.
-    Run { run: String, chunk: u64, entry: i64, state: Vec<u8>, inputs: Vec<u8> },
+    Run { run: String, chunk: u64, entry: i64, state: Vec<u8>, inputs: Vec<u8>, limit: Option<Duration> },
 }
 
 struct Worker<'o> {
@@ -394,14 +394,16 @@ impl Worker<'_> {
         {
             return Ok(Verdict::Fail { run, chunk, error, dead: None });
         }
-        Ok(Verdict::Run { run, chunk, entry: code, state: state.to_vec(), inputs: inputs.to_vec() })
+        // The job time limit in milliseconds; absent or 0: none.
+        let limit = parse::<u64>(entry, "t").filter(|&ms| ms > 0).map(Duration::from_millis);
+        Ok(Verdict::Run { run, chunk, entry: code, state: state.to_vec(), inputs: inputs.to_vec(), limit })
     }
 
     fn handle(
         &mut self,
         entry: &StreamId,
         deliveries: u64,
-        renewer: &mpsc::Sender<Option<String>>,
+        renewer: &mpsc::Sender<Option<Running>>,
     ) -> Result<(), RedisError> {
         match self.judge(entry, deliveries)? {
             Verdict::Refuse(reason) => {
@@ -423,8 +425,14 @@ impl Worker<'_> {
                 }
                 self.complete(&entry.id, &run, chunk, &Err(error))
             }
-            Verdict::Run { run, chunk, entry: code, state, inputs } => {
-                let _ = renewer.send(Some(entry.id.clone()));
+            Verdict::Run { run, chunk, entry: code, state, inputs, limit } => {
+                let running = Running {
+                    id: entry.id.clone(),
+                    run: run.clone(),
+                    chunk,
+                    limit: limit.map(|limit| (limit, Instant::now() + limit)),
+                };
+                let _ = renewer.send(Some(running));
                 // SAFETY: the entry carries the key of a live run on this queue and this
                 // executable's own build id, so `code` is the offset of a monomorphized
                 // `EncodedEntry` that a caller took from this very build (`offset_of_entry`).
@@ -473,33 +481,76 @@ impl Worker<'_> {
     }
 }
 
+/// The entry a worker runs, for its renewer thread.
+struct Running {
+    id: String,
+    run: String,
+    chunk: u64,
+    /// The job time limit and when it passes.
+    limit: Option<(Duration, Instant)>,
+}
+
 /// The thread that renews this worker's claim on the entry it runs (XCLAIM with JUSTID, which
 /// resets the entry's idle time without counting a delivery), every third of the visibility
-/// timeout, so that a live worker on a long job is never taken over.
+/// timeout, so that a live worker on a long job is never taken over. It also keeps the job
+/// time limit: past it, it stores the entry's result `Expired` (acknowledged, once, as any
+/// result) and ends this worker process at once, job and all; its supervisor (the pool, or
+/// `run_workers`) starts a fresh one.
 fn renewer(
     options: &WorkerOptions,
     keys: &Keys,
     me: &str,
-) -> Result<mpsc::Sender<Option<String>>, RedisError> {
+) -> Result<mpsc::Sender<Option<Running>>, RedisError> {
     let mut con = options.url.connect()?;
-    let (sender, receiver) = mpsc::channel::<Option<String>>();
+    let (sender, receiver) = mpsc::channel::<Option<Running>>();
     let period = options.visibility / 3;
-    let (jobs, me) = (keys.jobs(), me.to_owned());
+    let (keys, me) = (keys.clone(), me.to_owned());
+    let complete = redis::Script::new(COMPLETE);
     std::thread::Builder::new()
         .name("fanout-redis-renew".to_owned())
         .spawn(move || {
-            let mut current: Option<String> = None;
+            let mut current: Option<Running> = None;
+            let mut next_renewal = Instant::now() + period;
             loop {
-                match receiver.recv_timeout(period) {
+                let mut wake = next_renewal;
+                if let Some((_, deadline)) = current.as_ref().and_then(|c| c.limit) {
+                    wake = wake.min(deadline);
+                }
+                match receiver.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                     Ok(next) => current = next,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Some(id) = &current {
+                        let Some(running) = &current else {
+                            next_renewal = Instant::now() + period;
+                            continue;
+                        };
+                        if let Some((limit, deadline)) = running.limit
+                            && Instant::now() >= deadline
+                        {
+                            let outcome: Outcome = Err(JobError::Expired { limit });
+                            let bytes = postcard::to_stdvec(&outcome).unwrap_or_default();
+                            let _: redis::RedisResult<i64> = complete
+                                .key(keys.seen(&running.run))
+                                .key(keys.done(&running.run))
+                                .key(keys.jobs())
+                                .key(keys.dups(&running.run))
+                                .arg(running.chunk)
+                                .arg(bytes)
+                                .arg(GROUP)
+                                .arg(&running.id)
+                                .invoke(&mut con);
+                            // SAFETY: `_exit` ends this worker process, the overdue job's
+                            // thread with it; nothing of it needs unwinding or flushing (its
+                            // result is stored, and its supervisor replaces the process).
+                            unsafe { libc::_exit(0) }
+                        }
+                        if Instant::now() >= next_renewal {
+                            next_renewal = Instant::now() + period;
                             let _: redis::RedisResult<Value> = redis::cmd("XCLAIM")
-                                .arg(&jobs)
+                                .arg(keys.jobs())
                                 .arg(GROUP)
                                 .arg(&me)
                                 .arg(0)
-                                .arg(id)
+                                .arg(&running.id)
                                 .arg("JUSTID")
                                 .query(&mut con);
                         }
