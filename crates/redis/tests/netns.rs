@@ -105,6 +105,9 @@ fn a_host_killed_mid_run_loses_and_duplicates_nothing() {
                     &queue,
                     "--workers",
                     "2",
+                    // The workers' own visibility timeout: the pool's applies to local ones only.
+                    "--visibility-ms",
+                    "2000",
                 ])
                 .env("FANOUT_TEST_WORKER_URL", &url)
                 .stdin(Stdio::null())
