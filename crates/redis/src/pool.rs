@@ -318,6 +318,12 @@ impl RedisPool {
             for pending in running {
                 pending.reply.send(Err(JobError::Killed));
             }
+            // The run is no longer live: a worker on any host running one of its jobs sees
+            // that within its poll period, deletes the entry and ends itself (its supervisor
+            // starts a fresh one).
+            let mut con = self.shared.con.lock().unwrap_or_else(|p| p.into_inner());
+            let _: redis::RedisResult<Value> =
+                redis::cmd("SREM").arg(self.keys.runs()).arg(&self.run).query(&mut *con);
         }
         self.shared.closing.store(true, Ordering::SeqCst);
         if let Some(collector) = self.collector.take() {

@@ -181,9 +181,11 @@ pub fn run_workers(options: WorkerOptions) -> Result<(), RedisError> {
         // SAFETY: `prctl(PR_SET_PDEATHSIG)` only sets a flag of this process.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
-    if options.workers <= 1 {
+    if options.workers <= 1 && options.local {
         return serve(&options);
     }
+    // Otherwise a supervisor, even of one: a worker process ends itself on an overdue job or
+    // a killed run, and is replaced here.
     let single = WorkerOptions { workers: 1, local: true, ..options.clone() };
     let mut children: Vec<Child> =
         (0..options.workers).map(|_| spawn_worker(&single)).collect::<Result<_, _>>()?;
@@ -481,6 +483,10 @@ impl Worker<'_> {
     }
 }
 
+/// How often a worker running a job checks that its run is still live (a killed pool's run
+/// is not: the worker then ends itself, and its supervisor replaces it).
+const KILL_POLL: Duration = Duration::from_millis(250);
+
 /// The entry a worker runs, for its renewer thread.
 struct Running {
     id: String,
@@ -492,7 +498,8 @@ struct Running {
 
 /// The thread that renews this worker's claim on the entry it runs (XCLAIM with JUSTID, which
 /// resets the entry's idle time without counting a delivery), every third of the visibility
-/// timeout, so that a live worker on a long job is never taken over. It also keeps the job
+/// timeout, so that a live worker on a long job is never taken over. It ends the process when
+/// the job's run is no longer live (its pool was killed), every [`KILL_POLL`]. It also keeps the job
 /// time limit: past it, it stores the entry's result `Expired` (acknowledged, once, as any
 /// result) and ends this worker process at once, job and all; its supervisor (the pool, or
 /// `run_workers`) starts a fresh one.
@@ -511,8 +518,9 @@ fn renewer(
         .spawn(move || {
             let mut current: Option<Running> = None;
             let mut next_renewal = Instant::now() + period;
+            let mut next_check = Instant::now() + KILL_POLL;
             loop {
-                let mut wake = next_renewal;
+                let mut wake = next_renewal.min(next_check);
                 if let Some((_, deadline)) = current.as_ref().and_then(|c| c.limit) {
                     wake = wake.min(deadline);
                 }
@@ -542,6 +550,27 @@ fn renewer(
                             // thread with it; nothing of it needs unwinding or flushing (its
                             // result is stored, and its supervisor replaces the process).
                             unsafe { libc::_exit(0) }
+                        }
+                        if Instant::now() >= next_check {
+                            next_check = Instant::now() + KILL_POLL;
+                            let live: redis::RedisResult<bool> =
+                                redis::cmd("SISMEMBER").arg(keys.runs()).arg(&running.run).query(&mut con);
+                            if matches!(live, Ok(false)) {
+                                // The run is over while its job runs here: its pool was killed
+                                // (`Shutdown::Kill`) or is gone. Nobody waits for this result.
+                                let _: redis::RedisResult<Value> = redis::pipe()
+                                    .cmd("XACK")
+                                    .arg(keys.jobs())
+                                    .arg(GROUP)
+                                    .arg(&running.id)
+                                    .cmd("XDEL")
+                                    .arg(keys.jobs())
+                                    .arg(&running.id)
+                                    .query(&mut con);
+                                // SAFETY: as above: `_exit` ends this worker process and the
+                                // killed run's job with it; its supervisor replaces it.
+                                unsafe { libc::_exit(0) }
+                            }
                         }
                         if Instant::now() >= next_renewal {
                             next_renewal = Instant::now() + period;

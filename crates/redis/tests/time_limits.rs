@@ -17,15 +17,19 @@ const LIMIT: Duration = Duration::from_secs(2);
 /// Against hangs only.
 const GUARD: Duration = Duration::from_secs(60);
 
-/// Sleeps an hour on 3 (after writing its pid to the file named in the environment).
-fn sleeps_on_3(x: u64) -> u64 {
+/// Sleeps an hour on 3, after writing its worker's pid to `path`.
+fn sleeps_on_3((path, x): (String, u64)) -> u64 {
     if x == 3 {
-        if let Some(path) = std::env::var_os("FANOUT_TEST_PID_FILE") {
-            let _ = std::fs::write(path, std::process::id().to_string());
-        }
+        let _ = std::fs::write(path, std::process::id().to_string());
         std::thread::sleep(Duration::from_secs(3600));
     }
     x * 10
+}
+
+fn pid_file(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("fanout-redis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_string_lossy().into_owned()
 }
 
 fn zombies_of(pid: u32) -> usize {
@@ -43,13 +47,10 @@ fn zombies_of(pid: u32) -> usize {
 #[test]
 fn an_overdue_job_answers_expired_and_its_worker_is_replaced() {
     let Some(redis) = TestRedis::start(None) else { return };
-    let path = std::env::temp_dir().join(format!("fanout-redis-tl-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    // SAFETY: set before any worker starts; this test binary's other test does not read it.
-    unsafe { std::env::set_var("FANOUT_TEST_PID_FILE", &path) };
+    let path = pid_file("limit");
     let pool = RedisPool::builder(&redis.url()).local_workers(2).job_timeout(LIMIT).build().unwrap();
     let before = pool.local_worker_pids();
-    let results = pool.map(sleeps_on_3, 0..8);
+    let results = pool.map(sleeps_on_3, (0..8).map(|x| (path.clone(), x)));
     for (x, result) in results.iter().enumerate() {
         let x = x as u64;
         if x == 3 {
@@ -69,7 +70,10 @@ fn an_overdue_job_answers_expired_and_its_worker_is_replaced() {
     // Stored once, never redelivered; the pool keeps working.
     assert_eq!(pool.duplicates(), 0);
     assert_eq!(pool.dead_letters(), 0);
-    assert_eq!(pool.map(sleeps_on_3, 4..12).iter().filter(|r| r.is_err()).count(), 0);
+    assert_eq!(
+        pool.map(sleeps_on_3, (4..12).map(|x| (path.clone(), x))).iter().filter(|r| r.is_err()).count(),
+        0
+    );
     drop(pool);
     let _ = std::fs::remove_file(&path);
     assert_eq!(zombies_of(std::process::id()), 0);
@@ -79,4 +83,44 @@ fn an_overdue_job_answers_expired_and_its_worker_is_replaced() {
 fn a_zero_time_limit_is_refused() {
     let Some(redis) = TestRedis::start(None) else { return };
     assert!(RedisPool::builder(&redis.url()).job_timeout(Duration::ZERO).build().is_err());
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[test]
+fn kill_reaches_a_worker_of_a_separate_supervisor() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let path = pid_file("kill");
+    // "Another host": this executable started as a worker supervisor of two processes.
+    let mut supervisor = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([fanout_redis::MARKER, "env:FANOUT_TEST_WORKER_URL", "--queue", "killq", "--workers", "2"])
+        .env("FANOUT_TEST_WORKER_URL", redis.url())
+        .spawn()
+        .unwrap();
+    let pool = RedisPool::builder(&redis.url()).queue("killq").workers(2).build().unwrap();
+    let stuck = pool.submit(sleeps_on_3, (path.clone(), 3));
+    let fine = pool.submit(sleeps_on_3, (path.clone(), 4));
+    wait_until("the long job to start", GUARD, || {
+        std::fs::read_to_string(&path).is_ok_and(|pid| !pid.trim().is_empty())
+    });
+    let pid: i32 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+    assert_eq!(fine.wait(), Ok(40));
+    pool.shutdown(fanout_core::Shutdown::Kill);
+    assert_eq!(stuck.wait(), Err(JobError::Killed));
+    // SAFETY: signal 0 only checks that the process exists.
+    wait_until(
+        "the remote worker running the killed job to die",
+        GUARD,
+        || unsafe { libc::kill(pid, 0) } != 0,
+    );
+    // The supervisor replaced it and serves a new pool.
+    assert!(matches!(supervisor.try_wait(), Ok(None)), "the supervisor died");
+    let pool = RedisPool::builder(&redis.url()).queue("killq").workers(2).build().unwrap();
+    assert_eq!(pool.map(square, 0..10), (0..10).map(|x| Ok(x * x)).collect::<Vec<_>>());
+    drop(pool);
+    let _ = supervisor.kill();
+    let _ = supervisor.wait();
+    let _ = std::fs::remove_file(&path);
 }
