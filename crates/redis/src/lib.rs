@@ -62,9 +62,20 @@
 //! - **Shutdown.** `Finish` (and `Drop`) waits for every result. `CancelQueued` deletes the
 //!   entries no worker has read yet (atomically: an entry is deleted only if it is not
 //!   pending) and answers them `Cancelled`, then waits for the running ones. `Kill` does the
-//!   same, answers the running ones `Killed` at once and kills the local workers.
+//!   same, answers the running ones `Killed` at once, unregisters the run and kills the local
+//!   workers; a worker on any host running a job of that run sees within 250 ms that the run
+//!   is gone, deletes the entry and ends itself, and its supervisor starts a fresh one.
+//! - **Job time limits.** [`RedisPoolBuilder::job_timeout`], as on the process pool: the limit
+//!   travels in each entry, counted from when the entry starts on its worker (per entry, so
+//!   per chunk). Past it the worker stores the entry's result [`JobError::Expired`] (once,
+//!   acknowledged, never redelivered) and ends its process; its supervisor (the pool for local
+//!   workers, `run_workers` elsewhere, even of one) starts a fresh one.
 //!
-//! Not done yet: job time limits (`job_timeout`) and replacing a remote worker at `Kill`.
+//! Not done yet: a pool whose queue has no live worker waits on `Finish` (and `Drop`) forever:
+//! its entries sit unread, and reclaiming them needs a worker. Bound the wait with
+//! `JobHandle::wait_timeout`, or use `Kill`.
+//!
+//! [`JobError::Expired`]: fanout_core::JobError::Expired
 
 mod pool;
 mod protocol;
