@@ -467,20 +467,34 @@ impl Worker<'_> {
     }
 
     fn complete(&mut self, id: &str, run: &str, chunk: u64, outcome: &Outcome) -> Result<(), RedisError> {
-        let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
-        self.complete
-            .key(self.keys.seen(run))
-            .key(self.keys.done(run))
-            .key(self.keys.jobs())
-            .key(self.keys.dups(run))
-            .arg(chunk)
-            .arg(bytes)
-            .arg(GROUP)
-            .arg(id)
-            .invoke::<i64>(&mut self.con)
+        store(&self.complete, &mut self.con, &self.keys, id, run, chunk, outcome)
             .map_err(|e| self.options.url.error("store a result", &e))?;
         Ok(())
     }
+}
+
+/// Stores entry `id`'s result and acknowledges it, once (the [`COMPLETE`] script: a second
+/// result for the same chunk is counted as a duplicate, never stored).
+fn store(
+    complete: &redis::Script,
+    con: &mut redis::Connection,
+    keys: &Keys,
+    id: &str,
+    run: &str,
+    chunk: u64,
+    outcome: &Outcome,
+) -> redis::RedisResult<i64> {
+    let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
+    complete
+        .key(keys.seen(run))
+        .key(keys.done(run))
+        .key(keys.jobs())
+        .key(keys.dups(run))
+        .arg(chunk)
+        .arg(bytes)
+        .arg(GROUP)
+        .arg(id)
+        .invoke(con)
 }
 
 /// How often a worker running a job checks that its run is still live (a killed pool's run
@@ -534,18 +548,16 @@ fn renewer(
                         if let Some((limit, deadline)) = running.limit
                             && Instant::now() >= deadline
                         {
-                            let outcome: Outcome = Err(JobError::Expired { limit });
-                            let bytes = postcard::to_stdvec(&outcome).unwrap_or_default();
-                            let _: redis::RedisResult<i64> = complete
-                                .key(keys.seen(&running.run))
-                                .key(keys.done(&running.run))
-                                .key(keys.jobs())
-                                .key(keys.dups(&running.run))
-                                .arg(running.chunk)
-                                .arg(bytes)
-                                .arg(GROUP)
-                                .arg(&running.id)
-                                .invoke(&mut con);
+                            let expired: Outcome = Err(JobError::Expired { limit });
+                            let _ = store(
+                                &complete,
+                                &mut con,
+                                &keys,
+                                &running.id,
+                                &running.run,
+                                running.chunk,
+                                &expired,
+                            );
                             // SAFETY: `_exit` ends this worker process, the overdue job's
                             // thread with it; nothing of it needs unwinding or flushing (its
                             // result is stored, and its supervisor replaces the process).

@@ -129,24 +129,34 @@ impl Shared {
     /// pool was killed): detaches it, counts it, and starts a thread in its place when there is
     /// work for one (`continuation`, the rest of the claimed chunk, or a queued task).
     pub(crate) fn abandon(self: &Arc<Self>, flag: &Arc<AtomicBool>, continuation: Option<Task>) {
-        {
-            let mut threads = self.lock_threads();
-            // The flag is set under the lock, once: a thread is abandoned at most once, and a
-            // thread that exits reads it under the same lock to know whether it still counts.
-            if !flag.swap(true, Ordering::SeqCst) {
-                if let Some(position) = threads.handles.iter().position(|(_, other)| Arc::ptr_eq(other, flag))
-                {
-                    // Dropping the handle detaches the thread.
-                    drop(threads.handles.swap_remove(position));
-                    threads.live -= 1;
-                }
-                self.progress.abandoned_threads(1);
-                self.thread_gone.notify_all();
+        self.give_up(flag);
+        self.replace_abandoned(continuation);
+    }
+
+    /// The first half of [`abandon`](Self::abandon): detaches and counts the thread. A claimed
+    /// chunk calls it before it answers the claimed input, so that a caller who sees the
+    /// input's `Expired` or `Killed` also sees the thread counted in `abandoned_threads`.
+    pub(crate) fn give_up(&self, flag: &Arc<AtomicBool>) {
+        let mut threads = self.lock_threads();
+        // The flag is set under the lock, once: a thread is abandoned at most once, and a
+        // thread that exits reads it under the same lock to know whether it still counts.
+        if !flag.swap(true, Ordering::SeqCst) {
+            if let Some(position) = threads.handles.iter().position(|(_, other)| Arc::ptr_eq(other, flag)) {
+                // Dropping the handle detaches the thread.
+                drop(threads.handles.swap_remove(position));
+                threads.live -= 1;
             }
-            if threads.handles.len() < self.workers {
-                self.may_grow.store(true, Ordering::Relaxed);
-            }
+            self.progress.abandoned_threads(1);
+            self.thread_gone.notify_all();
         }
+        if threads.handles.len() < self.workers {
+            self.may_grow.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The second half of [`abandon`](Self::abandon): starts a thread in an abandoned one's
+    /// place when there is work for it.
+    pub(crate) fn replace_abandoned(self: &Arc<Self>, continuation: Option<Task>) {
         if continuation.is_some() || !self.tasks.is_empty() {
             // An OS refusal drops the continuation, which answers its chunk: the results it has,
             // and `Cancelled` for the inputs that could not run.
@@ -487,10 +497,8 @@ impl ThreadPool {
             // Running supervised inputs report `Killed`, their chunks' other inputs `Cancelled`,
             // and their threads are given up on at once.
             for (id, entry) in shared.watch.drain() {
-                if let Some(continuation) = Arc::clone(&entry.chunk).claim(id, Claim::Killed) {
-                    drop(continuation);
-                    shared.abandon(&entry.flag, None);
-                }
+                // The claim gives up on the thread (a `Kill` continues nothing).
+                let _ = Arc::clone(&entry.chunk).claim(id, Claim::Killed, &shared, &entry.flag);
             }
             // What is still queued reports `Cancelled` now, whatever the threads do.
             while let Ok(task) = shared.tasks.try_recv() {

@@ -42,10 +42,17 @@ pub(crate) trait RunSupervised: Send + Sync {
     /// worker is given up on.
     fn run(self: Arc<Self>, shared: &Arc<Shared>, cancelled: bool);
 
-    /// Claims the input registered as `id`, if it is still running: answers it with `claim`'s
-    /// error and returns `Some` with the task that continues the chunk's other inputs (none for
-    /// a `Kill`, which cancels them, or when nothing is left). `None`: the input had finished.
-    fn claim(self: Arc<Self>, id: u64, claim: Claim) -> Option<Option<Task>>;
+    /// Claims the input registered as `id`, if it is still running: gives up on its thread
+    /// (`flag`, [`Shared::give_up`]), then answers the input with `claim`'s error, and returns
+    /// `Some` with the task that continues the chunk's other inputs (none for a `Kill`, which
+    /// cancels them, or when nothing is left). `None`: the input had finished.
+    fn claim(
+        self: Arc<Self>,
+        id: u64,
+        claim: Claim,
+        shared: &Shared,
+        flag: &Arc<AtomicBool>,
+    ) -> Option<Option<Task>>;
 }
 
 /// One chunk of inputs under supervision.
@@ -170,12 +177,21 @@ where
         }
     }
 
-    fn claim(self: Arc<Self>, id: u64, claim: Claim) -> Option<Option<Task>> {
+    fn claim(
+        self: Arc<Self>,
+        id: u64,
+        claim: Claim,
+        shared: &Shared,
+        flag: &Arc<AtomicBool>,
+    ) -> Option<Option<Task>> {
         let mut state = self.lock();
         if state.running != Some(id) {
             return None;
         }
         state.running = None;
+        // Counted before the error is delivered (lock order: a chunk's lock, then the pool's
+        // threads lock; nothing holds the threads lock while it takes a chunk's).
+        shared.give_up(flag);
         state.results.push(Err(match (claim, self.limit) {
             (Claim::Expired, Some(limit)) => JobError::Expired { limit },
             _ => JobError::Killed,
@@ -278,8 +294,10 @@ impl Watch {
                     expired.into_iter().filter_map(|id| state.running.remove(&id).map(|e| (id, e))).collect();
                 drop(state);
                 for (id, entry) in entries {
-                    if let Some(continuation) = Arc::clone(&entry.chunk).claim(id, Claim::Expired) {
-                        shared.abandon(&entry.flag, continuation);
+                    if let Some(continuation) =
+                        Arc::clone(&entry.chunk).claim(id, Claim::Expired, shared, &entry.flag)
+                    {
+                        shared.replace_abandoned(continuation);
                     }
                 }
                 state = self.lock();
