@@ -121,6 +121,11 @@ pub(crate) struct BenchArgs {
     /// the server's --rate-burst].
     #[arg(long, value_name = "N", requires = "throttle", value_parser = clap::value_parser!(u32).range(1..))]
     throttle_burst: Option<u32>,
+    /// Redis only: run the workers on K worker hosts, `fanout worker` processes on this
+    /// machine (loopback) sharing --workers (the remainder on the first hosts), started before
+    /// each repetition and killed after it; the pool starts no worker of its own.
+    #[arg(long, value_name = "K", value_parser = at_least_one)]
+    hosts: Option<usize>,
     /// Run against this mock API (`http://127.0.0.1:PORT`, as `fanout mock-api` prints it)
     /// instead of a fresh one per run: its state survives the run, so an interrupted migration
     /// resumes where it stopped. The server's --seed must match.
@@ -152,6 +157,7 @@ impl BenchArgs {
             progress_bar: None,
             throttle: self.throttle,
             throttle_burst: self.throttle_burst,
+            hosts: self.hosts.map(|count| fanout_bench::scenario::Hosts { count, queue: String::new() }),
         }
     }
 

@@ -5,6 +5,11 @@
 //! timing a call times what a user program pays. The ticket migration builds its nested,
 //! per-ticket executor the same way, so inner and outer are always the same kind.
 //!
+//! `Redis` here is a [`fanout::RedisPool`] on the Redis of `FANOUT_REDIS_URL`: with workers of
+//! its own, on a queue of its own (see `private_queue`), or, with `fanout bench --hosts K`
+//! ([`Workers::Hosts`], [`dispatch_on`]), with none, its jobs served by the worker hosts that
+//! the orchestrator started ([`crate::run::WorkerHosts`]).
+//!
 //! `Async` here is an [`AsyncExecutor`] running the blocking jobs on its blocking pool (how
 //! the `cpu` scenario runs on it). The HTTP scenarios' native-async versions use
 //! [`dispatch_async`] instead, which hands the task the `AsyncExecutor` itself, for its
@@ -28,6 +33,12 @@ pub enum ExecError {
         /// What the executor said.
         #[source]
         source: BuildError,
+    },
+    /// Only a Redis pool has workers on other hosts (`--hosts`).
+    #[error("--hosts starts worker hosts of a Redis queue: use it with --executor redis, not {kind}")]
+    HostsUnsupported {
+        /// The kind that was asked for.
+        kind: ExecutorKind,
     },
     /// The executor has no rate limit of its own to set (`--throttle`).
     #[error("{}", unsupported_message(.kind))]
@@ -74,11 +85,14 @@ pub fn build(
     job_timeout: Option<Duration>,
     rate_limit: Option<RateLimit>,
 ) -> Result<AnyExecutor, ExecError> {
-    if job_timeout.is_none() && rate_limit.is_none() {
-        return AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source });
-    }
     if rate_limit.is_some() && rate_limit_unsupported(kind).is_some() {
         return Err(ExecError::RateLimitUnsupported { kind });
+    }
+    if kind == ExecutorKind::Redis {
+        return redis_pool(Some(workers), &private_queue(), workers, job_timeout);
+    }
+    if job_timeout.is_none() && rate_limit.is_none() {
+        return AnyExecutor::new(kind, workers).map_err(|source| ExecError::Build { kind, source });
     }
     let built = match kind {
         ExecutorKind::Serial => {
@@ -109,6 +123,67 @@ pub fn build(
         _ => Err(BuildError::JobTimeoutUnsupported { executor: kind.name() }),
     };
     built.map_err(|source| ExecError::Build { kind, source })
+}
+
+/// The environment variable with the Redis URL of every Redis pool and worker host of a run
+/// (`fanout bench` sets it to a redis-server of its own when it is unset).
+pub const REDIS_URL_ENV: &str = "FANOUT_REDIS_URL";
+
+/// A queue name no other pool uses: `fanout-bench-PID-N`.
+///
+/// Why: a pool's local workers serve every entry of their queue, and the pool kills them when
+/// it shuts down. On a queue shared by nested pools (the migration's inner pool per ticket),
+/// one ticket's inner pool would take another's attachments, or a waiting ticket, and be
+/// killed under it; the entry then waits out the visibility timeout (6 tickets: 60 s instead of
+/// 0.3 s, measured). A pool whose workers are all its own has a queue of its own.
+fn private_queue() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("fanout-bench-{}-{n}", std::process::id())
+}
+
+/// A [`fanout::RedisPool`] on `queue` with `local` worker processes of its own, sized for
+/// `workers` in flight (`None`: its local workers).
+fn redis_pool(
+    workers: Option<usize>,
+    queue: &str,
+    local: usize,
+    job_timeout: Option<Duration>,
+) -> Result<AnyExecutor, ExecError> {
+    let kind = ExecutorKind::Redis;
+    if workers == Some(0) {
+        return Err(ExecError::Build { kind, source: BuildError::ZeroWorkers });
+    }
+    let mut builder = fanout::RedisPool::builder_from_env(REDIS_URL_ENV)
+        .queue(queue)
+        .local_workers(local)
+        .visibility_timeout(HOST_VISIBILITY);
+    if let Some(workers) = workers {
+        builder = builder.workers(workers);
+    }
+    if let Some(limit) = job_timeout {
+        builder = builder.job_timeout(limit);
+    }
+    builder.build().map(AnyExecutor::from).map_err(|source| ExecError::Build { kind, source: source.into() })
+}
+
+/// The visibility timeout of the harness's Redis pools and of its worker hosts
+/// (`fanout worker --visibility-ms`): the library's default.
+pub const HOST_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// Where the outer executor's workers are: its own, or worker hosts serving a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers<'q> {
+    /// The executor starts them (every kind).
+    Own(usize),
+    /// `fanout bench --hosts K`: this many serve `queue` from worker-host processes that
+    /// `fanout bench` started; the [`fanout::RedisPool`] starts none.
+    Hosts {
+        /// Workers over all hosts (the pool's window of entries in flight).
+        workers: usize,
+        /// The queue the hosts serve.
+        queue: &'q str,
+    },
 }
 
 /// An async executor's builder with the run's limits.
@@ -170,6 +245,33 @@ pub fn dispatch_resilient<T>(
     rate_limit: Option<RateLimit>,
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<(T, Option<u64>), ExecError> {
+    dispatch_on(kind, Workers::Own(workers), resilience, rate_limit, task)
+}
+
+/// [`dispatch_resilient`] with the workers where `workers` says: with [`Workers::Hosts`]
+/// (Redis only) the pool starts no worker of its own and its jobs run on the worker hosts.
+pub fn dispatch_on<T>(
+    kind: ExecutorKind,
+    workers: Workers<'_>,
+    resilience: Resilience,
+    rate_limit: Option<RateLimit>,
+    task: impl FnOnce(&AnyExecutor) -> T,
+) -> Result<(T, Option<u64>), ExecError> {
+    let workers = match workers {
+        Workers::Own(workers) => workers,
+        Workers::Hosts { workers, queue } => {
+            if kind != ExecutorKind::Redis {
+                return Err(ExecError::HostsUnsupported { kind });
+            }
+            if rate_limit.is_some() {
+                return Err(ExecError::RateLimitUnsupported { kind });
+            }
+            let executor = redis_pool(Some(workers), queue, 0, resilience.job_timeout)?;
+            let output = task(&executor);
+            executor.shutdown(Shutdown::Finish);
+            return Ok((output, None));
+        }
+    };
     if kind != ExecutorKind::Process {
         let executor = build(kind, workers, resilience.job_timeout, rate_limit)?;
         let output = task(&executor);

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use fanout_bench::executor::{HOST_VISIBILITY, REDIS_URL_ENV};
 use fanout_bench::report::{self, Row};
-use fanout_bench::run::{self, MockServerProcess};
+use fanout_bench::run::{self, HostsSeen, MockServerProcess, WorkerHosts};
 use fanout_bench::scenario::{self, ChildMessage};
 use fanout_bench::{RunSpec, Secret};
 use fanout_mock_api::{Config, MockServer};
@@ -90,7 +91,26 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let url =
             server.as_ref().map_or_else(|| args.url.clone().unwrap_or_default(), |s| s.url().to_owned());
         let progress_bar = bar.then(|| format!("run {repetition}/{}", args.repeat));
-        let spec = RunSpec { url, progress_bar, ..spec.clone() };
+        let mut spec = RunSpec { url, progress_bar, ..spec.clone() };
+        // A fresh queue per repetition: nothing of an earlier one's (killed) workers is left in
+        // its consumer group.
+        let hosts = match &mut spec.hosts {
+            Some(hosts) => {
+                hosts.queue = format!("fanout-bench-hosts-{}-{repetition}", std::process::id());
+                let started = WorkerHosts::start(
+                    &exe,
+                    hosts.count,
+                    spec.workers,
+                    &hosts.queue,
+                    REDIS_URL_ENV,
+                    HOST_VISIBILITY,
+                )
+                .context("could not start the worker hosts (--hosts)")?;
+                Some(started)
+            }
+            None => None,
+        };
+        let hosts_cpu_before = hosts.as_ref().map(WorkerHosts::cpu_seconds);
         // The server is idle outside the run child's life, so its CPU over that life is what
         // the run's requests cost it.
         let server_pid = server.as_ref().map(MockServerProcess::pid);
@@ -100,6 +120,15 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
         })?;
         measured.server_cpu_seconds = server_cpu.map(|cpu| cpu.as_secs_f64());
+        if let Some(hosts) = &hosts {
+            let consumers = hosts
+                .consumers()
+                .map_err(anyhow::Error::msg)
+                .context("could not list the workers that served the run")?;
+            let cpu_seconds = hosts.cpu_seconds() - hosts_cpu_before.unwrap_or(0.0);
+            measured.hosts = Some(HostsSeen { consumers, cpu_seconds: cpu_seconds.max(0.0) });
+        }
+        drop(hosts);
         drop(server);
         runs.push(measured);
     }
@@ -177,7 +206,7 @@ fn execute(spec: &RunSpec, token: Secret) -> ChildMessage {
 /// `--executor redis` without `FANOUT_REDIS_URL`: a redis-server of this run's own (a free
 /// loopback port, no persistence), killed when the run ends; its URL goes to the run children.
 fn redis_server_for(spec: &RunSpec) -> anyhow::Result<Option<RedisServer>> {
-    if spec.executor != fanout::ExecutorKind::Redis || std::env::var_os("FANOUT_REDIS_URL").is_some() {
+    if spec.executor != fanout::ExecutorKind::Redis || std::env::var_os(REDIS_URL_ENV).is_some() {
         return Ok(None);
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -193,7 +222,7 @@ fn redis_server_for(spec: &RunSpec) -> anyhow::Result<Option<RedisServer>> {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: set before this process starts any other thread that could read the environment.
-    unsafe { std::env::set_var("FANOUT_REDIS_URL", format!("redis://127.0.0.1:{port}/0")) };
+    unsafe { std::env::set_var(REDIS_URL_ENV, format!("redis://127.0.0.1:{port}/0")) };
     Ok(Some(server))
 }
 

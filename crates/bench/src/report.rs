@@ -125,6 +125,20 @@ pub struct Row {
     /// [`server_cpu_seconds`](Self::server_cpu_seconds) over the median run's
     /// [`requests`](Self::requests).
     pub server_cpu_seconds_per_request: Option<f64>,
+    /// `--hosts K`: worker-host processes of the (Redis) outer pool; `null` for its own workers
+    /// and other executors.
+    pub hosts: Option<usize>,
+    /// With `--hosts`: workers of the hosts that were given entries of the run's queue
+    /// (fewest over the runs; at most `--workers`).
+    pub host_workers: Option<usize>,
+    /// With `--hosts`: hosts whose workers were given entries (fewest over the runs).
+    pub hosts_used: Option<usize>,
+    /// With `--hosts`: workers elsewhere that read the run's queue (most over the runs; 0,
+    /// the pool having none of its own).
+    pub other_workers: Option<usize>,
+    /// With `--hosts`: CPU time of the worker hosts over the median run, which `cpu_seconds`
+    /// (the run child's) does not hold.
+    pub host_cpu_seconds: Option<f64>,
 }
 
 fn micros(seconds: f64) -> f64 {
@@ -194,6 +208,19 @@ impl Row {
                 .server_cpu_seconds
                 .zip(median.outcome.requests.filter(|&requests| requests > 0))
                 .map(|(cpu, requests)| (cpu / requests as f64 * 1e9).round() / 1e9),
+            hosts: spec.hosts.as_ref().map(|hosts| hosts.count),
+            host_workers: spec
+                .hosts
+                .as_ref()
+                .and_then(|_| runs.iter().map(|run| run.hosts.map_or(0, |seen| seen.consumers.host)).min()),
+            hosts_used: spec.hosts.as_ref().and_then(|_| {
+                runs.iter().map(|run| run.hosts.map_or(0, |seen| seen.consumers.hosts_used)).min()
+            }),
+            other_workers: spec
+                .hosts
+                .as_ref()
+                .and_then(|_| runs.iter().map(|run| run.hosts.map_or(0, |seen| seen.consumers.other)).max()),
+            host_cpu_seconds: median.hosts.map(|seen| micros(seen.cpu_seconds)),
         })
     }
 
@@ -255,6 +282,7 @@ mod tests {
             progress_bar: None,
             throttle: None,
             throttle_burst: None,
+            hosts: None,
         }
     }
 
@@ -290,6 +318,7 @@ mod tests {
             peak_pss_bytes: rss / 2,
             process_cpu_seconds: 0.2,
             server_cpu_seconds: Some(0.02),
+            hosts: None,
         }
     }
 

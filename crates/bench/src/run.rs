@@ -1,5 +1,6 @@
 //! The orchestrator's side of `fanout bench`: the mock API in its own process
-//! ([`MockServerProcess`]) and each measured repetition in a fresh run child ([`measure`]).
+//! ([`MockServerProcess`]), each measured repetition in a fresh run child ([`measure`]), and
+//! with `--hosts K` the Redis pool's worker hosts ([`WorkerHosts`]).
 //!
 //! Both children are this same executable (`std::env::current_exe()`): `fanout mock-api` and
 //! the hidden `fanout __run SPEC`. Keeping the server out of the measured process means the
@@ -15,6 +16,7 @@
 //! orchestrator killed with no chance to clean up.
 
 use std::io::{self, BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -42,6 +44,9 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
+    /// The worker hosts (`--hosts`) could not be started.
+    #[error("{0}")]
+    Hosts(String),
     /// The mock API did not announce its address.
     #[error("the mock API process did not start: {0}")]
     ServerStart(String),
@@ -65,6 +70,11 @@ pub enum RunError {
 /// Pids of the children alive right now, for [`kill_live_children`].
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
+/// Process groups of the worker hosts alive right now ([`WorkerHosts`]), for
+/// [`kill_live_children`]: each host is a supervisor and its workers, which a kill of the
+/// supervisor alone would leave running until their next poll.
+static LIVE_GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
 fn register(pid: u32) {
     LIVE.lock().unwrap_or_else(PoisonError::into_inner).push(pid);
 }
@@ -85,6 +95,12 @@ pub fn kill_live_children() {
             // could reuse it), so the signal reaches no unrelated process.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+    }
+    drop(live);
+    for &group in LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        // SAFETY: as above; `-group` names the process group of a worker host whose leader
+        // (our child) is not reaped yet, so the group id cannot have been reused.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
     }
 }
 
@@ -215,6 +231,18 @@ pub struct Measured {
     /// its CPU-time clock; `None` for a server of the user's (`--url`) or where it cannot be
     /// read. Set by the caller, who owns the server: see [`measure`].
     pub server_cpu_seconds: Option<f64>,
+    /// With worker hosts (`--hosts`): what they were seen doing. Set by the caller, who owns
+    /// them.
+    pub hosts: Option<HostsSeen>,
+}
+
+/// What the worker hosts of a repetition were seen doing ([`WorkerHosts`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostsSeen {
+    /// Consumers of the run's queue by where they ran, after the run.
+    pub consumers: Consumers,
+    /// CPU time of the hosts' processes while the run child lived.
+    pub cpu_seconds: f64,
 }
 
 /// Runs `spec` in a fresh `exe __run` child, sampling its memory, and reaps it with `wait4`.
@@ -245,6 +273,7 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
             peak_pss_bytes: sampled.pss_bytes,
             process_cpu_seconds: reaped.cpu.as_secs_f64(),
             server_cpu_seconds: None,
+            hosts: None,
         }),
         Ok(ChildMessage::Failed(message)) => Err(RunError::Run(message)),
         _ => Err(RunError::ChildDied(reaped.describe())),
@@ -290,4 +319,203 @@ pub fn interrupted_report() -> String {
         migrated.len(),
         ids.join(", ")
     )
+}
+
+/// `fanout bench --hosts K`: K worker hosts on this machine, each a `fanout worker` process
+/// (a supervisor of its share of the workers) in a process group of its own, serving one
+/// queue of the run's Redis. Killed, group and all, and reaped on drop; also by
+/// [`kill_live_children`]; and each dies with this process (`PR_SET_PDEATHSIG`) if it is
+/// killed with no chance to clean up.
+#[derive(Debug)]
+pub struct WorkerHosts {
+    hosts: Vec<Child>,
+    queue: String,
+    url: fanout_redis::RedisUrl,
+}
+
+impl WorkerHosts {
+    /// Starts `count` hosts of `exe worker env:URL_ENV --queue QUEUE --workers N/K
+    /// --visibility-ms V` (the remainder spread over the first hosts), the URL in `url_env`
+    /// (read by the hosts from the environment, never on a command line), and waits until
+    /// every worker process runs, so that the run times little of their start-up (a cluster
+    /// already running). Redis 7.0 lists a consumer only once it was given an entry, so the
+    /// wait counts processes, then leaves them a moment to connect.
+    pub fn start(
+        exe: &Path,
+        count: usize,
+        workers: usize,
+        queue: &str,
+        url_env: &str,
+        visibility: std::time::Duration,
+    ) -> Result<Self, RunError> {
+        let url = fanout_redis::RedisUrl::from_env(url_env)
+            .map_err(|error| RunError::Hosts(format!("the worker hosts' Redis: {error}")))?;
+        let mut started = Self { hosts: Vec::with_capacity(count), queue: queue.to_owned(), url };
+        for index in 0..count {
+            let share = crate::scenario::Hosts::workers_of(workers, count, index);
+            let mut command = Command::new(exe);
+            command
+                .args(["worker", &format!("env:{url_env}"), "--queue", queue])
+                .args(["--workers", &share.to_string()])
+                .args(["--visibility-ms", &visibility.as_millis().to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                // Its own group: one kill reaches the supervisor and its workers, and a
+                // Ctrl-C on the terminal reaches only this process, whose handler kills them.
+                .process_group(0);
+            let die_with_parent = || {
+                // SAFETY: `prctl(PR_SET_PDEATHSIG)` takes integers and only sets a flag of this
+                // process.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                Ok(())
+            };
+            // SAFETY: the closure runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: it makes one, `prctl`, and allocates nothing.
+            unsafe { command.pre_exec(die_with_parent) };
+            let child =
+                command.spawn().map_err(|source| RunError::Spawn { what: "a worker host", source })?;
+            if let Ok(group) = libc::pid_t::try_from(child.id()) {
+                LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).push(group);
+            }
+            started.hosts.push(child);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            // A supervisor and its workers per host.
+            let running = group_stats(&started.groups()).count();
+            if running >= workers + count {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                return Ok(started);
+            }
+            for host in &mut started.hosts {
+                if let Ok(Some(status)) = host.try_wait() {
+                    return Err(RunError::Hosts(format!(
+                        "a worker host exited ({status}) before its workers started; its error is printed above"
+                    )));
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(RunError::Hosts(format!(
+                    "{running} of the worker hosts' {} processes started within 20 s",
+                    workers + count
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The hosts' process groups (each led by the host process).
+    fn groups(&self) -> Vec<u32> {
+        self.hosts.iter().map(Child::id).collect()
+    }
+
+    /// The workers that were given entries of the queue so far (Redis lists no other), by
+    /// where they run: in a worker host's process group, or elsewhere (a pool's own workers,
+    /// which `--hosts` must not have).
+    pub fn consumers(&self) -> Result<Consumers, String> {
+        let listed = fanout_redis::consumers(&self.url, &self.queue).map_err(|error| error.to_string())?;
+        let groups = self.groups();
+        let mut counted = Consumers::default();
+        let mut used = Vec::new();
+        for consumer in listed {
+            match consumer.pid.and_then(process_group) {
+                Some(group) if groups.contains(&group) => {
+                    counted.host += 1;
+                    if !used.contains(&group) {
+                        used.push(group);
+                    }
+                }
+                _ => counted.other += 1,
+            }
+        }
+        counted.hosts_used = used.len();
+        Ok(counted)
+    }
+
+    /// CPU time so far of every live process of the hosts' groups, with their reaped
+    /// children's (a nested pool's workers that its job's process waited for), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        // SAFETY: `sysconf` takes no pointers and only reads a configuration value.
+        let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+            ticks if ticks > 0 => ticks as f64,
+            _ => 100.0,
+        };
+        group_stats(&self.groups())
+            .map(|(pid, fields)| {
+                // A live process's own time from `schedstat` (nanoseconds: `stat`'s ticks of
+                // 10 ms round a worker's few requests to 0); its reaped children's from
+                // `stat`'s cutime and cstime, fields 16 and 17 of proc(5), 13 and 14 here.
+                let own = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+                    .ok()
+                    .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+                    .map_or(0.0, |ns| ns as f64 / 1e9);
+                let children: u64 =
+                    fields.get(13..15).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+                own + children as f64 / ticks
+            })
+            .sum()
+    }
+}
+
+/// Consumers of a worker-host queue by where they run ([`WorkerHosts::consumers`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consumers {
+    /// In a worker host's process group.
+    pub host: usize,
+    /// Anywhere else.
+    pub other: usize,
+    /// Hosts with at least one of them.
+    pub hosts_used: usize,
+}
+
+/// The pid and the `/proc/PID/stat` fields after the command name (state, ppid, pgrp, ...)
+/// of every process in one of `groups`.
+fn group_stats(groups: &[u32]) -> impl Iterator<Item = (u32, Vec<String>)> + '_ {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(move |pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<String> =
+                stat.rsplit_once(')')?.1.split_whitespace().map(str::to_owned).collect();
+            let group: u32 = fields.get(2)?.parse().ok()?;
+            groups.contains(&group).then_some((pid, fields))
+        })
+}
+
+/// The process group of `pid`, from `/proc`.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
+impl Drop for WorkerHosts {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            let Ok(group) = libc::pid_t::try_from(host.id()) else { continue };
+            // SAFETY: `kill` touches no memory; the group's leader is our unreaped child, so
+            // the group id names its processes only.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let _ = host.wait();
+            LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).retain(|&live| live != group);
+            // Its workers (and a nested pool's workers of theirs), orphaned, came to this
+            // process as their subreaper: reap them, by group, so that none stays a zombie
+            // and no other child of ours is waited for here.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                let mut status = 0;
+                // SAFETY: `status` is a valid, writable `c_int`; `-group` waits for a child in
+                // that process group only; `WNOHANG` returns at once.
+                let pid = unsafe { libc::waitpid(-group, &raw mut status, libc::WNOHANG) };
+                match pid {
+                    pid if pid > 0 => {}
+                    0 if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
 }

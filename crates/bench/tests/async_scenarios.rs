@@ -32,6 +32,7 @@ fn spec(scenario: Scenario, url: &str, jobs: usize) -> RunSpec {
         progress_bar: None,
         throttle: None,
         throttle_burst: None,
+        hosts: None,
     }
 }
 

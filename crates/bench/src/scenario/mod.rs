@@ -1,7 +1,7 @@
 //! The measured run: what the run child (`fanout __run`) does for one repetition.
 //!
 //! [`RunSpec`] says what to run; [`execute`] asks the server for the latencies it applies,
-//! prepares the inputs, then times [`dispatch_resilient`] (building the executor, the
+//! prepares the inputs, then times [`dispatch_on`] (building the executor, the
 //! jobs, the shutdown: what a user program pays) and verifies every result, outside the timed
 //! window. One module per scenario:
 //!
@@ -54,7 +54,9 @@ use serde::{Deserialize, Serialize};
 
 use fanout_async::AsyncExecutor;
 
-use crate::executor::{AnyExecutor, ExecError, ExecutorKind, Resilience, dispatch_async, dispatch_resilient};
+use crate::executor::{
+    AnyExecutor, ExecError, ExecutorKind, Resilience, Workers, dispatch_async, dispatch_on,
+};
 use crate::http::{Api, HttpError, RequestStats, Secret};
 use crate::ideal::{self, Applied, Health, MissingRoute};
 use crate::retry::RetryPolicy;
@@ -180,6 +182,27 @@ pub struct RunSpec {
     /// `None`).
     #[serde(default)]
     pub throttle_burst: Option<u32>,
+    /// `--hosts K` (Redis only): the outer pool's workers are on K worker-host processes
+    /// that the orchestrator starts, and the pool starts none; `None`: its own workers.
+    #[serde(default)]
+    pub hosts: Option<Hosts>,
+}
+
+/// The worker hosts of a run (`--hosts`): `fanout worker` processes serving one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hosts {
+    /// How many host processes share the outer workers (`--workers` spread over them).
+    pub count: usize,
+    /// The queue they serve (empty until the orchestrator starts them).
+    pub queue: String,
+}
+
+impl Hosts {
+    /// Workers of host `index` (from 0) of `count` sharing `workers`: `workers / count`, the
+    /// first `workers % count` hosts one more.
+    pub fn workers_of(workers: usize, count: usize, index: usize) -> usize {
+        workers / count.max(1) + usize::from(index < workers % count.max(1))
+    }
 }
 
 /// The burst of the client's limit when `--throttle-burst` is not given: 2. With a burst of 1
@@ -256,6 +279,26 @@ impl RunSpec {
             }
             if let Some(why) = crate::executor::rate_limit_unsupported(self.executor) {
                 return invalid(why.to_owned());
+            }
+        }
+        if let Some(hosts) = &self.hosts {
+            if self.executor != ExecutorKind::Redis {
+                return invalid(format!(
+                    "--hosts starts worker hosts of a Redis queue: use it with --executor redis, not {}",
+                    self.executor
+                ));
+            }
+            if hosts.count == 0 || hosts.count > self.workers {
+                return invalid(format!(
+                    "--hosts must be between 1 and --workers ({}): every host runs at least one worker",
+                    self.workers
+                ));
+            }
+            if self.throttle.is_some() {
+                return invalid(
+                    "--throttle: worker hosts take no client rate limit; drop --throttle or --hosts"
+                        .to_owned(),
+                );
             }
         }
         if self.scenario == Scenario::BlockingOnLoop && self.executor != ExecutorKind::Async {
@@ -576,7 +619,7 @@ pub struct Timing {
 /// A task's output and how many of its tasks ran again after their worker died.
 type Resilient<O> = (O, Option<u64>);
 
-/// Times [`dispatch_resilient`]: building the executor with the spec's [`Resilience`] (its
+/// Times [`dispatch_on`]: building the executor with the spec's [`Resilience`] (its
 /// job time limit, and for process pools `retry_lost` and the worker-killing drill) and the
 /// client's rate limit, the task and the shutdown; also returns how many tasks ran again after
 /// their worker died.
@@ -585,7 +628,11 @@ fn timed_resilient<T>(
     limit: Option<RateLimit>,
     task: impl FnOnce(&AnyExecutor) -> T,
 ) -> Result<(Resilient<T>, Timing), ExecError> {
-    measure(|| dispatch_resilient(spec.executor, spec.workers, spec.resilience, limit, task))
+    let workers = match &spec.hosts {
+        Some(hosts) => Workers::Hosts { workers: spec.workers, queue: &hosts.queue },
+        None => Workers::Own(spec.workers),
+    };
+    measure(|| dispatch_on(spec.executor, workers, spec.resilience, limit, task))
 }
 
 /// Times [`dispatch_async`]: building the async executor (with the spec's job time limit and
@@ -798,11 +845,48 @@ mod tests {
             progress_bar: None,
             throttle: None,
             throttle_burst: None,
+            hosts: None,
         };
         let message = spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("cannot enforce a job time limit"), "{message}");
         let thread = RunSpec { executor: ExecutorKind::Thread, workers: 4, ..spec };
         assert!(thread.validate().is_ok());
+    }
+
+    #[test]
+    fn worker_hosts_share_the_workers_and_only_redis_takes_them() {
+        let shares =
+            |workers, count| (0..count).map(|i| Hosts::workers_of(workers, count, i)).collect::<Vec<_>>();
+        assert_eq!(shares(32, 2), [16, 16]);
+        assert_eq!(shares(5, 3), [2, 2, 1]);
+        let spec = RunSpec {
+            scenario: Scenario::ApiCalls,
+            executor: ExecutorKind::Redis,
+            workers: 4,
+            jobs: 10,
+            queue: Queue::Support,
+            inner_workers: 4,
+            seed: 42,
+            url: String::new(),
+            resilience: Resilience::default(),
+            rerun_rounds: DEFAULT_RERUN_ROUNDS,
+            progress_bar: None,
+            throttle: None,
+            throttle_burst: None,
+            hosts: Some(Hosts { count: 2, queue: String::new() }),
+        };
+        assert!(spec.validate().is_ok());
+        let message = |spec: RunSpec| spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message(RunSpec { executor: ExecutorKind::Thread, ..spec.clone() }).contains("--executor redis")
+        );
+        let too_many = RunSpec { hosts: Some(Hosts { count: 5, queue: String::new() }), ..spec.clone() };
+        assert!(message(too_many).contains("between 1 and --workers"));
+        // A spec of before `--hosts` still reads, with its own workers.
+        let mut old = serde_json::to_value(&spec).unwrap_or_default();
+        old.as_object_mut().map(|fields| fields.remove("hosts"));
+        let old: RunSpec = serde_json::from_value(old).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(old.hosts, None);
     }
 
     #[test]
@@ -821,6 +905,7 @@ mod tests {
             progress_bar: None,
             throttle: Some(5.0),
             throttle_burst: None,
+            hosts: None,
         };
         assert!(spec.validate().is_ok());
         assert!(RunSpec { executor: ExecutorKind::Process, ..spec.clone() }.validate().is_ok());
