@@ -85,7 +85,7 @@ mod worker;
 pub use pool::{RedisPool, RedisPoolBuilder};
 pub use protocol::build_id;
 pub use url::RedisUrl;
-pub use worker::{Consumer, MARKER, WorkerOptions, consumers, run_workers};
+pub use worker::{Consumer, MARKER, WorkerOptions, consumers, readers, run_workers};
 
 /// What went wrong talking to Redis or starting workers. No message ever holds the password.
 #[derive(Debug, thiserror::Error)]

@@ -235,6 +235,16 @@ pub fn consumers(url: &RedisUrl, queue: &str) -> Result<Vec<Consumer>, RedisErro
         .collect())
 }
 
+/// Connections of the Redis at `url` whose last command was `XREADGROUP`: workers (of any
+/// queue) that have started reading, which [`consumers`] lists only once they were given an
+/// entry. For a harness that waits for its workers before it times a run.
+pub fn readers(url: &RedisUrl) -> Result<usize, RedisError> {
+    let mut con = url.connect()?;
+    let clients: String =
+        redis::cmd("CLIENT").arg("LIST").query(&mut con).map_err(|e| url.error("list the clients", &e))?;
+    Ok(clients.lines().filter(|line| line.split(' ').any(|field| field == "cmd=xreadgroup")).count())
+}
+
 /// Creates the queue's stream and consumer group if they do not exist.
 pub(crate) fn ensure_group(con: &mut Connection, keys: &Keys, url: &RedisUrl) -> Result<(), RedisError> {
     let created: redis::RedisResult<Value> =
