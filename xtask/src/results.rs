@@ -269,6 +269,12 @@ pub(crate) mod tests {
             limited.map(|m| (m.responses_429, m.request_rate, m.rate_bound_seconds)),
             Some((Some(0), Some(499.1), Some(0.410465)))
         );
+        // A Redis line with worker hosts (`--hosts`) reads too: the report ignores those keys.
+        let hosts = line.replace(r#""executor":"thread""#, r#""executor":"redis""#).replace(
+            r#""first_error":null"#,
+            r#""first_error":null,"hosts":2,"host_workers":32,"hosts_used":2,"other_workers":0,"host_cpu_seconds":0.06"#,
+        );
+        assert_eq!(Outcome::from_invocation(true, &hosts, "").measured().map(|m| m.workers), Some(32));
     }
 
     #[test]
