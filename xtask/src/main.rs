@@ -277,7 +277,7 @@ fn write_report(out: &Path, results: &Results, with_results: bool) -> anyhow::Re
 
 fn write_plot(out: &Path, results: &Results, section: &Section) -> anyhow::Result<()> {
     let path = out.join(render::plot_file(section));
-    if matches!(section.axis, Axis::Faults | Axis::RateLimits | Axis::RealTime) {
+    if matches!(section.axis, Axis::Faults | Axis::RateLimits | Axis::RealTime | Axis::Redis) {
         return Ok(());
     }
     if stats::is_workers(section) {

@@ -147,6 +147,9 @@ pub(crate) enum Executor {
     Thread,
     /// `AsyncExecutor`.
     Async,
+    /// `RedisPool` (not in [`ALL`](Self::ALL): only the redis section runs it, where
+    /// redis-server is installed).
+    Redis,
 }
 
 impl Executor {
@@ -158,6 +161,7 @@ impl Executor {
             Self::Process => "process",
             Self::Thread => "thread",
             Self::Async => "async",
+            Self::Redis => "redis",
         }
     }
 }
@@ -302,6 +306,9 @@ pub(crate) struct Point {
     /// The server's rate limit and the client's throttle; none for an unlimited run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) rates: Option<Rates>,
+    /// `--hosts K` (Redis only): the workers on K worker-host processes; none: the pool's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hosts: Option<usize>,
 }
 
 impl Point {
@@ -321,11 +328,16 @@ impl Point {
             self.executor.name().to_owned(),
             "--workers".to_owned(),
             self.workers.to_string(),
+        ];
+        if let Some(hosts) = self.hosts {
+            args.extend(["--hosts".to_owned(), hosts.to_string()]);
+        }
+        args.extend([
             "--jobs".to_owned(),
             self.jobs.to_string(),
             "--time-scale".to_owned(),
             self.time_scale.to_string(),
-        ];
+        ]);
         if let Some(queue) = self.queue {
             args.extend(["--queue".to_owned(), queue.name().to_owned()]);
             args.extend(["--inner-workers".to_owned(), INNER_WORKERS.to_string()]);
@@ -359,8 +371,9 @@ impl Point {
                 None => format!(" against a server limit of {}/s, unthrottled", real(rates.server)),
             }
         });
+        let hosts = self.hosts.map(|hosts| format!(" on {hosts} hosts")).unwrap_or_default();
         format!(
-            "{}{queue} {} x{} ({} jobs, scale {}){faults}{rates}",
+            "{}{queue} {} x{}{hosts} ({} jobs, scale {}){faults}{rates}",
             self.scenario.name(),
             self.executor,
             self.workers,
@@ -408,6 +421,9 @@ pub(crate) enum Axis {
     /// No plot: article 1 at its own timings (time scale 1), in real seconds beside the
     /// article's, the serial wall derived from a sample of serial calls.
     RealTime,
+    /// No plot: the Redis pool, with its own workers and on worker hosts, beside the process
+    /// and thread pools, with each one's CPU per job against the process pool's.
+    Redis,
 }
 
 /// Which article a section compares itself with.
@@ -451,6 +467,7 @@ fn sweep(
         queue,
         faults: None,
         rates: None,
+        hosts: None,
     };
     let mut points = vec![point(Executor::Serial, 1)];
     for executor in Executor::ALL {
@@ -536,6 +553,7 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
             queue: Some(Queue::Support),
             faults: None,
             rates: None,
+            hosts: None,
         };
         let faulty = Point { faults: Some(Faults::bad_network(executor)), ..fault_free.clone() };
         let stuck = Faults::stuck_network(executor)
@@ -632,6 +650,7 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
                 queue: None,
                 faults: None,
                 rates: None,
+                hosts: None,
             });
         }
     }
@@ -647,7 +666,60 @@ pub(crate) fn sections(mode: Mode) -> Vec<Section> {
         article: None,
         points: jobs_points,
     });
+    sections.push(redis(quick));
     sections
+}
+
+/// Worker hosts of the redis section's `--hosts` rows.
+pub(crate) const REDIS_HOSTS: usize = 2;
+
+/// The redis section: api-calls at time scale 0.1 on 32 workers (the issue's target, 90% of
+/// the ideal over 2 hosts) and the `support` migration on 20 × [`INNER_WORKERS`], each on the
+/// process pool, the thread pool, a Redis pool with its own workers, and one on
+/// [`REDIS_HOSTS`] worker hosts. `--quick`: 40 calls on 8 workers, 5 tickets on 5.
+fn redis(quick: bool) -> Section {
+    use Executor::{Process, Redis, Thread};
+    let (api_jobs, api_workers, api_scale) = if quick { (40, 8, 0.1) } else { (200, 32, 0.1) };
+    let (tickets, migration_workers, migration_scale) = if quick { (5, 5, 0.001) } else { (80, 20, 0.01) };
+    let mut points = Vec::new();
+    for (scenario, jobs, workers, time_scale, queue) in [
+        (Scenario::ApiCalls, api_jobs, api_workers, api_scale, None),
+        (Scenario::TicketMigration, tickets, migration_workers, migration_scale, Some(Queue::Support)),
+    ] {
+        for (executor, hosts) in [(Process, None), (Thread, None), (Redis, None), (Redis, Some(REDIS_HOSTS))]
+        {
+            points.push(Point {
+                scenario,
+                executor,
+                workers,
+                jobs,
+                time_scale,
+                queue,
+                faults: None,
+                rates: None,
+                hosts,
+            });
+        }
+    }
+    Section {
+        id: "redis".to_owned(),
+        title: "redis: the same jobs through Redis Streams, on worker hosts".to_owned(),
+        intro: format!(
+            "The Redis pool (`--executor redis`, a redis-server of the run's own on loopback) beside \
+             the process and thread pools: with workers of its own (started inside the timed window, \
+             like the process pool's), and on {REDIS_HOSTS} worker hosts (`--hosts {REDIS_HOSTS}`: \
+             `fanout worker` processes started before the run, the pool starting none; the \
+             migration's inner pools start their own workers inside the hosts' jobs). **CPU per job** \
+             is the client's CPU over the timed window plus, with hosts, the hosts' own, over the \
+             jobs (tickets for the migration); **vs process** divides it by the process pool's. \
+             api-calls runs at time scale {api_scale} ({api_jobs} calls, {api_workers} workers), the \
+             migration at {migration_scale} ({tickets} tickets, {migration_workers} × {INNER_WORKERS} \
+             workers). Without redis-server these rows fail with the bench's message."
+        ),
+        axis: Axis::Redis,
+        article: None,
+        points,
+    }
 }
 
 /// The headline section: article 1 at its own timings (time scale 1, a call waits 1.0465 s),
@@ -665,6 +737,7 @@ fn real_time(quick: bool) -> Section {
         queue: None,
         faults: None,
         rates: None,
+        hosts: None,
     };
     let points = if quick {
         vec![point(Thread, 16, 16)]
@@ -710,6 +783,7 @@ fn rate_limits(quick: bool) -> Section {
         queue: None,
         faults: None,
         rates: Some(Rates { server: API_RATE, throttle }),
+        hosts: None,
     };
     let migration = |executor, throttle: Option<f64>| Point {
         scenario: Scenario::TicketMigration,
@@ -720,6 +794,7 @@ fn rate_limits(quick: bool) -> Section {
         queue: Some(Queue::Support),
         faults: None,
         rates: Some(Rates { server: MIGRATION_RATE, throttle }),
+        hosts: None,
     };
     let points = if quick {
         vec![api(Thread, 40, 16, Some(API_RATE))]
@@ -856,6 +931,31 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_section_sets_redis_beside_process_and_thread() {
+        for mode in [Mode::Quick, Mode::Default] {
+            let all = sections(mode);
+            let redis = all.iter().find(|s| s.id == "redis").expect("a redis section");
+            assert_eq!(redis.axis, Axis::Redis);
+            assert_eq!(redis.points.len(), 8, "api-calls and the migration on 4 configurations");
+            assert_eq!(redis.points.iter().filter(|p| p.hosts == Some(REDIS_HOSTS)).count(), 2);
+            assert!(redis.points.iter().all(|p| p.hosts.is_none() || p.executor == Executor::Redis));
+        }
+        let default = sections(Mode::Default);
+        let hosts = default
+            .iter()
+            .flat_map(|s| &s.points)
+            .find(|p| p.hosts.is_some() && p.scenario == Scenario::ApiCalls)
+            .map(|p| p.args(3).join(" "));
+        assert_eq!(
+            hosts.as_deref(),
+            Some(
+                "bench --scenario api-calls --executor redis --workers 32 --hosts 2 --jobs 200 \
+                 --time-scale 0.1 --repeat 3 --format json"
+            )
+        );
+    }
+
+    #[test]
     fn rate_limited_points_pass_both_limits_and_quick_runs_one_small_one() {
         let default = sections(Mode::Default);
         let rates = &default[4].points;
@@ -909,10 +1009,11 @@ mod tests {
         // section's; the faults section's fault-free points are the migration section's.
         assert_eq!(distinct.len(), all - 3 - 4);
         // In quick mode (the 40-call jobs points are the api-calls section's) the migration runs 5
-        // workers: only the serial fault-free point is shared.
+        // workers: only the serial fault-free point is shared, and the redis section's process
+        // and thread migrations (5 tickets on 5) are the migration section's.
         let quick = sections(Mode::Quick);
         let all: usize = quick.iter().map(|s| s.points.len()).sum();
-        assert_eq!(distinct_points(&quick).len(), all - 4 - 1);
+        assert_eq!(distinct_points(&quick).len(), all - 4 - 1 - 2);
     }
 
     #[test]
@@ -926,6 +1027,7 @@ mod tests {
             queue: Some(Queue::Support),
             faults: None,
             rates: None,
+            hosts: None,
         };
         assert_eq!(
             point.args(3).join(" "),
@@ -945,6 +1047,7 @@ mod tests {
             queue: Some(Queue::Support),
             faults: None,
             rates: None,
+            hosts: None,
         };
         let faulty = Point { faults: Some(Faults::bad_network(Executor::Process)), ..free.clone() };
         assert_eq!(

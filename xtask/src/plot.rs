@@ -20,6 +20,7 @@ fn color(executor: Executor) -> RGBColor {
         Executor::Process => RGBColor(214, 39, 40),
         Executor::Thread => RGBColor(31, 119, 180),
         Executor::Async => RGBColor(44, 160, 44),
+        Executor::Redis => RGBColor(148, 103, 189),
     }
 }
 

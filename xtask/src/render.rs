@@ -155,6 +155,11 @@ fn section_markdown(results: &Results, section: &Section) -> String {
         out.push('\n');
         return out;
     }
+    if section.axis == Axis::Redis {
+        out.push_str(&redis_table(results, section));
+        out.push('\n');
+        return out;
+    }
     if section.axis == Axis::RealTime {
         out.push_str(&real_time_table(results, section));
         out.push('\n');
@@ -511,6 +516,52 @@ pub(crate) fn rate_limits_table(results: &Results, section: &Section) -> String 
     out
 }
 
+/// The redis section's table: each point's wall and efficiency, its correctness, and its CPU
+/// per job (the hosts' included) against the process pool's of the same scenario.
+pub(crate) fn redis_table(results: &Results, section: &Section) -> String {
+    let mut out = String::from(
+        "| scenario | executor | workers | hosts | wall | ideal | efficiency | errors / lost / duplicated \
+         | CPU per job | vs process |\n|---|---|---:|---:|---:|---:|---:|---|---:|---:|\n",
+    );
+    let per_job = |point: &Point| {
+        results
+            .measured(point)
+            .filter(|_| point.jobs > 0)
+            .map(|m| (m.cpu_seconds + m.host_cpu_seconds.unwrap_or(0.0)) / point.jobs as f64)
+    };
+    for point in &section.points {
+        let workers = match point.queue {
+            Some(_) => format!("{} × {INNER_WORKERS}", point.workers),
+            None => point.workers.to_string(),
+        };
+        let hosts = point.hosts.map_or_else(|| "—".to_owned(), |hosts| hosts.to_string());
+        let _ = write!(out, "| {} | {} | {workers} | {hosts} |", point.scenario.name(), point.executor);
+        let Some(m) = results.measured(point) else {
+            let _ = writeln!(out, " — | — | — | {} | — | — |", why_not(results, point));
+            continue;
+        };
+        let counts = format!("{} / {} / {}", m.errors, m.lost, m.duplicated);
+        let counts = if m.is_correct() { counts } else { format!("**{counts}** ✗") };
+        let process = section
+            .points
+            .iter()
+            .find(|p| p.scenario == point.scenario && p.executor == crate::matrix::Executor::Process);
+        let cost = per_job(point);
+        let against = cost
+            .zip(process.and_then(per_job).filter(|&base| base > 0.0))
+            .map_or_else(|| "—".to_owned(), |(cost, base)| format!("{:.2}×", cost / base));
+        let _ = writeln!(
+            out,
+            " {} | {} | {} | {counts} | {} | {against} |",
+            seconds(m.wall_seconds),
+            seconds(m.ideal_seconds),
+            percent_tenths(m.efficiency),
+            cost.map_or_else(|| "—".to_owned(), |cost| format!("{:.0} µs", cost * 1e6)),
+        );
+    }
+    out
+}
+
 /// The serial estimate of the mock's model for a whole queue at time scale 1, in seconds.
 fn model_serial(queue: Queue) -> Option<f64> {
     Dataset::new(DEFAULT_SEED)
@@ -798,6 +849,7 @@ mod tests {
             queue: Some(Queue::Support),
             faults: None,
             rates: None,
+            hosts: None,
         };
         let faulty =
             |point: &Point| Point { faults: Some(Faults::bad_network(point.executor)), ..point.clone() };
@@ -903,6 +955,66 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_table_divides_each_cost_per_job_by_the_process_pools() {
+        use crate::matrix::Scenario;
+        use crate::results::PointResult;
+        use crate::results::tests::measurement;
+        let mut results = sample();
+        let point = |executor, hosts| Point {
+            scenario: Scenario::ApiCalls,
+            executor,
+            workers: 32,
+            jobs: 200,
+            time_scale: 0.1,
+            queue: None,
+            faults: None,
+            rates: None,
+            hosts,
+        };
+        let mut process = measurement(32, 200, 0.755, 0.733);
+        process.cpu_seconds = 0.0668;
+        let mut hosted = measurement(32, 200, 0.749, 0.733);
+        (hosted.cpu_seconds, hosted.host_cpu_seconds) = (0.0224, Some(0.0601));
+        let points = vec![
+            point(Executor::Process, None),
+            point(Executor::Redis, Some(2)),
+            point(Executor::Redis, None),
+        ];
+        let outcomes = vec![
+            Outcome::Measured(Box::new(process)),
+            Outcome::Measured(Box::new(hosted)),
+            Outcome::Failed("run 1 of 1: --executor redis needs redis-server".to_owned()),
+        ];
+        results.points = points
+            .iter()
+            .zip(outcomes)
+            .map(|(point, outcome)| PointResult { point: point.clone(), outcome, elapsed_seconds: 1.0 })
+            .collect();
+        results.sections = vec![Section {
+            id: "redis".to_owned(),
+            title: "redis".to_owned(),
+            intro: "Redis.".to_owned(),
+            axis: Axis::Redis,
+            article: None,
+            points,
+        }];
+        let table = redis_table(&results, &results.sections[0]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 3, "{table}");
+        assert_eq!(
+            lines[2],
+            "| api-calls | process | 32 | — | 755 ms | 733 ms | 97.1% | 0 / 0 / 0 | 334 µs | 1.00× |"
+        );
+        assert_eq!(
+            lines[3],
+            "| api-calls | redis | 32 | 2 | 749 ms | 733 ms | 97.9% | 0 / 0 / 0 | 412 µs | 1.24× |"
+        );
+        assert!(lines[4].starts_with("| api-calls | redis | 32 | — | — | — | — | failed"), "{table}");
+        let cells = |line: &str| line.matches('|').count();
+        assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");
+    }
+
+    #[test]
     fn the_rate_limits_table_sets_each_throttled_run_beside_its_unthrottled_one() {
         use crate::matrix::{Rates, Scenario};
         use crate::results::PointResult;
@@ -917,6 +1029,7 @@ mod tests {
             queue: None,
             faults: None,
             rates: Some(Rates { server: 5.0, throttle }),
+            hosts: None,
         };
         let limited = |m: &mut crate::results::Measurement| {
             (m.required_requests, m.server_rate_limit_per_second) = (Some(200), Some(500.0));

@@ -24,6 +24,13 @@ pub(crate) struct Measurement {
     pub(crate) lost: usize,
     pub(crate) duplicated: usize,
     pub(crate) cpu_seconds: f64,
+    /// With `--hosts`: CPU time of the worker hosts over the median run, beside `cpu_seconds`
+    /// (the client's).
+    #[serde(default)]
+    pub(crate) host_cpu_seconds: Option<f64>,
+    /// With `--hosts`: hosts whose workers were given jobs.
+    #[serde(default)]
+    pub(crate) hosts_used: Option<usize>,
     pub(crate) peak_rss_bytes: u64,
     /// Peak of the summed PSS of the client's process tree (absent from older results).
     #[serde(default)]
@@ -215,6 +222,8 @@ pub(crate) mod tests {
             lost: 0,
             duplicated: 0,
             cpu_seconds: 0.05,
+            host_cpu_seconds: None,
+            hosts_used: None,
             peak_rss_bytes: 8 << 20,
             peak_pss_bytes: Some(4 << 20),
             verified: Some(true),

@@ -173,6 +173,7 @@ pub(crate) mod tests {
             queue: None,
             faults: None,
             rates: None,
+            hosts: None,
         }
     }
 
