@@ -954,10 +954,27 @@ mod tests {
         assert_eq!(lost_to_faults(0.0, 0.1), "+100 ms (—)");
     }
 
+    /// Makes `results` one section `id` of `points`, each with its outcome.
+    fn one_section(results: &mut Results, id: &str, axis: Axis, points: Vec<Point>, outcomes: Vec<Outcome>) {
+        use crate::results::PointResult;
+        results.points = points
+            .iter()
+            .zip(outcomes)
+            .map(|(point, outcome)| PointResult { point: point.clone(), outcome, elapsed_seconds: 1.0 })
+            .collect();
+        results.sections = vec![Section {
+            id: id.to_owned(),
+            title: id.to_owned(),
+            intro: format!("{id}."),
+            axis,
+            article: None,
+            points,
+        }];
+    }
+
     #[test]
     fn the_redis_table_divides_each_cost_per_job_by_the_process_pools() {
         use crate::matrix::Scenario;
-        use crate::results::PointResult;
         use crate::results::tests::measurement;
         let mut results = sample();
         let point = |executor, hosts| Point {
@@ -985,19 +1002,7 @@ mod tests {
             Outcome::Measured(Box::new(hosted)),
             Outcome::Failed("run 1 of 1: --executor redis needs redis-server".to_owned()),
         ];
-        results.points = points
-            .iter()
-            .zip(outcomes)
-            .map(|(point, outcome)| PointResult { point: point.clone(), outcome, elapsed_seconds: 1.0 })
-            .collect();
-        results.sections = vec![Section {
-            id: "redis".to_owned(),
-            title: "redis".to_owned(),
-            intro: "Redis.".to_owned(),
-            axis: Axis::Redis,
-            article: None,
-            points,
-        }];
+        one_section(&mut results, "redis", Axis::Redis, points, outcomes);
         let table = redis_table(&results, &results.sections[0]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2 + 3, "{table}");
@@ -1017,7 +1022,6 @@ mod tests {
     #[test]
     fn the_rate_limits_table_sets_each_throttled_run_beside_its_unthrottled_one() {
         use crate::matrix::{Rates, Scenario};
-        use crate::results::PointResult;
         use crate::results::tests::measurement;
         let mut results = sample();
         let point = |executor, throttle| Point {
@@ -1057,19 +1061,7 @@ mod tests {
             Outcome::Measured(Box::new(async_free)),
             Outcome::NotBuilt("the client's rate limit is not available on async yet".to_owned()),
         ];
-        results.points = points
-            .iter()
-            .zip(outcomes)
-            .map(|(point, outcome)| PointResult { point: point.clone(), outcome, elapsed_seconds: 1.0 })
-            .collect();
-        results.sections = vec![Section {
-            id: "rate-limits".to_owned(),
-            title: "rate limits".to_owned(),
-            intro: "Rates.".to_owned(),
-            axis: Axis::RateLimits,
-            article: None,
-            points,
-        }];
+        one_section(&mut results, "rate-limits", Axis::RateLimits, points, outcomes);
         let table = rate_limits_table(&results, &results.sections[0]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2 + 2, "{table}");

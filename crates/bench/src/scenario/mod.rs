@@ -829,23 +829,34 @@ mod tests {
         assert_eq!(listing.and(tickets), Reruns { expired: 6, by_round: vec![4, 1] });
     }
 
-    #[test]
-    fn serial_refuses_a_job_timeout_with_a_clear_message() {
-        let spec = RunSpec {
-            scenario: Scenario::TicketMigration,
-            executor: ExecutorKind::Serial,
-            workers: 1,
-            jobs: 80,
+    /// A valid spec of api-calls on `executor`: 10 jobs on 4 workers, no limit, no hosts.
+    fn spec(executor: ExecutorKind) -> RunSpec {
+        RunSpec {
+            scenario: Scenario::ApiCalls,
+            executor,
+            workers: 4,
+            jobs: 10,
             queue: Queue::Support,
             inner_workers: 4,
             seed: 42,
             url: String::new(),
-            resilience: Resilience { job_timeout: Some(LIMIT), ..Resilience::default() },
+            resilience: Resilience::default(),
             rerun_rounds: DEFAULT_RERUN_ROUNDS,
             progress_bar: None,
             throttle: None,
             throttle_burst: None,
             hosts: None,
+        }
+    }
+
+    #[test]
+    fn serial_refuses_a_job_timeout_with_a_clear_message() {
+        let spec = RunSpec {
+            scenario: Scenario::TicketMigration,
+            workers: 1,
+            jobs: 80,
+            resilience: Resilience { job_timeout: Some(LIMIT), ..Resilience::default() },
+            ..spec(ExecutorKind::Serial)
         };
         let message = spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("cannot enforce a job time limit"), "{message}");
@@ -859,22 +870,8 @@ mod tests {
             |workers, count| (0..count).map(|i| Hosts::workers_of(workers, count, i)).collect::<Vec<_>>();
         assert_eq!(shares(32, 2), [16, 16]);
         assert_eq!(shares(5, 3), [2, 2, 1]);
-        let spec = RunSpec {
-            scenario: Scenario::ApiCalls,
-            executor: ExecutorKind::Redis,
-            workers: 4,
-            jobs: 10,
-            queue: Queue::Support,
-            inner_workers: 4,
-            seed: 42,
-            url: String::new(),
-            resilience: Resilience::default(),
-            rerun_rounds: DEFAULT_RERUN_ROUNDS,
-            progress_bar: None,
-            throttle: None,
-            throttle_burst: None,
-            hosts: Some(Hosts { count: 2, queue: String::new() }),
-        };
+        let spec =
+            RunSpec { hosts: Some(Hosts { count: 2, queue: String::new() }), ..spec(ExecutorKind::Redis) };
         assert!(spec.validate().is_ok());
         let message = |spec: RunSpec| spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
@@ -891,22 +888,7 @@ mod tests {
 
     #[test]
     fn a_throttle_is_refused_where_nothing_can_take_it() {
-        let spec = RunSpec {
-            scenario: Scenario::ApiCalls,
-            executor: ExecutorKind::Thread,
-            workers: 4,
-            jobs: 10,
-            queue: Queue::Support,
-            inner_workers: 4,
-            seed: 42,
-            url: String::new(),
-            resilience: Resilience::default(),
-            rerun_rounds: DEFAULT_RERUN_ROUNDS,
-            progress_bar: None,
-            throttle: Some(5.0),
-            throttle_burst: None,
-            hosts: None,
-        };
+        let spec = RunSpec { throttle: Some(5.0), ..spec(ExecutorKind::Thread) };
         assert!(spec.validate().is_ok());
         assert!(RunSpec { executor: ExecutorKind::Process, ..spec.clone() }.validate().is_ok());
         let message = |spec: RunSpec| spec.validate().err().map(|e| e.to_string()).unwrap_or_default();
