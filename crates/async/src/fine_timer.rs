@@ -39,10 +39,13 @@ pub(crate) async fn sleep(wait: Duration) {
         return;
     }
     let (wake, woken) = oneshot::channel();
-    timer().push(deadline, wake);
-    // An error means the timer thread could not be started, and then dropped the sender:
-    // the wait ends early, and the caller asks its limiter again, which says how long to wait.
-    let _ = woken.await;
+    if timer().push(deadline, wake) {
+        // The timer thread never ends, and sends before it drops the sender.
+        let _ = woken.await;
+    } else {
+        // No timer thread could be started: tokio's timer, a tick late, is better than none.
+        tokio::time::sleep_until(deadline.into()).await;
+    }
 }
 
 /// One future's wake-up: ordered by deadline, then by arrival.
@@ -97,14 +100,14 @@ impl Timer {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&'static self, deadline: Instant, wake: oneshot::Sender<()>) {
+    /// Queues `wake` for `deadline`; `false` when there is no timer thread to send it.
+    fn push(&'static self, deadline: Instant, wake: oneshot::Sender<()>) -> bool {
         let mut queue = self.lock();
         if queue.served_by != Some(std::process::id()) {
             let started =
                 std::thread::Builder::new().name("fanout-async-timer".into()).spawn(move || self.serve());
             if started.is_err() {
-                // Dropping `wake` ends this wait at once (see `sleep`).
-                return;
+                return false;
             }
             queue.served_by = Some(std::process::id());
         }
@@ -116,6 +119,7 @@ impl Timer {
         if earliest {
             self.earlier.notify_one();
         }
+        true
     }
 
     /// The timer thread: wakes every entry whose deadline has come, then waits for the next
