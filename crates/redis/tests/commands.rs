@@ -1,0 +1,52 @@
+//! How many Redis commands one job costs at chunk 1, counted by the server
+//! (`INFO commandstats` deltas over a run): the round trips on a job's critical path are what
+//! bounds its latency, so their count is checked here, as a count (never a time).
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use fanout_core::Executor;
+use fanout_redis::RedisPool;
+use support::TestRedis;
+
+fn empty(x: u64) -> u64 {
+    x
+}
+
+/// `cmdstat_NAME:calls=N,...` of `INFO commandstats`, by name.
+fn calls(con: &mut redis::Connection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[test]
+fn commands_per_job_at_chunk_1() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url()).local_workers(2).prefetch(2).build().unwrap();
+    // Warm up: workers connected, scripts loaded, the run known to them.
+    assert_eq!(pool.map(empty, 0..50).len(), 50);
+    let mut con = redis.connection();
+    let jobs = 2000_u64;
+    let before = calls(&mut con);
+    let results = pool.map(empty, 0..jobs);
+    let after = calls(&mut con);
+    assert!(results.iter().all(Result::is_ok));
+    let mut report = String::new();
+    let mut total = 0.0;
+    for (name, &n) in &after {
+        let delta = n - before.get(name).copied().unwrap_or(0);
+        if delta > 0 && name != "info" {
+            let per_job = delta as f64 / jobs as f64;
+            report.push_str(&format!("  {name:<16} {per_job:.3} per job\n"));
+            total += per_job;
+        }
+    }
+    eprintln!("commands per job at chunk 1 over {jobs} jobs (those a script runs included):\n{report}  total {total:.3}");
+}
