@@ -26,6 +26,12 @@ fn calls(con: &mut redis::Connection) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// `total_reads_processed` of `INFO stats`: the requests the server read from its clients.
+fn reads(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+    info.lines().find_map(|line| line.strip_prefix("total_reads_processed:")?.trim().parse().ok()).unwrap()
+}
+
 #[test]
 fn commands_per_job_at_chunk_1() {
     let Some(redis) = TestRedis::start(None) else { return };
@@ -34,9 +40,9 @@ fn commands_per_job_at_chunk_1() {
     assert_eq!(pool.map(empty, 0..50).len(), 50);
     let mut con = redis.connection();
     let jobs = 2000_u64;
-    let before = calls(&mut con);
+    let (before, reads_before) = (calls(&mut con), reads(&mut con));
     let results = pool.map(empty, 0..jobs);
-    let after = calls(&mut con);
+    let (after, reads_after) = (calls(&mut con), reads(&mut con));
     assert!(results.iter().all(Result::is_ok));
     let mut report = String::new();
     let mut total = 0.0;
@@ -48,5 +54,11 @@ fn commands_per_job_at_chunk_1() {
             total += per_job;
         }
     }
-    eprintln!("commands per job at chunk 1 over {jobs} jobs (those a script runs included):\n{report}  total {total:.3}");
+    // Each request the server reads (one command, or one pipeline sent at once) is a round
+    // trip of some client; the two `INFO` calls add two.
+    let round_trips = (reads_after - reads_before).saturating_sub(2) as f64 / jobs as f64;
+    eprintln!(
+        "commands per job at chunk 1 over {jobs} jobs (those a script runs included):\n{report}  \
+         total {total:.3}\nround trips per job (requests the server read): {round_trips:.3}"
+    );
 }
