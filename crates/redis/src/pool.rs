@@ -352,6 +352,8 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
     let mut last = "0-0".to_owned();
     let mut last_check = Instant::now();
     let mut failures = 0_u32;
+    // Results read and not yet deleted from the result stream.
+    let mut trim: Vec<String> = Vec::new();
     loop {
         if shared.closing.load(Ordering::SeqCst)
             && shared.outstanding.lock().map_or(true, |o| o.is_empty())
@@ -363,18 +365,19 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             last_check = Instant::now();
             respawn(shared);
         }
-        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(256)
-            .arg("BLOCK")
-            .arg(100)
-            .arg("STREAMS")
-            .arg(done)
-            .arg(&last)
-            .query(con);
+        // The results read last time are trimmed in the same round trip as the next read (a
+        // pipeline: the `XDEL`, then the blocking `XREAD`). Reading from `last` is idempotent,
+        // so a failed round trip only repeats both.
+        let mut round = redis::pipe();
+        if !trim.is_empty() {
+            round.cmd("XDEL").arg(done).arg(&trim).ignore();
+        }
+        round.cmd("XREAD").arg("COUNT").arg(256).arg("BLOCK").arg(100).arg("STREAMS").arg(done).arg(&last);
+        let read: redis::RedisResult<(Option<StreamReadReply>,)> = round.query(con);
         let read = match read {
-            Ok(read) => {
+            Ok((read,)) => {
                 failures = 0;
+                trim.clear();
                 read
             }
             Err(error) => {
@@ -398,10 +401,9 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
                 continue;
             }
         };
-        let mut ids = Vec::new();
         for entry in read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
             last.clone_from(&entry.id);
-            ids.push(entry.id.clone());
+            trim.push(entry.id.clone());
             let chunk = entry.get::<u64>("c");
             let result = match entry.map.get("r") {
                 Some(Value::BulkString(bytes)) => {
@@ -426,9 +428,6 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
                     shared.late.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        }
-        if !ids.is_empty() {
-            let _: redis::RedisResult<Value> = redis::cmd("XDEL").arg(done).arg(&ids).query(con);
         }
     }
 }

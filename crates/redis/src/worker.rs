@@ -3,10 +3,10 @@
 //! the entry it runs. Also the marker argument caught before `main` and the supervisor of
 //! `--workers N`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, c_char, c_int};
 use std::process::{Child, Command};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use fanout_core::plumbing::{Outcome, catch_panic, check_message_size};
@@ -298,37 +298,47 @@ fn serve(options: &WorkerOptions) -> Result<(), RedisError> {
     let mut worker =
         Worker { options, keys, con, me, known_runs: HashSet::new(), complete: redis::Script::new(COMPLETE) };
     let mut last_reclaim = Instant::now();
+    let reclaim_due = |last: Instant| last.elapsed() >= options.visibility / 2;
+    // Entries read for this worker and not yet run: the one a completion read along (at most
+    // one, and only while no reclaim is due, so that nothing here waits unrenewed behind a
+    // reclaimed job).
+    let mut ready: VecDeque<StreamId> = VecDeque::new();
     loop {
-        if last_reclaim.elapsed() >= options.visibility / 2 {
-            last_reclaim = Instant::now();
-            for (entry, deliveries) in worker.reclaim()? {
-                worker.handle(&entry, deliveries, &renewer)?;
+        if ready.is_empty() {
+            if reclaim_due(last_reclaim) {
+                last_reclaim = Instant::now();
+                for (entry, deliveries) in worker.reclaim()? {
+                    worker.handle(&entry, deliveries, &renewer, false)?;
+                }
             }
+            let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&worker.me)
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(200)
+                .arg("STREAMS")
+                .arg(worker.keys.jobs())
+                .arg(">")
+                .query(&mut worker.con);
+            let read = match read {
+                Ok(read) => read,
+                Err(error) if error.code() == Some("NOGROUP") => {
+                    ensure_group(&mut worker.con, &worker.keys, &options.url)?;
+                    continue;
+                }
+                Err(error) => return Err(options.url.error("read jobs", &error)),
+            };
+            ready.extend(read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids));
         }
-        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&worker.me)
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(200)
-            .arg("STREAMS")
-            .arg(worker.keys.jobs())
-            .arg(">")
-            .query(&mut worker.con);
-        let read = match read {
-            Ok(read) => read,
-            Err(error) if error.code() == Some("NOGROUP") => {
-                ensure_group(&mut worker.con, &worker.keys, &options.url)?;
-                continue;
-            }
-            Err(error) => return Err(options.url.error("read jobs", &error)),
-        };
-        for key in read.map(|reply| reply.keys).unwrap_or_default() {
-            for entry in key.ids {
-                worker.handle(&entry, 1, &renewer)?;
-            }
+        let Some(entry) = ready.pop_front() else { continue };
+        // The completion reads the next entry along (one round trip for both) unless one is
+        // waiting here already or a reclaim is due.
+        let fetch = ready.is_empty() && !reclaim_due(last_reclaim);
+        if let Some(next) = worker.handle(&entry, 1, &renewer, fetch)? {
+            ready.push_back(next);
         }
     }
 }
@@ -447,12 +457,15 @@ impl Worker<'_> {
         Ok(Verdict::Run { run, chunk, entry: code, state: state.to_vec(), inputs: inputs.to_vec(), limit })
     }
 
+    /// Judges and runs (or refuses) one entry and completes it; with `fetch`, the completion
+    /// also reads the next unread entry, returned here to be run next.
     fn handle(
         &mut self,
         entry: &StreamId,
         deliveries: u64,
-        renewer: &mpsc::Sender<Option<Running>>,
-    ) -> Result<(), RedisError> {
+        renewer: &Renewer,
+        fetch: bool,
+    ) -> Result<Option<StreamId>, RedisError> {
         match self.judge(entry, deliveries)? {
             Verdict::Refuse(reason) => {
                 self.dead_letter(entry, &reason)?;
@@ -465,22 +478,23 @@ impl Worker<'_> {
                     .arg(self.keys.jobs())
                     .arg(&entry.id)
                     .query(&mut self.con);
-                Ok(())
+                Ok(None)
             }
             Verdict::Fail { run, chunk, error, dead } => {
                 if let Some(reason) = dead {
                     self.dead_letter(entry, &reason)?;
                 }
-                self.complete(&entry.id, &run, chunk, &Err(error))
+                self.complete(&entry.id, &run, chunk, &Err(error), fetch)
             }
             Verdict::Run { run, chunk, entry: code, state, inputs, limit } => {
                 let running = Running {
                     id: entry.id.clone(),
                     run: run.clone(),
                     chunk,
+                    started: Instant::now(),
                     limit: limit.map(|limit| (limit, Instant::now() + limit)),
                 };
-                let _ = renewer.send(Some(running));
+                renewer.start(running);
                 // SAFETY: the entry carries the key of a live run on this queue and this
                 // executable's own build id, so `code` is the offset of a monomorphized
                 // `EncodedEntry` that a caller took from this very build (`offset_of_entry`).
@@ -493,8 +507,8 @@ impl Worker<'_> {
                     check_message_size(PayloadPart::Output, Direction::Encode, bytes.len(), limit)
                         .map(|()| bytes)
                 });
-                let _ = renewer.send(None);
-                self.complete(&entry.id, &run, chunk, &outcome)
+                renewer.finish();
+                self.complete(&entry.id, &run, chunk, &outcome, fetch)
             }
         }
     }
@@ -512,15 +526,39 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn complete(&mut self, id: &str, run: &str, chunk: u64, outcome: &Outcome) -> Result<(), RedisError> {
-        store(&self.complete, &mut self.con, &self.keys, id, run, chunk, outcome)
+    /// Stores a result and acknowledges its entry (once: see [`store`]); with `fetch`, in the
+    /// same round trip, reads the next unread entry for this worker.
+    fn complete(
+        &mut self,
+        id: &str,
+        run: &str,
+        chunk: u64,
+        outcome: &Outcome,
+        fetch: bool,
+    ) -> Result<Option<StreamId>, RedisError> {
+        let consumer = if fetch { self.me.as_str() } else { "" };
+        let reply = store(&self.complete, &mut self.con, &self.keys, id, run, chunk, outcome, consumer)
             .map_err(|e| self.options.url.error("store a result", &e))?;
-        Ok(())
+        Ok(next_entry(reply))
     }
 }
 
+/// The entry a completion read along, from the [`COMPLETE`] script's reply
+/// (`{first, XREADGROUP reply}`); `None` when it read none.
+fn next_entry(reply: Value) -> Option<StreamId> {
+    let Value::Array(mut parts) = reply else { return None };
+    if parts.len() < 2 {
+        return None;
+    }
+    let read = parts.swap_remove(1);
+    let read: StreamReadReply = redis::from_owned_redis_value(read).ok()?;
+    read.keys.into_iter().flat_map(|key| key.ids).next()
+}
+
 /// Stores entry `id`'s result and acknowledges it, once (the [`COMPLETE`] script: a second
-/// result for the same chunk is counted as a duplicate, never stored).
+/// result for the same chunk is counted as a duplicate, never stored); when `consumer` is not
+/// empty, the script then reads the next unread entry for it.
+#[allow(clippy::too_many_arguments)]
 fn store(
     complete: &redis::Script,
     con: &mut redis::Connection,
@@ -529,7 +567,8 @@ fn store(
     run: &str,
     chunk: u64,
     outcome: &Outcome,
-) -> redis::RedisResult<i64> {
+    consumer: &str,
+) -> redis::RedisResult<Value> {
     let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
     complete
         .key(keys.seen(run))
@@ -540,6 +579,7 @@ fn store(
         .arg(bytes)
         .arg(GROUP)
         .arg(id)
+        .arg(consumer)
         .invoke(con)
 }
 
@@ -548,110 +588,163 @@ fn store(
 const KILL_POLL: Duration = Duration::from_millis(250);
 
 /// The entry a worker runs, for its renewer thread.
+#[derive(Clone)]
 struct Running {
     id: String,
     run: String,
     chunk: u64,
+    /// When it started here: its claim is renewed a renewal period after that, and so on.
+    started: Instant,
     /// The job time limit and when it passes.
     limit: Option<(Duration, Instant)>,
 }
 
+/// What the worker thread and its renewer share: the entry running now.
+#[derive(Default)]
+struct Slot {
+    current: Option<Running>,
+    /// The worker is gone: the renewer ends.
+    closed: bool,
+}
+
+/// The worker's side of its renewer: it posts the entry it starts and clears it when done.
+///
+/// Posting wakes the renewer only for an entry with a job time limit (whose deadline it must
+/// keep); otherwise the renewer finds the entry on its own tick, at most a tick later, which is
+/// within the renewal period. A wake-up per job, for every job, cost an empty job more than
+/// any Redis command (two thread hand-offs per job on the worker, measured).
+struct Renewer {
+    slot: std::sync::Arc<(Mutex<Slot>, Condvar)>,
+}
+
+impl Renewer {
+    fn start(&self, running: Running) {
+        let wake = running.limit.is_some();
+        let (slot, signal) = &*self.slot;
+        slot.lock().unwrap_or_else(|p| p.into_inner()).current = Some(running);
+        if wake {
+            signal.notify_one();
+        }
+    }
+
+    fn finish(&self) {
+        self.slot.0.lock().unwrap_or_else(|p| p.into_inner()).current = None;
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        let (slot, signal) = &*self.slot;
+        slot.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        signal.notify_one();
+    }
+}
+
 /// The thread that renews this worker's claim on the entry it runs (XCLAIM with JUSTID, which
-/// resets the entry's idle time without counting a delivery), every third of the visibility
+/// resets the entry's idle time without counting a delivery) every third of the visibility
 /// timeout, so that a live worker on a long job is never taken over. It ends the process when
 /// the job's run is no longer live (its pool was killed), every [`KILL_POLL`]. It also keeps the job
 /// time limit: past it, it stores the entry's result `Expired` (acknowledged, once, as any
 /// result) and ends this worker process at once, job and all; its supervisor (the pool, or
 /// `run_workers`) starts a fresh one.
-fn renewer(
-    options: &WorkerOptions,
-    keys: &Keys,
-    me: &str,
-) -> Result<mpsc::Sender<Option<Running>>, RedisError> {
+///
+/// It wakes on its own tick (the shorter of the renewal period and [`KILL_POLL`]), and at a
+/// running job's deadline; an entry starts at most a tick before the renewer sees it, so its
+/// first renewal comes at most two periods (two thirds of the timeout) after it started.
+fn renewer(options: &WorkerOptions, keys: &Keys, me: &str) -> Result<Renewer, RedisError> {
     let mut con = options.url.connect()?;
-    let (sender, receiver) = mpsc::channel::<Option<Running>>();
+    let slot = std::sync::Arc::new((Mutex::new(Slot::default()), Condvar::new()));
     let period = options.visibility / 3;
+    let tick = period.min(KILL_POLL);
     let (keys, me) = (keys.clone(), me.to_owned());
     let complete = redis::Script::new(COMPLETE);
+    let shared = std::sync::Arc::clone(&slot);
     std::thread::Builder::new()
         .name("fanout-redis-renew".to_owned())
         .spawn(move || {
-            let mut current: Option<Running> = None;
-            let mut next_renewal = Instant::now() + period;
+            let (slot, signal) = &*shared;
+            // The entry last renewed (by id) and when.
+            let mut renewed: Option<(String, Instant)> = None;
             let mut next_check = Instant::now() + KILL_POLL;
+            let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                let mut wake = next_renewal.min(next_check);
-                if let Some((_, deadline)) = current.as_ref().and_then(|c| c.limit) {
+                if guard.closed {
+                    return;
+                }
+                let now = Instant::now();
+                let mut wake = now + tick;
+                if let Some((_, deadline)) = guard.current.as_ref().and_then(|c| c.limit) {
                     wake = wake.min(deadline);
                 }
-                match receiver.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                    Ok(next) => current = next,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let Some(running) = &current else {
-                            // Idle: both timers move on, or a past `next_check` would make
-                            // every wait zero long and spin this thread (19% of a core an idle
-                            // worker, measured).
-                            next_renewal = Instant::now() + period;
-                            next_check = Instant::now() + KILL_POLL;
-                            continue;
-                        };
-                        if let Some((limit, deadline)) = running.limit
-                            && Instant::now() >= deadline
-                        {
-                            let expired: Outcome = Err(JobError::Expired { limit });
-                            let _ = store(
-                                &complete,
-                                &mut con,
-                                &keys,
-                                &running.id,
-                                &running.run,
-                                running.chunk,
-                                &expired,
-                            );
-                            // SAFETY: `_exit` ends this worker process, the overdue job's
-                            // thread with it; nothing of it needs unwinding or flushing (its
-                            // result is stored, and its supervisor replaces the process).
-                            unsafe { libc::_exit(0) }
-                        }
-                        if Instant::now() >= next_check {
-                            next_check = Instant::now() + KILL_POLL;
-                            let live: redis::RedisResult<bool> =
-                                redis::cmd("SISMEMBER").arg(keys.runs()).arg(&running.run).query(&mut con);
-                            if matches!(live, Ok(false)) {
-                                // The run is over while its job runs here: its pool was killed
-                                // (`Shutdown::Kill`) or is gone. Nobody waits for this result.
-                                let _: redis::RedisResult<Value> = redis::pipe()
-                                    .cmd("XACK")
-                                    .arg(keys.jobs())
-                                    .arg(GROUP)
-                                    .arg(&running.id)
-                                    .cmd("XDEL")
-                                    .arg(keys.jobs())
-                                    .arg(&running.id)
-                                    .query(&mut con);
-                                // SAFETY: as above: `_exit` ends this worker process and the
-                                // killed run's job with it; its supervisor replaces it.
-                                unsafe { libc::_exit(0) }
-                            }
-                        }
-                        if Instant::now() >= next_renewal {
-                            next_renewal = Instant::now() + period;
-                            let _: redis::RedisResult<Value> = redis::cmd("XCLAIM")
-                                .arg(keys.jobs())
-                                .arg(GROUP)
-                                .arg(&me)
-                                .arg(0)
-                                .arg(&running.id)
-                                .arg("JUSTID")
-                                .query(&mut con);
-                        }
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                guard = signal
+                    .wait_timeout(guard, wake.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                let Some(running) = guard.current.clone() else { continue };
+                // The network calls below run without the lock: the worker thread posts and
+                // clears its entries meanwhile, and the next round sees that.
+                drop(guard);
+                let now = Instant::now();
+                if let Some((limit, deadline)) = running.limit
+                    && now >= deadline
+                {
+                    let expired: Outcome = Err(JobError::Expired { limit });
+                    let _ = store(
+                        &complete,
+                        &mut con,
+                        &keys,
+                        &running.id,
+                        &running.run,
+                        running.chunk,
+                        &expired,
+                        "",
+                    );
+                    // SAFETY: `_exit` ends this worker process, the overdue job's
+                    // thread with it; nothing of it needs unwinding or flushing (its
+                    // result is stored, and its supervisor replaces the process).
+                    unsafe { libc::_exit(0) }
                 }
+                if now >= next_check {
+                    next_check = now + KILL_POLL;
+                    let live: redis::RedisResult<bool> =
+                        redis::cmd("SISMEMBER").arg(keys.runs()).arg(&running.run).query(&mut con);
+                    if matches!(live, Ok(false)) {
+                        // The run is over while its job runs here: its pool was killed
+                        // (`Shutdown::Kill`) or is gone. Nobody waits for this result.
+                        let _: redis::RedisResult<Value> = redis::pipe()
+                            .cmd("XACK")
+                            .arg(keys.jobs())
+                            .arg(GROUP)
+                            .arg(&running.id)
+                            .cmd("XDEL")
+                            .arg(keys.jobs())
+                            .arg(&running.id)
+                            .query(&mut con);
+                        // SAFETY: as above: `_exit` ends this worker process and the
+                        // killed run's job with it; its supervisor replaces it.
+                        unsafe { libc::_exit(0) }
+                    }
+                }
+                let since = match &renewed {
+                    Some((id, at)) if *id == running.id => *at,
+                    _ => running.started,
+                };
+                if now.saturating_duration_since(since) >= period {
+                    let _: redis::RedisResult<Value> = redis::cmd("XCLAIM")
+                        .arg(keys.jobs())
+                        .arg(GROUP)
+                        .arg(&me)
+                        .arg(0)
+                        .arg(&running.id)
+                        .arg("JUSTID")
+                        .query(&mut con);
+                    renewed = Some((running.id, now));
+                }
+                guard = slot.lock().unwrap_or_else(|p| p.into_inner());
             }
         })
         .map_err(|source| RedisError::Spawn { source })?;
-    Ok(sender)
+    Ok(Renewer { slot })
 }
 
 fn hostname() -> String {
