@@ -54,8 +54,10 @@ impl RedisPoolBuilder {
     }
 
     /// Entries kept in Redis beyond one per worker (default 0). The rest of the engine's
-    /// window waits in this process, where a cancelled handle or a `CancelQueued` stops it
-    /// for sure; a prefetch saves the workers the wait for the caller's next entry.
+    /// window (two chunks per worker, or one per worker more than Redis may hold, whichever is
+    /// more) waits in this process, where a cancelled handle or a `CancelQueued` stops it for
+    /// sure; a prefetch saves the workers the wait for the caller's next entry (a worker reads
+    /// its next entry in the round trip that stores its last result when one is there).
     pub fn prefetch(mut self, entries: usize) -> Self {
         self.prefetch = entries;
         self
@@ -365,17 +367,44 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             last_check = Instant::now();
             respawn(shared);
         }
-        // The results read last time are trimmed in the same round trip as the next read (a
-        // pipeline: the `XDEL`, then the blocking `XREAD`). Reading from `last` is idempotent,
-        // so a failed round trip only repeats both.
-        let mut round = redis::pipe();
-        if !trim.is_empty() {
-            round.cmd("XDEL").arg(done).arg(&trim).ignore();
+        // One round trip: the waiting chunks that fit in Redis now are added (their `XADD`s),
+        // the results read last time are trimmed (`XDEL`), then the blocking `XREAD`, all in
+        // one write. The `XADD` replies come back at once (the entry ids, read here before
+        // the `XREAD` blocks). Reading from `last` is idempotent, so a failed round trip only
+        // repeats the trim and the read.
+        let adds = shared.take_room();
+        let mut packed = Vec::new();
+        for (_, add) in &adds {
+            add.write_packed_command(&mut packed);
         }
-        round.cmd("XREAD").arg("COUNT").arg(256).arg("BLOCK").arg(100).arg("STREAMS").arg(done).arg(&last);
-        let read: redis::RedisResult<(Option<StreamReadReply>,)> = round.query(con);
+        if !trim.is_empty() {
+            redis::cmd("XDEL").arg(done).arg(&trim).write_packed_command(&mut packed);
+        }
+        redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(done)
+            .arg(&last)
+            .write_packed_command(&mut packed);
+        let sent = con.send_packed_command(&packed);
+        for (chunk, _) in adds {
+            let added = match &sent {
+                Ok(()) => con.recv_response().and_then(redis::from_owned_redis_value::<String>),
+                Err(error) => Err(resent(error)),
+            };
+            shared.added(chunk, added);
+        }
+        let read: redis::RedisResult<Option<StreamReadReply>> = sent.and_then(|()| {
+            if !trim.is_empty() {
+                con.recv_response()?;
+            }
+            con.recv_response().and_then(redis::from_owned_redis_value)
+        });
         let read = match read {
-            Ok((read,)) => {
+            Ok(read) => {
                 failures = 0;
                 trim.clear();
                 read
@@ -421,8 +450,8 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             match pending {
                 Some(pending) => {
                     pending.reply.send(result.and_then(|outcome| outcome));
+                    // The room this frees is filled by the next round, in its round trip.
                     shared.done();
-                    shared.pump();
                 }
                 None => {
                     shared.late.fetch_add(1, Ordering::Relaxed);
@@ -430,6 +459,11 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             }
         }
     }
+}
+
+/// A failed send, once more for each command it carried (`RedisError` is not `Clone`).
+fn resent(error: &redis::RedisError) -> redis::RedisError {
+    (redis::ErrorKind::IoError, "could not send", error.to_string()).into()
 }
 
 /// Replaces local workers that died.
@@ -541,8 +575,11 @@ impl<I: Payload, O: Payload> Launch for RedisLaunch<'_, I, O> {
         EncodedPacker::new(self.pool.chunk_size, self.pool.max_message_bytes)
     }
 
+    /// Two chunks per worker, and at least one per worker beyond what may be in Redis: those
+    /// wait here ready, so that the collector adds a finished chunk's successor in its own
+    /// next round trip instead of waiting for this caller to wake up and add it.
     fn window(&self) -> usize {
-        self.pool.workers * CHUNKS_PER_WORKER
+        (self.pool.workers * CHUNKS_PER_WORKER).max(self.pool.shared.bound + self.pool.workers)
     }
 
     fn progress(&self) -> Option<Arc<ProgressCounters>> {
@@ -558,24 +595,76 @@ impl<I: Payload, O: Payload> Launch for RedisLaunch<'_, I, O> {
 }
 
 impl Shared {
-    /// Adds waiting chunks to Redis while the run has room there.
+    /// Adds waiting chunks to Redis while the run has room there, in one round trip.
     fn pump(&self) {
-        loop {
-            let queued = {
-                let mut dispatch = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
-                if dispatch.in_redis >= self.bound {
-                    return;
-                }
-                let Some(queued) = dispatch.queue.pop_front() else { return };
-                // The gate: a cancelled handle or a dropped `map` never reaches Redis.
+        let adds = self.take_room();
+        if adds.is_empty() {
+            return;
+        }
+        let mut packed = Vec::new();
+        for (_, add) in &adds {
+            add.write_packed_command(&mut packed);
+        }
+        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = con.send_packed_command(&packed);
+        for (chunk, _) in adds {
+            let added = match &sent {
+                Ok(()) => con.recv_response().and_then(redis::from_owned_redis_value::<String>),
+                Err(error) => Err(resent(error)),
+            };
+            self.added(chunk, added);
+        }
+    }
+
+    /// Takes the waiting chunks that fit in Redis now (the gate: a cancelled handle or a
+    /// dropped `map` never reaches Redis), registers them as outstanding (before their entry
+    /// exists, so that a fast result finds its reply) and gives their `XADD`s.
+    fn take_room(&self) -> Vec<(u64, redis::Cmd)> {
+        let mut taken = Vec::new();
+        {
+            let mut dispatch = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
+            while dispatch.in_redis < self.bound {
+                let Some(queued) = dispatch.queue.pop_front() else { break };
                 if !queued.reply.start() {
                     continue;
                 }
                 dispatch.in_redis += 1;
-                queued
-            };
-            self.add_entry(queued);
+                taken.push(queued);
+            }
         }
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        taken
+            .into_iter()
+            .map(|Queued { state, entry, inputs, reply }| {
+                let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+                outstanding.insert(chunk, Pending { reply, entry: String::new() });
+                let mut add = redis::cmd("XADD");
+                add.arg(self.keys.jobs())
+                    .arg("*")
+                    .arg("v")
+                    .arg(VERSION)
+                    .arg("k")
+                    .arg(&self.run)
+                    .arg("b")
+                    .arg(build_id())
+                    .arg("e")
+                    .arg(entry)
+                    .arg("c")
+                    .arg(chunk)
+                    .arg("m")
+                    .arg(self.max_deliveries)
+                    .arg("t")
+                    .arg(self.job_timeout_ms)
+                    .arg("s")
+                    .arg(&state[..])
+                    .arg("i")
+                    .arg(inputs);
+                (chunk, add)
+            })
+            .collect()
     }
 
     /// One result came in (or an entry left Redis another way).
@@ -584,38 +673,8 @@ impl Shared {
         dispatch.in_redis = dispatch.in_redis.saturating_sub(1);
     }
 
-    fn add_entry(&self, queued: Queued) {
-        let Queued { state, entry, inputs, reply } = queued;
-        let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
-        let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
-        // Registered before the entry exists, so that a fast result finds its reply.
-        self.outstanding
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(chunk, Pending { reply, entry: String::new() });
-        let added: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(self.keys.jobs())
-            .arg("*")
-            .arg("v")
-            .arg(VERSION)
-            .arg("k")
-            .arg(&self.run)
-            .arg("b")
-            .arg(build_id())
-            .arg("e")
-            .arg(entry)
-            .arg("c")
-            .arg(chunk)
-            .arg("m")
-            .arg(self.max_deliveries)
-            .arg("t")
-            .arg(self.job_timeout_ms)
-            .arg("s")
-            .arg(&state[..])
-            .arg("i")
-            .arg(inputs)
-            .query(&mut *con);
-        drop(con);
+    /// The reply to chunk `chunk`'s `XADD`: its entry id, or the error that answers it.
+    fn added(&self, chunk: u64, added: redis::RedisResult<String>) {
         let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
         match added {
             Ok(id) => {
