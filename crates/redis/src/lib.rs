@@ -34,11 +34,13 @@
 //! - **At-least-once.** The caller adds each chunk as an entry of the stream
 //!   `fanout:QUEUE:jobs`; workers read it in the consumer group `fanout-workers`
 //!   (`XREADGROUP`), run it, then in one Lua script store the result and acknowledge and
-//!   delete the entry (`XACK`, `XDEL`). A worker that dies before that leaves the entry
-//!   pending; after the **visibility timeout** another worker takes it over (`XAUTOCLAIM`) and
-//!   runs it again. A live worker on a long job renews its claim every third of the timeout
-//!   (`XCLAIM ... JUSTID`, which does not count a delivery), so it is not taken over. Jobs must
-//!   therefore be idempotent, as with Celery's or RQ's acks-late.
+//!   delete the entry (`XACK`, `XDEL`); the same script then reads the worker's next entry
+//!   (after the acknowledgement, so a worker holds one entry at a time). A worker that dies
+//!   before that leaves the entry pending; after the **visibility timeout** another worker
+//!   takes it over (`XAUTOCLAIM`) and runs it again. A live worker on a long job renews its
+//!   claim every third of the timeout (never more than two thirds apart; `XCLAIM ... JUSTID`,
+//!   which does not count a delivery), so it is not taken over. Jobs must therefore be
+//!   idempotent, as with Celery's or RQ's acks-late.
 //! - **Exactly one answer per input.** Results are keyed by the run and the chunk: the script
 //!   stores a chunk's first result (`HSETNX` on the run's `seen` hash, then `XADD` to the run's
 //!   result stream) and counts any later one in the run's `dups` counter without storing it
@@ -47,8 +49,10 @@
 //! - **Dead letters.** Every entry carries its delivery limit (`max_deliveries`, default 3).
 //!   An entry taken over more often than that goes to the dead-letter stream
 //!   `fanout:QUEUE:dead` and its inputs answer [`JobError::WorkerLost`](fanout_core::JobError).
-//! - **Bounded.** The caller adds only the engine's window of chunks ahead (two per worker) and
-//!   deletes entries and results once done.
+//! - **Bounded.** The caller keeps only the engine's window of chunks ahead (two per worker,
+//!   or one per worker more than Redis may hold), at most one entry per worker plus the
+//!   [prefetch](RedisPoolBuilder::prefetch) of them in Redis, and deletes entries and results
+//!   once done.
 //! - **Security.** Every entry carries the run's random key (registered in
 //!   `fanout:QUEUE:runs` while the pool lives) and the build id of the caller's executable. A
 //!   worker calls code only for an entry of a live run, of its own build, in the current
