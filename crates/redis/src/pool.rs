@@ -392,7 +392,10 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
         let sent = con.send_packed_command(&packed);
         for (chunk, _) in adds {
             let added = match &sent {
-                Ok(()) => con.recv_response().and_then(redis::from_owned_redis_value::<String>),
+                Ok(()) => con
+                    .recv_response()
+                    .and_then(Value::extract_error)
+                    .and_then(redis::from_owned_redis_value::<String>),
                 Err(error) => Err(resent(error)),
             };
             shared.added(chunk, added);
@@ -401,7 +404,7 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             if !trim.is_empty() {
                 con.recv_response()?;
             }
-            con.recv_response().and_then(redis::from_owned_redis_value)
+            con.recv_response().and_then(Value::extract_error).and_then(redis::from_owned_redis_value)
         });
         let read = match read {
             Ok(read) => {
@@ -609,7 +612,10 @@ impl Shared {
         let sent = con.send_packed_command(&packed);
         for (chunk, _) in adds {
             let added = match &sent {
-                Ok(()) => con.recv_response().and_then(redis::from_owned_redis_value::<String>),
+                Ok(()) => con
+                    .recv_response()
+                    .and_then(Value::extract_error)
+                    .and_then(redis::from_owned_redis_value::<String>),
                 Err(error) => Err(resent(error)),
             };
             self.added(chunk, added);

@@ -59,35 +59,19 @@ impl Keys {
     }
 }
 
-/// Stores a chunk's result at most once, acknowledges and deletes its entry, atomically; then,
-/// when ARGV[5] names a consumer, reads the queue's next unread entry for it (`XREADGROUP
-/// COUNT 1`, not blocking), so that a busy worker's completion and its next read are one round
-/// trip. The read comes after the acknowledgement, as a separate `XREADGROUP` would: the worker
-/// holds one entry at a time, exactly as before.
+/// Stores a chunk's result at most once, acknowledges and deletes its entry, atomically.
 ///
-/// KEYS: seen, done, jobs, dups. ARGV: chunk id, encoded outcome, group, entry id, consumer
-/// (or empty: no read). Returns `{1}` for a first result, `{0}` for a duplicate (counted in
-/// `dups`), followed by the `XREADGROUP` reply when it read an entry. A failed read (no group
-/// any more) is no failure of the completion, which has happened: the worker's own blocking
-/// read then meets the error and handles it.
+/// KEYS: seen, done, jobs, dups. ARGV: chunk id, encoded outcome, group, entry id.
+/// Returns 1 for a first result, 0 for a duplicate (counted in `dups`).
 pub(crate) const COMPLETE: &str = r"
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
-local first = 0
 if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 1 then
   redis.call('XADD', KEYS[2], '*', 'c', ARGV[1], 'r', ARGV[2])
-  first = 1
-else
-  redis.call('INCR', KEYS[4])
+  return 1
 end
-if ARGV[5] == '' then
-  return {first}
-end
-local next = redis.pcall('XREADGROUP', 'GROUP', ARGV[3], ARGV[5], 'COUNT', 1, 'STREAMS', KEYS[3], '>')
-if type(next) == 'table' and not next.err then
-  return {first, next}
-end
-return {first}
+redis.call('INCR', KEYS[4])
+return 0
 ";
 
 /// Deletes an entry that no worker has read yet. KEYS: jobs. ARGV: group, entry id.

@@ -527,7 +527,11 @@ impl Worker<'_> {
     }
 
     /// Stores a result and acknowledges its entry (once: see [`store`]); with `fetch`, in the
-    /// same round trip, reads the next unread entry for this worker.
+    /// same round trip, reads the next unread entry for this worker: the script and a
+    /// non-blocking `XREADGROUP COUNT 1` are sent in one write, so the read runs after the
+    /// acknowledgement (the worker holds one entry at a time) and its reply is read here
+    /// whatever the script's (an entry read is never left unseen). The entry travels straight
+    /// back, not through the script (which would convert it to Lua and back).
     fn complete(
         &mut self,
         id: &str,
@@ -536,29 +540,91 @@ impl Worker<'_> {
         outcome: &Outcome,
         fetch: bool,
     ) -> Result<Option<StreamId>, RedisError> {
-        let consumer = if fetch { self.me.as_str() } else { "" };
-        let reply = store(&self.complete, &mut self.con, &self.keys, id, run, chunk, outcome, consumer)
-            .map_err(|e| self.options.url.error("store a result", &e))?;
-        Ok(next_entry(reply))
+        let mut packed =
+            complete_cmd(&self.complete, false, &self.keys, id, run, chunk, outcome).get_packed_command();
+        if fetch {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.me)
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(self.keys.jobs())
+                .arg(">")
+                .write_packed_command(&mut packed);
+        }
+        let error = |e: &redis::RedisError| self.options.url.error("store a result", e);
+        self.con.send_packed_command(&packed).map_err(|e| error(&e))?;
+        let stored = self
+            .con
+            .recv_response()
+            .and_then(Value::extract_error)
+            .and_then(redis::from_owned_redis_value::<i64>);
+        let next = if fetch {
+            // No group any more (or a broken connection): the blocking read (or the next
+            // command) meets that again and handles it.
+            self.con
+                .recv_response()
+                .and_then(Value::extract_error)
+                .and_then(redis::from_owned_redis_value::<Option<StreamReadReply>>)
+                .ok()
+                .flatten()
+                .and_then(|read| read.keys.into_iter().flat_map(|key| key.ids).next())
+        } else {
+            None
+        };
+        match stored {
+            Ok(_) => {}
+            // The server lost the script (restarted, `SCRIPT FLUSH`): nothing ran; once more
+            // by its text (the entry read along is kept).
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                complete_cmd(&self.complete, true, &self.keys, id, run, chunk, outcome)
+                    .query::<i64>(&mut self.con)
+                    .map_err(|e| error(&e))?;
+            }
+            Err(e) => return Err(error(&e)),
+        }
+        Ok(next)
     }
 }
 
-/// The entry a completion read along, from the [`COMPLETE`] script's reply
-/// (`{first, XREADGROUP reply}`); `None` when it read none.
-fn next_entry(reply: Value) -> Option<StreamId> {
-    let Value::Array(mut parts) = reply else { return None };
-    if parts.len() < 2 {
-        return None;
-    }
-    let read = parts.swap_remove(1);
-    let read: StreamReadReply = redis::from_owned_redis_value(read).ok()?;
-    read.keys.into_iter().flat_map(|key| key.ids).next()
+/// The `EVALSHA` of the [`COMPLETE`] script for entry `id`'s result, or with `by_code` its
+/// `EVAL` (the script's text: it runs even when the server has lost the script, and caches it
+/// again for the next `EVALSHA`).
+fn complete_cmd(
+    complete: &redis::Script,
+    by_code: bool,
+    keys: &Keys,
+    id: &str,
+    run: &str,
+    chunk: u64,
+    outcome: &Outcome,
+) -> redis::Cmd {
+    let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
+    let mut cmd = if by_code {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COMPLETE);
+        cmd
+    } else {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(complete.get_hash());
+        cmd
+    };
+    cmd.arg(4)
+        .arg(keys.seen(run))
+        .arg(keys.done(run))
+        .arg(keys.jobs())
+        .arg(keys.dups(run))
+        .arg(chunk)
+        .arg(bytes)
+        .arg(GROUP)
+        .arg(id);
+    cmd
 }
 
 /// Stores entry `id`'s result and acknowledges it, once (the [`COMPLETE`] script: a second
-/// result for the same chunk is counted as a duplicate, never stored); when `consumer` is not
-/// empty, the script then reads the next unread entry for it.
-#[allow(clippy::too_many_arguments)]
+/// result for the same chunk is counted as a duplicate, never stored).
 fn store(
     complete: &redis::Script,
     con: &mut redis::Connection,
@@ -567,20 +633,14 @@ fn store(
     run: &str,
     chunk: u64,
     outcome: &Outcome,
-    consumer: &str,
-) -> redis::RedisResult<Value> {
-    let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
-    complete
-        .key(keys.seen(run))
-        .key(keys.done(run))
-        .key(keys.jobs())
-        .key(keys.dups(run))
-        .arg(chunk)
-        .arg(bytes)
-        .arg(GROUP)
-        .arg(id)
-        .arg(consumer)
-        .invoke(con)
+) -> redis::RedisResult<i64> {
+    match complete_cmd(complete, false, keys, id, run, chunk, outcome).query(con) {
+        // The server lost the script (restarted, `SCRIPT FLUSH`): nothing ran; by its text.
+        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+            complete_cmd(complete, true, keys, id, run, chunk, outcome).query(con)
+        }
+        stored => stored,
+    }
 }
 
 /// How often a worker running a job checks that its run is still live (a killed pool's run
@@ -689,16 +749,8 @@ fn renewer(options: &WorkerOptions, keys: &Keys, me: &str) -> Result<Renewer, Re
                     && now >= deadline
                 {
                     let expired: Outcome = Err(JobError::Expired { limit });
-                    let _ = store(
-                        &complete,
-                        &mut con,
-                        &keys,
-                        &running.id,
-                        &running.run,
-                        running.chunk,
-                        &expired,
-                        "",
-                    );
+                    let _ =
+                        store(&complete, &mut con, &keys, &running.id, &running.run, running.chunk, &expired);
                     // SAFETY: `_exit` ends this worker process, the overdue job's
                     // thread with it; nothing of it needs unwinding or flushing (its
                     // result is stored, and its supervisor replaces the process).

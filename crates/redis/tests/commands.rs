@@ -14,14 +14,14 @@ fn empty(x: u64) -> u64 {
     x
 }
 
-/// `cmdstat_NAME:calls=N,...` of `INFO commandstats`, by name.
-fn calls(con: &mut redis::Connection) -> BTreeMap<String, u64> {
+/// `cmdstat_NAME:calls=N,usec=U,...` of `INFO commandstats`, by name: (calls, usec).
+fn calls(con: &mut redis::Connection) -> BTreeMap<String, (u64, u64)> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
+            let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key))?.parse().ok();
+            Some((name.to_owned(), (field("calls=")?, field("usec=")?)))
         })
         .collect()
 }
@@ -46,11 +46,12 @@ fn commands_per_job_at_chunk_1() {
     assert!(results.iter().all(Result::is_ok));
     let mut report = String::new();
     let mut total = 0.0;
-    for (name, &n) in &after {
-        let delta = n - before.get(name).copied().unwrap_or(0);
-        if delta > 0 && name != "info" {
-            let per_job = delta as f64 / jobs as f64;
-            report.push_str(&format!("  {name:<16} {per_job:.3} per job\n"));
+    for (name, &(n, usec)) in &after {
+        let (n0, usec0) = before.get(name).copied().unwrap_or((0, 0));
+        if n > n0 && name != "info" {
+            let per_job = (n - n0) as f64 / jobs as f64;
+            let usec = (usec - usec0) as f64 / jobs as f64;
+            report.push_str(&format!("  {name:<16} {per_job:.3} per job, {usec:.2} us of server time\n"));
             total += per_job;
         }
     }

@@ -238,3 +238,38 @@ fn bad_worker_arguments_are_typed_errors() {
         fanout_redis::WorkerOptions::from_args(&["env:FANOUT_TEST_UNSET_VARIABLE".to_owned()]).unwrap_err();
     assert!(error.to_string().contains("FANOUT_TEST_UNSET_VARIABLE"), "{error}");
 }
+
+/// A server that loses the completion script (`SCRIPT FLUSH`, as after a restart) while jobs
+/// run: a worker's completion and its read of the next entry travel in one write, so the read
+/// runs even when the script is missing; the worker loads the script, completes again, and
+/// runs the entry it read. Nothing is lost or answered twice, and no entry waits for the
+/// visibility timeout (an entry lost by its worker would be answered only after it: the guard,
+/// half of it, only catches that, it times nothing).
+#[test]
+fn a_flushed_completion_script_loses_no_entry() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    let visibility = Duration::from_secs(40);
+    let pool = RedisPool::builder(&redis.url())
+        .local_workers(2)
+        .prefetch(2)
+        .visibility_timeout(visibility)
+        .build()
+        .unwrap();
+    let mut con = redis.connection();
+    for round in 0..5_u64 {
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
+        let inputs = round * 100..round * 100 + 100;
+        let expected: Vec<_> = inputs.clone().map(|x| Ok(x * x)).collect();
+        let started = std::time::Instant::now();
+        let handle = std::thread::scope(|scope| {
+            let run = scope.spawn(|| pool.map(square, inputs));
+            // Flush again while the map runs.
+            std::thread::sleep(Duration::from_millis(2));
+            let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
+            run.join().unwrap()
+        });
+        assert_eq!(handle, expected);
+        assert!(started.elapsed() < visibility / 2, "an entry waited for the visibility timeout");
+    }
+    assert_eq!(pool.duplicates(), 0);
+}
