@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -157,13 +157,23 @@ impl RedisPoolBuilder {
             options,
             late: AtomicU64::new(0),
             next_chunk: AtomicU64::new(0),
+            reader: Mutex::new(Reader {
+                con: url.connect()?,
+                done: keys.done(&run),
+                last: "0-0".to_owned(),
+                trim: Vec::new(),
+                failures: 0,
+            }),
+            helping: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            // Long ago: nobody has helped yet.
+            last_help: AtomicU64::new(0),
         });
         let collector = {
-            let (shared, url, done) = (Arc::clone(&shared), url.clone(), keys.done(&run));
-            let mut con = url.connect()?;
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("fanout-redis-collector".to_owned())
-                .spawn(move || collect(&shared, &mut con, &done))
+                .spawn(move || collect(&shared))
                 .map_err(|source| RedisError::Spawn { source })?
         };
         Ok(RedisPool {
@@ -184,6 +194,8 @@ impl RedisPoolBuilder {
 struct Pending {
     reply: EncodedReply,
     entry: String,
+    /// The answer count of the `map` it belongs to, if any (see `RedisLaunch::help`).
+    answered: Option<Arc<AtomicU64>>,
 }
 
 /// A chunk waiting in this process for room in Redis.
@@ -192,6 +204,7 @@ struct Queued {
     entry: i64,
     inputs: Vec<u8>,
     reply: EncodedReply,
+    answered: Option<Arc<AtomicU64>>,
 }
 
 /// The chunks waiting here, and how many entries are in Redis.
@@ -219,6 +232,13 @@ struct Shared {
     /// Results for chunks that had one already, or that nobody waits for.
     late: AtomicU64,
     next_chunk: AtomicU64,
+    /// The reading side; see [`Reader`].
+    reader: Mutex<Reader>,
+    /// Callers waiting for the reader or reading now.
+    helping: AtomicUsize,
+    /// When a caller last finished a round, in nanoseconds after `epoch` (0: never).
+    epoch: Instant,
+    last_help: AtomicU64,
 }
 
 /// fanout's [`Executor`] on Redis Streams: jobs run on worker processes on any host that can
@@ -284,10 +304,23 @@ impl RedisPool {
         redis::cmd("XLEN").arg(self.keys.dead()).query::<u64>(&mut *con).unwrap_or(0)
     }
 
-    fn add(&self, state: &Arc<[u8]>, entry: i64, inputs: Vec<u8>, reply: EncodedReply) {
-        let queued = Queued { state: Arc::clone(state), entry, inputs, reply };
+    /// Queues a chunk. A `map`'s chunk (`answered` given) waits for its caller's next round
+    /// (`RedisLaunch::help`, which adds it in the same write as its read), or the collector's
+    /// when the caller does not come back soon; any other (a submitted job) is added at once.
+    fn add(
+        &self,
+        state: &Arc<[u8]>,
+        entry: i64,
+        inputs: Vec<u8>,
+        reply: EncodedReply,
+        answered: Option<Arc<AtomicU64>>,
+    ) {
+        let defer = answered.is_some();
+        let queued = Queued { state: Arc::clone(state), entry, inputs, reply, answered };
         self.shared.dispatch.lock().unwrap_or_else(|p| p.into_inner()).queue.push_back(queued);
-        self.shared.pump();
+        if !defer {
+            self.shared.pump();
+        }
     }
 
     fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
@@ -349,13 +382,142 @@ impl RedisPool {
     }
 }
 
-/// The collector: the run's results, in, until the pool closes and nothing is outstanding.
-fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
-    let mut last = "0-0".to_owned();
+/// The reading side of the pool: the connection that reads the run's result stream, where it
+/// is, and the results read but not yet trimmed. Whoever holds it reads: the collector thread,
+/// or a caller waiting in `map`/`imap` for its own answers (`RedisLaunch::help`), who then
+/// is woken by the socket itself instead of by the collector thread.
+struct Reader {
+    con: redis::Connection,
+    done: String,
+    last: String,
+    trim: Vec<String>,
+    failures: u32,
+}
+
+/// How long a caller's round blocks for results: its own arrive sooner.
+const HELP_BLOCK_MS: u64 = 100;
+
+/// The collector thread's block while callers have helped lately (short: a caller that comes
+/// back waits at most this long for the reader), and otherwise.
+const COLLECT_BLOCK_BUSY_MS: u64 = 10;
+const COLLECT_BLOCK_IDLE_MS: u64 = 100;
+
+/// How long after a caller's last round the collector thread stays out.
+const HELPER_GRACE: Duration = Duration::from_millis(10);
+
+/// What one round did.
+enum Round {
+    Read,
+    Failed,
+    /// Redis is gone for good: every outstanding chunk was answered `WorkerLost`.
+    Gone,
+}
+
+/// One round trip of the reader: the waiting chunks that fit in Redis now are added (their
+/// `XADD`s), the results read last time are trimmed (`XDEL`), then the blocking `XREAD`, all in
+/// one write. The `XADD` replies come back at once (the entry ids, read before the `XREAD`
+/// blocks). Reading from `last` is idempotent, so a failed round trip only repeats the trim and
+/// the read. Each first result goes to its chunk's reply.
+fn round(shared: &Shared, reader: &mut Reader, block_ms: u64) -> Round {
+    let Reader { con, done, last, trim, failures } = reader;
+    let adds = shared.take_room();
+    let mut packed = Vec::new();
+    for (_, add) in &adds {
+        add.write_packed_command(&mut packed);
+    }
+    if !trim.is_empty() {
+        redis::cmd("XDEL").arg(&*done).arg(&*trim).write_packed_command(&mut packed);
+    }
+    redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(256)
+        .arg("BLOCK")
+        .arg(block_ms)
+        .arg("STREAMS")
+        .arg(&*done)
+        .arg(&*last)
+        .write_packed_command(&mut packed);
+    let sent = con.send_packed_command(&packed);
+    for (chunk, _) in adds {
+        let added = match &sent {
+            Ok(()) => con
+                .recv_response()
+                .and_then(Value::extract_error)
+                .and_then(redis::from_owned_redis_value::<String>),
+            Err(error) => Err(resent(error)),
+        };
+        shared.added(chunk, added);
+    }
+    let read: redis::RedisResult<Option<StreamReadReply>> = sent.and_then(|()| {
+        if !trim.is_empty() {
+            con.recv_response()?;
+        }
+        con.recv_response().and_then(Value::extract_error).and_then(redis::from_owned_redis_value)
+    });
+    let read = match read {
+        Ok(read) => {
+            *failures = 0;
+            trim.clear();
+            read
+        }
+        Err(error) => {
+            *failures += 1;
+            if *failures >= 50 {
+                // Redis is gone: nothing can answer any more.
+                let reason = shared.options.url.error("read results", &error).to_string();
+                let lost: Vec<Pending> = shared
+                    .outstanding
+                    .lock()
+                    .map(|mut o| o.drain().map(|(_, p)| p).collect())
+                    .unwrap_or_default();
+                for pending in lost {
+                    pending.reply.send(Err(JobError::WorkerLost {
+                        exit: WorkerExit::ChannelsFailed { reason: reason.clone() },
+                    }));
+                }
+                return Round::Gone;
+            }
+            return Round::Failed;
+        }
+    };
+    for entry in read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
+        last.clone_from(&entry.id);
+        trim.push(entry.id.clone());
+        let chunk = entry.get::<u64>("c");
+        let result = match entry.map.get("r") {
+            Some(Value::BulkString(bytes)) => {
+                postcard::from_bytes::<Outcome>(bytes).map_err(|error| JobError::WorkerLost {
+                    exit: WorkerExit::ProtocolViolation(fanout_core::Violation::MalformedMessage {
+                        message: error.to_string(),
+                    }),
+                })
+            }
+            _ => Err(JobError::WorkerLost {
+                exit: WorkerExit::ProtocolViolation(fanout_core::Violation::UnrequestedAnswer),
+            }),
+        };
+        let pending = chunk.and_then(|chunk| shared.outstanding.lock().ok()?.remove(&chunk));
+        match pending {
+            Some(pending) => {
+                if let Some(answered) = &pending.answered {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+                pending.reply.send(result.and_then(|outcome| outcome));
+                // The room this frees is filled by the next round, in its round trip.
+                shared.done();
+            }
+            None => {
+                shared.late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Round::Read
+}
+
+/// The collector thread: reads results whenever no caller does, until the pool closes and
+/// nothing is outstanding; replaces dead local workers.
+fn collect(shared: &Shared) {
     let mut last_check = Instant::now();
-    let mut failures = 0_u32;
-    // Results read and not yet deleted from the result stream.
-    let mut trim: Vec<String> = Vec::new();
     loop {
         if shared.closing.load(Ordering::SeqCst)
             && shared.outstanding.lock().map_or(true, |o| o.is_empty())
@@ -367,99 +529,25 @@ fn collect(shared: &Shared, con: &mut redis::Connection, done: &str) {
             last_check = Instant::now();
             respawn(shared);
         }
-        // One round trip: the waiting chunks that fit in Redis now are added (their `XADD`s),
-        // the results read last time are trimmed (`XDEL`), then the blocking `XREAD`, all in
-        // one write. The `XADD` replies come back at once (the entry ids, read here before
-        // the `XREAD` blocks). Reading from `last` is idempotent, so a failed round trip only
-        // repeats the trim and the read.
-        let adds = shared.take_room();
-        let mut packed = Vec::new();
-        for (_, add) in &adds {
-            add.write_packed_command(&mut packed);
+        let since_help = shared.since_help();
+        if shared.helping.load(Ordering::SeqCst) > 0 || since_help < HELPER_GRACE {
+            // A caller reads for itself: stay out of its way.
+            std::thread::sleep(HELPER_GRACE / 2);
+            continue;
         }
-        if !trim.is_empty() {
-            redis::cmd("XDEL").arg(done).arg(&trim).write_packed_command(&mut packed);
-        }
-        redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(256)
-            .arg("BLOCK")
-            .arg(100)
-            .arg("STREAMS")
-            .arg(done)
-            .arg(&last)
-            .write_packed_command(&mut packed);
-        let sent = con.send_packed_command(&packed);
-        for (chunk, _) in adds {
-            let added = match &sent {
-                Ok(()) => con
-                    .recv_response()
-                    .and_then(Value::extract_error)
-                    .and_then(redis::from_owned_redis_value::<String>),
-                Err(error) => Err(resent(error)),
-            };
-            shared.added(chunk, added);
-        }
-        let read: redis::RedisResult<Option<StreamReadReply>> = sent.and_then(|()| {
-            if !trim.is_empty() {
-                con.recv_response()?;
-            }
-            con.recv_response().and_then(Value::extract_error).and_then(redis::from_owned_redis_value)
-        });
-        let read = match read {
-            Ok(read) => {
-                failures = 0;
-                trim.clear();
-                read
-            }
-            Err(error) => {
-                failures += 1;
-                if failures >= 50 {
-                    // Redis is gone: nothing can answer any more.
-                    let reason = shared.options.url.error("read results", &error).to_string();
-                    let lost: Vec<Pending> = shared
-                        .outstanding
-                        .lock()
-                        .map(|mut o| o.drain().map(|(_, p)| p).collect())
-                        .unwrap_or_default();
-                    for pending in lost {
-                        pending.reply.send(Err(JobError::WorkerLost {
-                            exit: WorkerExit::ChannelsFailed { reason: reason.clone() },
-                        }));
-                    }
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
+        let Ok(mut reader) = shared.reader.try_lock() else {
+            std::thread::sleep(HELPER_GRACE / 2);
+            continue;
         };
-        for entry in read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
-            last.clone_from(&entry.id);
-            trim.push(entry.id.clone());
-            let chunk = entry.get::<u64>("c");
-            let result = match entry.map.get("r") {
-                Some(Value::BulkString(bytes)) => {
-                    postcard::from_bytes::<Outcome>(bytes).map_err(|error| JobError::WorkerLost {
-                        exit: WorkerExit::ProtocolViolation(fanout_core::Violation::MalformedMessage {
-                            message: error.to_string(),
-                        }),
-                    })
-                }
-                _ => Err(JobError::WorkerLost {
-                    exit: WorkerExit::ProtocolViolation(fanout_core::Violation::UnrequestedAnswer),
-                }),
-            };
-            let pending = chunk.and_then(|chunk| shared.outstanding.lock().ok()?.remove(&chunk));
-            match pending {
-                Some(pending) => {
-                    pending.reply.send(result.and_then(|outcome| outcome));
-                    // The room this frees is filled by the next round, in its round trip.
-                    shared.done();
-                }
-                None => {
-                    shared.late.fetch_add(1, Ordering::Relaxed);
-                }
+        let block =
+            if since_help < Duration::from_secs(1) { COLLECT_BLOCK_BUSY_MS } else { COLLECT_BLOCK_IDLE_MS };
+        match round(shared, &mut reader, block) {
+            Round::Read => {}
+            Round::Failed => {
+                drop(reader);
+                std::thread::sleep(Duration::from_millis(100));
             }
+            Round::Gone => return,
         }
     }
 }
@@ -504,7 +592,7 @@ impl Executor for RedisPool {
         I: Payload,
         J::Output: Payload,
     {
-        Unordered::new(RedisLaunch::new(self, &job), inputs.into_iter())
+        Unordered::new(RedisLaunch::helped(self, &job), inputs.into_iter())
     }
 
     fn imap<'a, J, I>(
@@ -517,7 +605,7 @@ impl Executor for RedisPool {
         I: Payload,
         J::Output: Payload,
     {
-        Ordered::new(RedisLaunch::new(self, &job), inputs.into_iter())
+        Ordered::new(RedisLaunch::helped(self, &job), inputs.into_iter())
     }
 
     fn submit<J, I>(&self, job: J, input: I) -> JobHandle<J::Output>
@@ -559,13 +647,27 @@ struct RedisLaunch<'p, I, O> {
     pool: &'p RedisPool,
     entry: i64,
     state: Result<Arc<[u8]>, JobError>,
+    /// For a `map` (whose caller helps): how many of its chunks were answered by a result.
+    answered: Option<Arc<AtomicU64>>,
     _types: PhantomData<fn(I) -> O>,
 }
 
 impl<'p, I: Payload, O: Payload> RedisLaunch<'p, I, O> {
+    /// The launcher of a `submit` (whose caller waits on its handle, never helps).
     fn new<J: Job<I, Output = O>>(pool: &'p RedisPool, job: &J) -> Self {
         let entry = offset_of_entry(entry_point::<J, I>());
-        Self { pool, entry, state: JobState::encode_state(job).map(Arc::from), _types: PhantomData }
+        Self {
+            pool,
+            entry,
+            state: JobState::encode_state(job).map(Arc::from),
+            answered: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// The launcher of a `map`, `map_unordered` or `imap`, whose caller reads for itself.
+    fn helped<J: Job<I, Output = O>>(pool: &'p RedisPool, job: &J) -> Self {
+        Self { answered: Some(Arc::new(AtomicU64::new(0))), ..Self::new(pool, job) }
     }
 }
 
@@ -591,9 +693,32 @@ impl<I: Payload, O: Payload> Launch for RedisLaunch<'_, I, O> {
 
     fn launch(&mut self, inputs: Vec<u8>, reply: Reply<O>) {
         match &self.state {
-            Ok(state) => self.pool.add(state, self.entry, inputs, reply.encoded()),
+            Ok(state) => self.pool.add(state, self.entry, inputs, reply.encoded(), self.answered.clone()),
             Err(error) => reply.fail(error.clone()),
         }
+    }
+
+    /// The caller waits for an answer of its `map`: it reads the results itself (one round:
+    /// its queued chunks added, the blocking read), so that its answers wake it straight from
+    /// the socket, not through the collector thread. While the collector (or another caller)
+    /// holds the reader, it waits for it; answers that came in meanwhile end the wait.
+    fn help(&mut self) -> bool {
+        let Some(answered) = &self.answered else { return false };
+        let shared = &self.pool.shared;
+        // The engine calls this only when it has taken every answer sent so far.
+        let seen = answered.load(Ordering::SeqCst);
+        shared.helping.fetch_add(1, Ordering::SeqCst);
+        let mut reader = shared.reader.lock().unwrap_or_else(|p| p.into_inner());
+        shared.helping.fetch_sub(1, Ordering::SeqCst);
+        if answered.load(Ordering::SeqCst) == seen {
+            let done = round(shared, &mut reader, HELP_BLOCK_MS);
+            drop(reader);
+            if matches!(done, Round::Failed | Round::Gone) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        shared.helped();
+        true
     }
 }
 
@@ -644,9 +769,9 @@ impl Shared {
         let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
         taken
             .into_iter()
-            .map(|Queued { state, entry, inputs, reply }| {
+            .map(|Queued { state, entry, inputs, reply, answered }| {
                 let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
-                outstanding.insert(chunk, Pending { reply, entry: String::new() });
+                outstanding.insert(chunk, Pending { reply, entry: String::new(), answered });
                 let mut add = redis::cmd("XADD");
                 add.arg(self.keys.jobs())
                     .arg("*")
@@ -673,6 +798,20 @@ impl Shared {
             .collect()
     }
 
+    /// A caller finished a round: the collector stays out for a while.
+    fn helped(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.last_help.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Since a caller last finished a round (long when none ever did).
+    fn since_help(&self) -> Duration {
+        match self.last_help.load(Ordering::SeqCst) {
+            0 => Duration::MAX,
+            at => self.epoch.elapsed().saturating_sub(Duration::from_nanos(at)),
+        }
+    }
+
     /// One result came in (or an entry left Redis another way).
     fn done(&self) {
         let mut dispatch = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
@@ -693,6 +832,9 @@ impl Shared {
                 drop(outstanding);
                 self.done();
                 if let Some(pending) = pending {
+                    if let Some(answered) = &pending.answered {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     let reason = self.options.url.error("add a job", &error).to_string();
                     pending
                         .reply
