@@ -34,8 +34,8 @@
 //! - **At-least-once.** The caller adds each chunk as an entry of the stream
 //!   `fanout:QUEUE:jobs`; workers read it in the consumer group `fanout-workers`
 //!   (`XREADGROUP`), run it, then in one Lua script store the result and acknowledge and
-//!   delete the entry (`XACK`, `XDEL`); the same script then reads the worker's next entry
-//!   (after the acknowledgement, so a worker holds one entry at a time). A worker that dies
+//!   delete the entry (`XACK`, `XDEL`); the worker's next read travels in the same write,
+//!   after the script (so a worker holds one entry at a time). A worker that dies
 //!   before that leaves the entry pending; after the **visibility timeout** another worker
 //!   takes it over (`XAUTOCLAIM`) and runs it again. A live worker on a long job renews its
 //!   claim every third of the timeout (never more than two thirds apart; `XCLAIM ... JUSTID`,

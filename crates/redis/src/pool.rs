@@ -1,6 +1,8 @@
 //! [`RedisPool`]: the caller's side. Its launcher adds each chunk as a stream entry (the
-//! engine keeps a window of them in flight); its collector thread reads the run's result
-//! stream, hands each first result to its chunk's reply and trims what it read.
+//! engine keeps a window of them in flight). The run's result stream is read by whoever holds
+//! the `Reader`: a caller waiting in `map`/`imap` (so that its answers wake it straight from
+//! the socket), else the collector thread; each round trip of it adds the chunks that fit,
+//! trims what was read and blocks for results, and hands each first result to its reply.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
