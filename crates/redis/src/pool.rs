@@ -710,7 +710,16 @@ impl<I: Payload, O: Payload> Launch for RedisLaunch<'_, I, O> {
         // The engine calls this only when it has taken every answer sent so far.
         let seen = answered.load(Ordering::SeqCst);
         shared.helping.fetch_add(1, Ordering::SeqCst);
-        let mut reader = shared.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reader = match shared.reader.try_lock() {
+            Ok(reader) => reader,
+            Err(_) => {
+                // The collector (or another caller) is in a round that did not add this
+                // map's queued chunks: add them now, or the wait could last that round's whole
+                // block with nothing of this map in Redis.
+                shared.pump();
+                shared.reader.lock().unwrap_or_else(|p| p.into_inner())
+            }
+        };
         shared.helping.fetch_sub(1, Ordering::SeqCst);
         if answered.load(Ordering::SeqCst) == seen {
             let done = round(shared, &mut reader, HELP_BLOCK_MS);
