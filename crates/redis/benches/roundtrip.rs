@@ -2,6 +2,13 @@
 //! measured in the same run: a bare XADD / XREADGROUP / XACK round trip on one connection.
 //!
 //! `cargo bench -p fanout-redis --bench roundtrip` (needs redis-server on the PATH).
+//!
+//! Read the bare figure with care on a small VM: it is one client in lockstep with the server,
+//! and it comes out in one of two modes, ~25 us when the scheduler keeps both on one CPU and
+//! ~200 us when it puts them on two (a wake-up across CPUs cost ~70 us on the 2-vCPU VM of
+//! issue 16's measurements: `redis-benchmark -t ping -c 1` did 120k requests/s on one CPU,
+//! 13k across two). The pool cannot stay on one CPU (its workers are other processes), so
+//! compare it against the low mode; `tests/commands.rs` counts its round trips per job.
 
 use std::time::Duration;
 
