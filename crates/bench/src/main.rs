@@ -51,6 +51,14 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let token = args.token()?;
     let spec = args.spec();
     spec.validate()?;
+    if let Some(count) = spec.hosts.as_ref().map(|hosts| hosts.count) {
+        if !args.hosts_netns.is_empty() && args.hosts_netns.len() != count {
+            anyhow::bail!(
+                "--hosts-netns names {} namespaces for --hosts {count}: give one per host",
+                args.hosts_netns.len()
+            );
+        }
+    }
     let _redis = redis_server_for(&spec)?;
     let exe =
         std::env::current_exe().context("could not locate the fanout executable to start its children")?;
@@ -97,13 +105,15 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let hosts = match &mut spec.hosts {
             Some(hosts) => {
                 hosts.queue = format!("fanout-bench-hosts-{}-{repetition}", std::process::id());
+                let visibility = args.host_visibility_ms.map_or(HOST_VISIBILITY, Duration::from_millis);
                 let started = WorkerHosts::start(
                     &exe,
                     hosts.count,
                     spec.workers,
                     &hosts.queue,
                     REDIS_URL_ENV,
-                    HOST_VISIBILITY,
+                    visibility,
+                    &args.hosts_netns,
                 )
                 .context("could not start the worker hosts (--hosts)")?;
                 Some(started)

@@ -140,4 +140,11 @@ fn hosts_with_another_executor_is_a_clear_error() {
         .expect("fanout runs");
     let stderr = String::from_utf8_lossy(&too_many.stderr);
     assert!(!too_many.status.success() && stderr.contains("between 1 and --workers"), "{stderr}");
+    let one_namespace = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["bench", "--scenario", "api-calls", "--executor", "redis", "--workers", "4", "--hosts", "2"])
+        .args(["--hosts-netns", "only-one"])
+        .output()
+        .expect("fanout runs");
+    let stderr = String::from_utf8_lossy(&one_namespace.stderr);
+    assert!(!one_namespace.status.success() && stderr.contains("one per host"), "{stderr}");
 }
