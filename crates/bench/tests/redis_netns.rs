@@ -18,7 +18,7 @@
 #[path = "../../redis/tests/support/netns.rs"]
 mod netns;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,7 @@ fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
 
 /// Whether a Redis server answers `PING` at `addr` (inline command, RESP reply).
 fn ping(addr: &str) -> bool {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let Ok(addr) = addr.parse() else { return false };
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
@@ -139,7 +139,7 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
     assert!(url.starts_with(&format!("http://{host1}:")), "{url}");
     let api = Api::new(url.clone(), Secret::new(TOKEN));
 
-    let mut bench = Command::new(exe)
+    let bench = Command::new(exe)
         .args(["bench", "--scenario", "ticket-migration", "--executor", "redis"])
         .args(["--workers", "4", "--inner-workers", "4", "--hosts", "2"])
         .args(["--hosts-netns", &format!("{},{}", hosts.name(2), hosts.name(3))])
@@ -150,16 +150,17 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
         .stderr(Stdio::piped())
         .spawn()
         .expect("fanout bench starts");
+    // Killed on any panic below, so that no bench outlives a failed drill.
+    let mut bench = Reaped(bench, None);
 
     // Kill host 2 once a quarter of the tickets are in; bounded by the run's deadline.
     let started = Instant::now();
     let mut kill = None;
-    while bench.try_wait().expect("fanout bench can be waited for").is_none() {
-        if started.elapsed() > DEADLINE {
-            let _ = bench.kill();
-            let _ = bench.wait();
-            panic!("fanout bench ran past {DEADLINE:?}");
+    let status = loop {
+        if let Some(status) = bench.0.try_wait().expect("fanout bench can be waited for") {
+            break status;
         }
+        assert!(started.elapsed() < DEADLINE, "fanout bench ran past {DEADLINE:?}");
         if kill.is_none() {
             let tickets = api.get_json::<Summary>("/new/tickets/summary").map_or(0, |s| s.tickets);
             if tickets >= TICKETS / 4 {
@@ -171,7 +172,7 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
                 }
                 // The entries the dead workers held unacknowledged: what the survivors must
                 // reclaim (the queue of the bench's first repetition, `run::WorkerHosts`).
-                let queue = format!("fanout-bench-hosts-{}-1", bench.id());
+                let queue = format!("fanout-bench-hosts-{}-1", bench.0.id());
                 let redis = fanout_redis::RedisUrl::new(redis_url.as_str()).unwrap();
                 let stranded: u64 = fanout_redis::consumers(&redis, &queue)
                     .expect("the queue's consumers")
@@ -183,10 +184,16 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
             }
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    // It has exited: what it wrote (a JSON line, a short error) waits in the pipes.
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(pipe) = bench.0.stdout.as_mut() {
+        let _ = pipe.read_to_string(&mut stdout);
     }
-    let output = bench.wait_with_output().expect("fanout bench's output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "fanout bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    if let Some(pipe) = bench.0.stderr.as_mut() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "fanout bench failed: {stderr}");
     let row: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("{error}: {stdout}"));
     let (killed, tickets_at_kill, stranded) =
         kill.unwrap_or_else(|| panic!("the run ended before a quarter was in: {row}"));
