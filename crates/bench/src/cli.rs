@@ -75,7 +75,8 @@ pub(crate) struct BenchArgs {
     /// Factor applied to the server's latencies (1 = the articles' timings).
     #[arg(long, value_name = "F", default_value_t = 0.01, value_parser = positive_time_scale, allow_negative_numbers = true)]
     pub(crate) time_scale: f64,
-    /// Runs, each in a fresh process against a fresh server; the median is reported.
+    /// Runs, each in a fresh process against a fresh server; the median is reported. Memory
+    /// is sampled on the first run only (the sampler's CPU would slow the runs it times).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     pub(crate) repeat: usize,
     /// Output format.

@@ -121,11 +121,17 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             None => None,
         };
         let hosts_cpu_before = hosts.as_ref().map(WorkerHosts::cpu_seconds);
+        // Memory is sampled on the first repetition only: reading `/proc` of a tree of 33
+        // processes every 10 ms takes CPU from the run it measures (api-calls on 32 worker
+        // processes at time scale 0.01: about 4 points of efficiency on this 2-core machine),
+        // so the other repetitions time the executor alone, and their median is the row's.
+        let sample_memory = repetition == 1;
         // The server is idle outside the run child's life, so its CPU over that life is what
         // the run's requests cost it.
         let server_pid = server.as_ref().map(MockServerProcess::pid);
-        let (measured, server_cpu) =
-            fanout_bench::floor::server_cpu_during(server_pid, || run::measure(&exe, &spec, &token));
+        let (measured, server_cpu) = fanout_bench::floor::server_cpu_during(server_pid, || {
+            run::measure(&exe, &spec, &token, sample_memory)
+        });
         let mut measured = measured.with_context(|| {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
         })?;

@@ -245,9 +245,15 @@ pub struct HostsSeen {
     pub cpu_seconds: f64,
 }
 
-/// Runs `spec` in a fresh `exe __run` child, sampling its memory, and reaps it with `wait4`.
+/// Runs `spec` in a fresh `exe __run` child, sampling its memory when `sample_memory`
+/// ([`RssSampler`]; otherwise the peaks are `ru_maxrss` and 0), and reaps it with `wait4`.
 /// Its progress lines are recorded for [`interrupted_report`] as they arrive.
-pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, RunError> {
+pub fn measure(
+    exe: &Path,
+    spec: &RunSpec,
+    token: &Secret,
+    sample_memory: bool,
+) -> Result<Measured, RunError> {
     let spec_json = serde_json::to_string(spec).unwrap_or_default();
     let mut child = Command::new(exe)
         .args(["__run", &spec_json])
@@ -258,11 +264,11 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
         .map_err(|source| RunError::Spawn { what: "the measured run", source })?;
     let pid = child.id();
     register(pid);
-    let sampler = RssSampler::start(pid);
+    let sampler = if sample_memory { RssSampler::start(pid).map(Some) } else { Ok(None) };
     let output = read_lines(child.stdout.take());
     let reaped = usage::wait4(pid);
     unregister(pid);
-    let sampled = sampler.map(RssSampler::finish).unwrap_or_default();
+    let sampled = sampler.ok().flatten().map(RssSampler::finish).unwrap_or_default();
     let reaped = reaped.map_err(|source| RunError::Io { action: "wait for the measured run", source })?;
     let last_line =
         output.map_err(|source| RunError::Io { action: "read the measured run's result", source })?;
