@@ -17,6 +17,8 @@
 
 #[path = "../../redis/tests/support/netns.rs"]
 mod netns;
+#[path = "../../redis/tests/support/require.rs"]
+mod require;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -43,24 +45,6 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn redis_found() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("FANOUT_REQUIRE_REDIS").is_none(),
-            "FANOUT_REQUIRE_REDIS is set but redis-server is not on the PATH: apt-get install redis-server"
-        );
-        eprintln!(
-            "SKIPPED: redis-server is not installed (apt-get install redis-server; set FANOUT_REQUIRE_REDIS=1 to make this a failure)"
-        );
-    }
-    found
 }
 
 fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
@@ -100,19 +84,7 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
     let dir = std::env::temp_dir().join(format!("fanout-bench-netns-{}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let _redis = Reaped(
-        hosts
-            .command(1, std::path::Path::new("redis-server"))
-            .args(["--port", "6379", "--bind", &host1, "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server in host 1"),
-        None,
-    );
+    let _redis = Reaped(hosts.start_redis(1, &dir).expect("start redis-server in host 1"), None);
     let redis_url = format!("redis://{host1}:6379/0");
     wait_until("redis-server in host 1", Duration::from_secs(10), || ping(&format!("{host1}:6379")));
 
@@ -203,20 +175,10 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
 
 #[test]
 fn the_migration_survives_a_killed_host_with_nothing_lost_or_duplicated() {
-    if !redis_found() {
+    if !require::redis_found() {
         return;
     }
-    let hosts = match Hosts::create(3) {
-        Ok(hosts) => hosts,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("FANOUT_REQUIRE_NETNS").is_none(),
-                "FANOUT_REQUIRE_NETNS is set but network namespaces could not be made: {reason}"
-            );
-            eprintln!("SKIPPED: the network-namespace drill needs root and `ip`: {reason}");
-            return;
-        }
-    };
+    let Some(hosts) = netns::hosts_or_skip(3) else { return };
     let runs: usize = std::env::var("FANOUT_NETNS_DRILL_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     for run in 1..=runs {
         let Drill { row, killed, tickets_at_kill, stranded } = drill(&hosts, run);

@@ -76,6 +76,22 @@ pub fn remove_leftovers() {
     }
 }
 
+/// `count` hosts, or `None` after saying SKIPPED when they cannot be made here (no root, no
+/// `ip`); under `FANOUT_REQUIRE_NETNS` (which `.ci/run` sets) that is a failure instead.
+pub fn hosts_or_skip(count: u8) -> Option<Hosts> {
+    match Hosts::create(count) {
+        Ok(hosts) => Some(hosts),
+        Err(reason) => {
+            assert!(
+                std::env::var_os("FANOUT_REQUIRE_NETNS").is_none(),
+                "FANOUT_REQUIRE_NETNS is set but network namespaces could not be made: {reason}"
+            );
+            eprintln!("SKIPPED: the network-namespace drill needs root and `ip`: {reason}");
+            None
+        }
+    }
+}
+
 impl Hosts {
     /// `count` hosts, or the reason they could not be made (no privilege, no `ip`).
     pub fn create(count: u8) -> Result<Self, String> {
@@ -124,6 +140,20 @@ impl Hosts {
     /// Host `n`'s namespace name.
     pub fn name(&self, n: u8) -> &str {
         &self.names[usize::from(n) - 1]
+    }
+
+    /// Starts redis-server in host `n` on its address, port 6379, no persistence (files in
+    /// `dir`), open to the other hosts (no protected mode: only the test's hosts reach it);
+    /// its URL is `redis://ADDR:6379/0`.
+    pub fn start_redis(&self, n: u8, dir: &std::path::Path) -> std::io::Result<std::process::Child> {
+        self.command(n, std::path::Path::new("redis-server"))
+            .args(["--port", "6379", "--bind", &self.addr(n), "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
     }
 
     /// The pids of every process in host `n`.
