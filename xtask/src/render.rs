@@ -772,8 +772,10 @@ fn method(results: &Results) -> String {
          would take if the executor added nothing: `ceil(jobs / workers)` rounds of the latency the \
          server really applies for api-calls, the critical path of the nested migration, the \
          serially measured job time over `min(workers, cores)` for cpu.\n\
-         - **CPU s**, **peak RSS** and **peak PSS**: the median run's client process tree over the \
-         timed window (workers and fork server included, the mock server excluded). RSS sums each \
+         - **CPU s**, **peak RSS** and **peak PSS**: the client's process tree (workers and fork \
+         server included, the mock server excluded); CPU of the median run over the timed window, \
+         memory sampled over the first run only, since reading `/proc` of 33 processes every 10 ms \
+         slows the run it samples (the other runs, unsampled, give the median wall). RSS sums each \
          process's resident pages, so the pages that forked workers share with their fork server \
          (the executable, the libraries, the copy-on-write heap) count once per worker; PSS counts \
          each shared page once, split between the processes that map it, which is the memory the \

@@ -75,7 +75,8 @@ pub(crate) struct BenchArgs {
     /// Factor applied to the server's latencies (1 = the articles' timings).
     #[arg(long, value_name = "F", default_value_t = 0.01, value_parser = positive_time_scale, allow_negative_numbers = true)]
     pub(crate) time_scale: f64,
-    /// Runs, each in a fresh process against a fresh server; the median is reported.
+    /// Runs, each in a fresh process against a fresh server; the median is reported. Memory
+    /// is sampled on the first run only (the sampler's CPU would slow the runs it times).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     pub(crate) repeat: usize,
     /// Output format.
@@ -122,10 +123,21 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", requires = "throttle", value_parser = clap::value_parser!(u32).range(1..))]
     throttle_burst: Option<u32>,
     /// Redis only: run the workers on K worker hosts, `fanout worker` processes on this
-    /// machine (loopback) sharing --workers (the remainder on the first hosts), started before
-    /// each repetition and killed after it; the pool starts no worker of its own.
+    /// machine (loopback, or network namespaces with --hosts-netns) sharing --workers (the
+    /// remainder on the first hosts), started before each repetition and killed after it; the
+    /// pool starts no worker of its own.
     #[arg(long, value_name = "K", value_parser = at_least_one)]
     hosts: Option<usize>,
+    /// With --hosts: start host i inside network namespace NS_i (`ip netns exec NS_i`, one
+    /// name per host, comma-separated), so that the hosts reach Redis and the mock API over
+    /// their own network (give both with FANOUT_REDIS_URL and --url at addresses the
+    /// namespaces reach). Needs root.
+    #[arg(long, value_name = "NS,...", requires = "hosts", value_delimiter = ',')]
+    pub(crate) hosts_netns: Vec<String>,
+    /// With --hosts: the hosts' visibility timeout, how long the entry of a worker that died
+    /// waits before another worker reclaims it [default: 30000].
+    #[arg(long, value_name = "MS", requires = "hosts", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) host_visibility_ms: Option<u64>,
     /// Run against this mock API (`http://127.0.0.1:PORT`, as `fanout mock-api` prints it)
     /// instead of a fresh one per run: its state survives the run, so an interrupted migration
     /// resumes where it stopped. The server's --seed must match.

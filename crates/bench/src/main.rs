@@ -51,6 +51,14 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let token = args.token()?;
     let spec = args.spec();
     spec.validate()?;
+    if let Some(count) = spec.hosts.as_ref().map(|hosts| hosts.count) {
+        if !args.hosts_netns.is_empty() && args.hosts_netns.len() != count {
+            anyhow::bail!(
+                "--hosts-netns names {} namespaces for --hosts {count}: give one per host",
+                args.hosts_netns.len()
+            );
+        }
+    }
     let _redis = redis_server_for(&spec)?;
     let exe =
         std::env::current_exe().context("could not locate the fanout executable to start its children")?;
@@ -97,13 +105,15 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let hosts = match &mut spec.hosts {
             Some(hosts) => {
                 hosts.queue = format!("fanout-bench-hosts-{}-{repetition}", std::process::id());
+                let visibility = args.host_visibility_ms.map_or(HOST_VISIBILITY, Duration::from_millis);
                 let started = WorkerHosts::start(
                     &exe,
                     hosts.count,
                     spec.workers,
                     &hosts.queue,
                     REDIS_URL_ENV,
-                    HOST_VISIBILITY,
+                    visibility,
+                    &args.hosts_netns,
                 )
                 .context("could not start the worker hosts (--hosts)")?;
                 Some(started)
@@ -111,11 +121,17 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             None => None,
         };
         let hosts_cpu_before = hosts.as_ref().map(WorkerHosts::cpu_seconds);
+        // Memory is sampled on the first repetition only: reading `/proc` of a tree of 33
+        // processes every 10 ms takes CPU from the run it measures (api-calls on 32 worker
+        // processes at time scale 0.01: about 4 points of efficiency on this 2-core machine),
+        // so the other repetitions time the executor alone, and their median is the row's.
+        let sample_memory = repetition == 1;
         // The server is idle outside the run child's life, so its CPU over that life is what
         // the run's requests cost it.
         let server_pid = server.as_ref().map(MockServerProcess::pid);
-        let (measured, server_cpu) =
-            fanout_bench::floor::server_cpu_during(server_pid, || run::measure(&exe, &spec, &token));
+        let (measured, server_cpu) = fanout_bench::floor::server_cpu_during(server_pid, || {
+            run::measure(&exe, &spec, &token, sample_memory)
+        });
         let mut measured = measured.with_context(|| {
             format!("run {repetition} of {}: {} on {}", args.repeat, spec.scenario, spec.executor)
         })?;

@@ -245,9 +245,15 @@ pub struct HostsSeen {
     pub cpu_seconds: f64,
 }
 
-/// Runs `spec` in a fresh `exe __run` child, sampling its memory, and reaps it with `wait4`.
+/// Runs `spec` in a fresh `exe __run` child, sampling its memory when `sample_memory`
+/// ([`RssSampler`]; otherwise the peaks are `ru_maxrss` and 0), and reaps it with `wait4`.
 /// Its progress lines are recorded for [`interrupted_report`] as they arrive.
-pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, RunError> {
+pub fn measure(
+    exe: &Path,
+    spec: &RunSpec,
+    token: &Secret,
+    sample_memory: bool,
+) -> Result<Measured, RunError> {
     let spec_json = serde_json::to_string(spec).unwrap_or_default();
     let mut child = Command::new(exe)
         .args(["__run", &spec_json])
@@ -258,11 +264,11 @@ pub fn measure(exe: &Path, spec: &RunSpec, token: &Secret) -> Result<Measured, R
         .map_err(|source| RunError::Spawn { what: "the measured run", source })?;
     let pid = child.id();
     register(pid);
-    let sampler = RssSampler::start(pid);
+    let sampler = if sample_memory { RssSampler::start(pid).map(Some) } else { Ok(None) };
     let output = read_lines(child.stdout.take());
     let reaped = usage::wait4(pid);
     unregister(pid);
-    let sampled = sampler.map(RssSampler::finish).unwrap_or_default();
+    let sampled = sampler.ok().flatten().map(RssSampler::finish).unwrap_or_default();
     let reaped = reaped.map_err(|source| RunError::Io { action: "wait for the measured run", source })?;
     let last_line =
         output.map_err(|source| RunError::Io { action: "read the measured run's result", source })?;
@@ -336,7 +342,9 @@ pub struct WorkerHosts {
 impl WorkerHosts {
     /// Starts `count` hosts of `exe worker env:URL_ENV --queue QUEUE --workers N/K
     /// --visibility-ms V` (the remainder spread over the first hosts), the URL in `url_env`
-    /// (read by the hosts from the environment, never on a command line), and waits until
+    /// (read by the hosts from the environment, never on a command line), host `i` inside
+    /// network namespace `netns[i]` when `netns` is not empty (`ip netns exec`, which execs
+    /// the worker in place: its pid, and so its process group, is the child's), and waits until
     /// every worker reads the queue, so that the run does not time their start-up (a cluster
     /// already running): a worker still starting leaves its entry to another, a round later
     /// (5 of 20 runs of api-calls at time scale 0.1 took 0.87-0.94 s instead of 0.75 s when
@@ -349,13 +357,21 @@ impl WorkerHosts {
         queue: &str,
         url_env: &str,
         visibility: std::time::Duration,
+        netns: &[String],
     ) -> Result<Self, RunError> {
         let url = fanout_redis::RedisUrl::from_env(url_env)
             .map_err(|error| RunError::Hosts(format!("the worker hosts' Redis: {error}")))?;
         let mut started = Self { hosts: Vec::with_capacity(count), queue: queue.to_owned(), url };
         for index in 0..count {
             let share = crate::scenario::Hosts::workers_of(workers, count, index);
-            let mut command = Command::new(exe);
+            let mut command = match netns.get(index) {
+                Some(name) => {
+                    let mut command = Command::new("ip");
+                    command.args(["netns", "exec", name]).arg(exe);
+                    command
+                }
+                None => Command::new(exe),
+            };
             command
                 .args(["worker", &format!("env:{url_env}"), "--queue", queue])
                 .args(["--workers", &share.to_string()])

@@ -1,7 +1,8 @@
 //! Ctrl-C during `fanout bench`: it stops at once, leaves no process behind, says which
 //! tickets were migrated, and a second run against the same server migrates the rest without
-//! duplicates. Its own test binary: it checks the whole machine's process table, so no other
-//! test's pools may run beside it.
+//! duplicates. Its own test binary: it checks the process table for descendants of its own
+//! (it is a child subreaper, so that leftovers are reparented to it, not to init), and no
+//! other test of its own may run pools beside it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -9,22 +10,46 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Processes whose command line contains `needle`.
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesized name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is a descendant of this test process. The test is a child subreaper, so a
+/// process its bench left behind is reparented here, never to init.
+fn ours(mut pid: u32) -> bool {
+    let me = std::process::id();
+    for _ in 0..64 {
+        match parent_of(pid) {
+            Some(parent) if parent == me => return true,
+            Some(parent) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Processes descending from this test whose command line contains `needle` (other tests
+/// or programs on the machine may run pools of their own).
 fn processes_with(needle: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|entry| {
             let path = entry.ok()?.path();
-            path.file_name()?.to_str()?.parse::<u32>().ok()?;
+            let pid = path.file_name()?.to_str()?.parse::<u32>().ok()?;
             let cmdline = std::fs::read(path.join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(needle).then_some(cmdline)
+            (cmdline.contains(needle) && ours(pid)).then_some(cmdline)
         })
         .collect()
 }
 
 #[test]
 fn ctrl_c_stops_cleanly_and_a_second_run_migrates_the_rest() {
+    // SAFETY: `prctl(PR_SET_CHILD_SUBREAPER)` takes integers and only sets a flag of this
+    // process: orphans of its descendants are reparented to it (see `ours`).
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
     let fanout = env!("CARGO_BIN_EXE_fanout");
     let mut server = Command::new(fanout)
         .args(["mock-api", "--time-scale", "0.01", "--exit-on-stdin-eof"])

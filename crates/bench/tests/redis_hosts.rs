@@ -8,6 +8,9 @@
 //! Needs redis-server (the bench starts its own): without it the Redis tests say SKIPPED,
 //! unless `FANOUT_REQUIRE_REDIS` is set (as `.ci/run` does), then they fail.
 
+#[path = "../../redis/tests/support/require.rs"]
+mod require;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,24 +21,6 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// One run at a time: each starts a redis-server, a mock server and a dozen processes.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn redis_found() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("FANOUT_REQUIRE_REDIS").is_none(),
-            "FANOUT_REQUIRE_REDIS is set but redis-server is not on the PATH: apt-get install redis-server"
-        );
-        eprintln!(
-            "SKIPPED: redis-server is not installed (apt-get install redis-server; set FANOUT_REQUIRE_REDIS=1 to make this a failure)"
-        );
-    }
-    found
-}
 
 /// Runs `fanout bench ARGS` with its own redis-server (no `FANOUT_REDIS_URL`), killed past
 /// [`DEADLINE`]; its JSON row, and the bench's pid.
@@ -92,7 +77,7 @@ fn assert_served_by_hosts(row: &Value, workers: u64) {
 
 #[test]
 fn api_calls_run_on_two_worker_hosts() {
-    if !redis_found() {
+    if !require::redis_found() {
         return;
     }
     let args = ["--scenario", "api-calls", "--executor", "redis", "--workers", "8", "--hosts", "2"];
@@ -109,7 +94,7 @@ fn api_calls_run_on_two_worker_hosts() {
 
 #[test]
 fn the_nested_migration_runs_on_two_worker_hosts() {
-    if !redis_found() {
+    if !require::redis_found() {
         return;
     }
     let args = ["--scenario", "ticket-migration", "--executor", "redis", "--workers", "4", "--hosts", "2"];
@@ -140,4 +125,11 @@ fn hosts_with_another_executor_is_a_clear_error() {
         .expect("fanout runs");
     let stderr = String::from_utf8_lossy(&too_many.stderr);
     assert!(!too_many.status.success() && stderr.contains("between 1 and --workers"), "{stderr}");
+    let one_namespace = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["bench", "--scenario", "api-calls", "--executor", "redis", "--workers", "4", "--hosts", "2"])
+        .args(["--hosts-netns", "only-one"])
+        .output()
+        .expect("fanout runs");
+    let stderr = String::from_utf8_lossy(&one_namespace.stderr);
+    assert!(!one_namespace.status.success() && stderr.contains("one per host"), "{stderr}");
 }

@@ -109,7 +109,8 @@ impl RateLimit {
         Ok(())
     }
 
-    fn period(&self) -> Duration {
+    /// The time between two permits at the sustained rate (`1 / rate`).
+    pub fn period(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.per_second)
     }
 }
@@ -137,6 +138,13 @@ pub trait PermitSource: Send + Sync {
 
     /// Whether jobs take the permits themselves (see [`RateLimit::per_request`]).
     fn scope(&self) -> Scope;
+
+    /// The time between two permits at the limit's rate, when this source knows it: how long
+    /// a permit handed to another process stays good (a request sent later than that lands
+    /// on a later permit's slot, and bunches with it). `None`: no bound.
+    fn period(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// What [`PermitSource::poll_acquire`] found.
@@ -242,6 +250,10 @@ impl PermitSource for Limiter {
 
     fn scope(&self) -> Scope {
         self.limit.scope
+    }
+
+    fn period(&self) -> Option<Duration> {
+        Some(self.limit.period())
     }
 }
 

@@ -49,9 +49,12 @@
 //! So a run that makes the same requests, each retried until it succeeds, meets exactly the
 //! same faults whatever the order, the concurrency or the executor. Only two clients sending
 //! the *same* request at once can swap fates (which of them is attempt 0 and which attempt 1).
-//! The rate limit and the cap depend on arrival times and load, not on the seed.
+//! The rate limit and the cap depend on arrival times and load, not on the seed. The rate
+//! limit's arrival time is the kernel's receive timestamp of the request where there is one
+//! (`arrival`), so that a server busy or descheduled when requests come does not count them as
+//! a burst when it reads them together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -390,38 +393,88 @@ struct Seen {
     faulted: u32,
 }
 
-/// The rate limit's token bucket.
+/// How far back [`Bucket`] keeps the arrivals it admitted (real time): a request served this
+/// much after a later arrival is still judged in its place.
+const REORDER_HORIZON: Duration = Duration::from_secs(1);
+
+/// The most admitted arrivals [`Bucket`] keeps, whatever the horizon (a very high rate).
+const REORDER_LOG: usize = 1024;
+
+/// The rate limit's token bucket, clocked on arrival times (see `arrival`).
+///
+/// Requests are taken in the order the server gets to them, which after a stall is not their
+/// arrival order (a backlog read at once is served by two runtime threads, in any order). A
+/// plain bucket advanced to a later arrival has already capped the refill an earlier one was
+/// owed, and would refuse a backlog that kept to the rate for being served out of order. So
+/// the bucket keeps the arrivals it admitted over the last [`REORDER_HORIZON`]: a request is
+/// admitted when the bucket, replayed over those arrivals and it in arrival order, has a
+/// token at every step. Older arrivals are folded into the bucket's level at `since`; a
+/// request that arrived before that is judged as if it came then.
 #[derive(Debug)]
 struct Bucket {
     capacity: f64,
     /// Tokens per real second; infinite at time scale 0.
     refill: f64,
+    /// The level just after the arrivals up to `since` took their tokens.
     tokens: f64,
-    last: Instant,
+    since: Instant,
+    /// Arrivals admitted after `since`, in arrival order.
+    recent: VecDeque<Instant>,
 }
 
 impl Bucket {
     fn new(limit: RateLimit, time_scale: f64) -> Self {
         let refill = if time_scale > 0.0 { limit.per_second / time_scale } else { f64::INFINITY };
         let capacity = f64::from(limit.burst);
-        Self { capacity, refill, tokens: capacity, last: Instant::now() }
+        Self { capacity, refill, tokens: capacity, since: Instant::now(), recent: VecDeque::new() }
     }
 
-    /// Takes a token, or says how long until one is due.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    /// The level after `tokens` at `from` refills until `to`.
+    fn refilled(&self, tokens: f64, from: Instant, to: Instant) -> f64 {
+        (tokens + to.saturating_duration_since(from).as_secs_f64() * self.refill).min(self.capacity)
+    }
+
+    /// The level just after the last kept arrival, and when that was; `None` if some arrival
+    /// finds no token.
+    fn replay(&self) -> Option<(f64, Instant)> {
+        let (mut tokens, mut at) = (self.tokens, self.since);
+        for &arrival in &self.recent {
+            tokens = self.refilled(tokens, at, arrival) - 1.0;
+            at = arrival;
+            if tokens < 0.0 {
+                return None;
+            }
+        }
+        Some((tokens, at))
+    }
+
+    /// Takes a token for a request that arrived at `arrived`, or says how long until one is
+    /// due.
+    fn take(&mut self, arrived: Instant) -> Result<(), Duration> {
         if !self.refill.is_finite() {
             return Ok(());
         }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now.max(self.last);
-        self.tokens = (self.tokens + elapsed * self.refill).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - self.tokens) / self.refill;
-            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
+        let arrived = arrived.max(self.since);
+        let place = self.recent.partition_point(|&arrival| arrival <= arrived);
+        self.recent.insert(place, arrived);
+        if self.replay().is_none() {
+            self.recent.remove(place);
+            let (tokens, at) = self.replay().unwrap_or((0.0, self.since));
+            let level = self.refilled(tokens, at, arrived);
+            let wait = ((1.0 - level) / self.refill).max(1.0 / self.refill);
+            return Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX));
         }
+        let latest = self.recent.back().copied().unwrap_or(arrived);
+        while let Some(&oldest) = self.recent.front() {
+            if self.recent.len() <= REORDER_LOG && latest.saturating_duration_since(oldest) <= REORDER_HORIZON
+            {
+                break;
+            }
+            self.tokens = self.refilled(self.tokens, self.since, oldest) - 1.0;
+            self.since = oldest;
+            self.recent.pop_front();
+        }
+        Ok(())
     }
 }
 
@@ -470,8 +523,10 @@ impl Injector {
         &self.faults
     }
 
-    /// Admits a request (it then counts as in flight until the slot drops) or refuses it.
-    pub(crate) fn admit(&self) -> Result<Slot<'_>, Refusal> {
+    /// Admits a request that `arrived` then (it counts as in flight until the slot drops) or
+    /// refuses it. The rate limit is measured on the arrival times, not on when the server
+    /// gets to each request (see `arrival`).
+    pub(crate) fn admit(&self, arrived: Instant) -> Result<Slot<'_>, Refusal> {
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(&self.in_flight);
         if self.faults.max_concurrent.is_some_and(|max| before >= max) {
@@ -479,7 +534,7 @@ impl Injector {
             return Err(Refusal::OverCapacity);
         }
         if let Some(bucket) = &self.bucket
-            && let Err(wait) = lock(bucket).take(Instant::now())
+            && let Err(wait) = lock(bucket).take(arrived)
         {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::RateLimited { wait });
@@ -660,7 +715,7 @@ mod tests {
     #[test]
     fn bucket_admits_a_burst_then_refills() {
         let mut bucket = Bucket::new(RateLimit::new(2.0, 3), 1.0);
-        let start = bucket.last;
+        let start = bucket.since;
         for _ in 0..3 {
             assert_eq!(bucket.take(start), Ok(()));
         }
@@ -668,25 +723,58 @@ mod tests {
         assert_eq!(bucket.take(start + Duration::from_millis(500)), Ok(()));
         // Time scale 0.5: twice as fast in real time.
         let mut fast = Bucket::new(RateLimit::new(2.0, 1), 0.5);
-        let start = fast.last;
+        let start = fast.since;
         assert_eq!(fast.take(start), Ok(()));
         assert_eq!(fast.take(start), Err(Duration::from_millis(250)));
         // Time scale 0: never refuses.
         let mut free = Bucket::new(RateLimit::new(1.0, 1), 0.0);
-        let start = free.last;
+        let start = free.since;
         assert!((0..100).all(|_| free.take(start).is_ok()));
+    }
+
+    #[test]
+    fn arrivals_served_out_of_order_are_judged_by_their_arrival() {
+        // 10 a second, no burst: arrivals 150 ms apart all conform, in whatever order they
+        // are served.
+        let orders: [[u64; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        for order in orders {
+            let mut bucket = Bucket::new(RateLimit::new(10.0, 1), 1.0);
+            let start = bucket.since + Duration::from_secs(1);
+            for index in order {
+                let arrival = start + Duration::from_millis(150 * index);
+                assert_eq!(bucket.take(arrival), Ok(()), "{order:?}");
+            }
+            // A fourth within them is over the rate, in any place.
+            for ms in [0, 75, 150, 225, 300] {
+                assert!(bucket.take(start + Duration::from_millis(ms)).is_err(), "{order:?}, {ms} ms");
+            }
+        }
+        // Back to back, out of order or not, is over the rate.
+        let mut bucket = Bucket::new(RateLimit::new(10.0, 1), 1.0);
+        let start = bucket.since + Duration::from_secs(1);
+        assert_eq!(bucket.take(start + Duration::from_millis(10)), Ok(()));
+        assert!(bucket.take(start + Duration::from_millis(5)).is_err());
+        assert!(bucket.take(start + Duration::from_millis(10)).is_err());
+        // Past the horizon an arrival counts as if it came at the folded point.
+        let mut bucket = Bucket::new(RateLimit::new(10.0, 2), 1.0);
+        let start = bucket.since + Duration::from_secs(1);
+        for ms in [0, 500, 1000, 1500, 2000] {
+            assert_eq!(bucket.take(start + Duration::from_millis(ms)), Ok(()));
+        }
+        assert_eq!(bucket.recent.len(), 3, "older ones folded");
+        assert_eq!(bucket.take(start), Ok(()), "judged as if it came at 500 ms, the folded point");
     }
 
     #[test]
     fn the_cap_refuses_and_releases() {
         let injector = Injector::new(Faults::none().with_max_concurrent(2), 1, 1.0);
-        let a = injector.admit();
-        let b = injector.admit();
+        let a = injector.admit(Instant::now());
+        let b = injector.admit(Instant::now());
         assert!(a.is_ok() && b.is_ok());
-        assert_eq!(injector.admit().err(), Some(Refusal::OverCapacity));
+        assert_eq!(injector.admit(Instant::now()).err(), Some(Refusal::OverCapacity));
         assert_eq!(injector.in_flight(), 2);
         drop(a);
-        assert!(injector.admit().is_ok());
+        assert!(injector.admit(Instant::now()).is_ok());
         assert_eq!(injector.in_flight(), 1);
         assert_eq!(injector.injected().over_capacity, 1);
     }

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod arrival;
 pub mod checksum;
 pub mod config;
 pub mod data;

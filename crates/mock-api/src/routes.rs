@@ -14,11 +14,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,7 @@ use http_body_util::BodyExt;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::arrival::Arrival;
 use crate::checksum::{self, Accumulator};
 use crate::config::{Config, Route};
 use crate::data::{Dataset, ITEM_ID_MAX, QUEUES, Ticket};
@@ -305,7 +306,13 @@ async fn per_route(State((state, route)): State<(Shared, Route)>, request: Reque
         state.delay(route, 1.0).await;
         return next.run(request).await;
     }
-    let _slot = match state.injector.admit() {
+    // When the request arrived (the kernel's stamp, see `arrival`), else now.
+    let arrived = request
+        .extensions()
+        .get::<ConnectInfo<Arrival>>()
+        .and_then(|ConnectInfo(arrival)| arrival.get())
+        .unwrap_or_else(Instant::now);
+    let _slot = match state.injector.admit(arrived) {
         Ok(slot) => slot,
         Err(refusal) => {
             drain(request.into_body(), DRAIN_LIMIT).await;

@@ -8,10 +8,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
+use crate::arrival::{Arrival, StampedListener};
 use crate::config::Config;
 use crate::error::Error;
 use crate::routes::{self, Hangs};
@@ -75,12 +75,13 @@ async fn serve_router(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("listening on http://{addr}");
     }
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::trace!("could not set TCP_NODELAY: {error}");
-        }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)
+    // The rate limit counts requests when they arrived, not when the server, busy or
+    // descheduled, got round to them (see `arrival`).
+    let listener = StampedListener::new(listener);
+    axum::serve(listener, app.into_make_service_with_connect_info::<Arrival>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)
 }
 
 /// A mock API server running on its own thread with its own tokio runtime (two workers),

@@ -28,7 +28,7 @@ use fanout_core::{BuildError, Direction, ForkServerError, JobError, PayloadPart,
 use ipc_channel::TrySelectError;
 use ipc_channel::ipc::{self, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender};
 
-use crate::permits::{PermitRequest, PermitThread};
+use crate::permits::{Grant, PermitRequest, PermitThread};
 use crate::protocol::{
     Forked, MAX_DESCRIPTORS, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply,
     WorkerRequest, WorkerSettings,
@@ -235,7 +235,7 @@ struct Worker {
     /// It said it is leaving (task limit reached, or its initializer failed).
     retiring: bool,
     /// Where the permits its jobs ask for go (a rate-limited pool only).
-    grants: Option<IpcSender<()>>,
+    grants: Option<IpcSender<Grant>>,
 }
 
 impl Worker {
@@ -248,7 +248,7 @@ impl Worker {
 struct Ours {
     jobs: IpcSender<WorkerRequest>,
     replies: IpcReceiver<WorkerReply>,
-    grants: Option<IpcSender<()>>,
+    grants: Option<IpcSender<Grant>>,
 }
 
 pub(crate) struct Dispatcher {
@@ -1092,7 +1092,7 @@ fn channels(limited: bool) -> Result<(Ours, WorkerEnds), SpawnError> {
     let (jobs, jobs_receiver) = ipc::channel::<WorkerRequest>().map_err(SpawnError::Channel)?;
     let (replies_sender, replies) = ipc::channel::<WorkerReply>().map_err(SpawnError::Channel)?;
     let (grants, grants_receiver) = match limited {
-        true => ipc::channel::<()>().map(|(s, r)| (Some(s), Some(r))).map_err(SpawnError::Channel)?,
+        true => ipc::channel::<Grant>().map(|(s, r)| (Some(s), Some(r))).map_err(SpawnError::Channel)?,
         false => (None, None),
     };
     let ends = WorkerEnds { jobs: jobs_receiver, replies: replies_sender, grants: grants_receiver };

@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use fanout_core::limit::Scope;
+
+use crate::permits::Grant;
 use fanout_core::plumbing::{EncodedEntry, Outcome, StreamingEntry};
 use fanout_core::{JobError, WorkerExit};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
@@ -83,7 +85,7 @@ pub(crate) struct Forked(pub(crate) Result<i32, i32>);
 pub(crate) struct WorkerEnds {
     pub(crate) jobs: IpcReceiver<WorkerRequest>,
     pub(crate) replies: IpcSender<WorkerReply>,
-    pub(crate) grants: Option<IpcReceiver<()>>,
+    pub(crate) grants: Option<IpcReceiver<Grant>>,
 }
 
 /// The most descriptors one message may carry (ipc-channel's limit).

@@ -185,16 +185,71 @@ pub fn run_workers(options: WorkerOptions) -> Result<(), RedisError> {
         return serve(&options);
     }
     // Otherwise a supervisor, even of one: a worker process ends itself on an overdue job or
-    // a killed run, and is replaced here.
+    // a killed run, and is replaced here. A Redis that cannot be reached, or a queue that
+    // cannot be set up, is one error here, before any worker starts.
+    ensure_group(&mut options.url.connect()?, &Keys::new(&options.queue), &options.url)?;
     let single = WorkerOptions { workers: 1, local: true, ..options.clone() };
-    let mut children: Vec<Child> =
-        (0..options.workers).map(|_| spawn_worker(&single)).collect::<Result<_, _>>()?;
+    let mut slots: Vec<Slot> = (0..options.workers)
+        .map(|_| Ok(Slot { child: Some(spawn_worker(&single)?), ..Slot::default() }))
+        .collect::<Result<_, RedisError>>()?;
     loop {
         std::thread::sleep(Duration::from_millis(100));
-        for child in &mut children {
-            if !matches!(child.try_wait(), Ok(None)) {
-                *child = spawn_worker(&single)?;
+        for slot in &mut slots {
+            if let Some(child) = &mut slot.child {
+                match child.try_wait() {
+                    Ok(None) => continue,
+                    Ok(Some(status)) => slot.exited(status.code()),
+                    Err(_) => slot.exited(None),
+                }
+                slot.child = None;
             }
+            if Instant::now() >= slot.restart_at {
+                slot.child = Some(spawn_worker(&single)?);
+                slot.started = Instant::now();
+            }
+        }
+    }
+}
+
+/// The first wait before a failed worker is started again, doubled while they keep failing.
+const RESTART_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait: a Redis that went away is retried this often, one error line each.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// One worker process of a supervisor, and when to start it again once it has exited.
+#[derive(Debug)]
+struct Slot {
+    child: Option<Child>,
+    started: Instant,
+    /// The wait after its next failure.
+    backoff: Duration,
+    restart_at: Instant,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self { child: None, started: now, backoff: RESTART_BACKOFF, restart_at: now }
+    }
+}
+
+impl Slot {
+    /// Its worker exited with `code` (`None`: a signal). One that ended itself (0: an overdue
+    /// job, a killed run) or was killed is replaced at once; one that failed (it printed why:
+    /// Redis unreachable, say) after a wait that doubles while its successors fail within
+    /// a few seconds, so that a Redis that went away costs a line every few seconds, not ten
+    /// a second.
+    fn exited(&mut self, code: Option<i32>) {
+        let now = Instant::now();
+        if matches!(code, Some(code) if code != 0) {
+            if now.duration_since(self.started) > RESTART_BACKOFF_MAX {
+                self.backoff = RESTART_BACKOFF;
+            }
+            self.restart_at = now + self.backoff;
+            self.backoff = (self.backoff * 2).min(RESTART_BACKOFF_MAX);
+        } else {
+            self.backoff = RESTART_BACKOFF;
+            self.restart_at = now;
         }
     }
 }
@@ -661,7 +716,7 @@ struct Running {
 
 /// What the worker thread and its renewer share: the entry running now.
 #[derive(Default)]
-struct Slot {
+struct RunningSlot {
     current: Option<Running>,
     /// The worker is gone: the renewer ends.
     closed: bool,
@@ -674,7 +729,7 @@ struct Slot {
 /// within the renewal period. A wake-up per job, for every job, cost an empty job more than
 /// any Redis command (two thread hand-offs per job on the worker, measured).
 struct Renewer {
-    slot: std::sync::Arc<(Mutex<Slot>, Condvar)>,
+    slot: std::sync::Arc<(Mutex<RunningSlot>, Condvar)>,
 }
 
 impl Renewer {
@@ -713,7 +768,7 @@ impl Drop for Renewer {
 /// first renewal comes at most two periods (two thirds of the timeout) after it started.
 fn renewer(options: &WorkerOptions, keys: &Keys, me: &str) -> Result<Renewer, RedisError> {
     let mut con = options.url.connect()?;
-    let slot = std::sync::Arc::new((Mutex::new(Slot::default()), Condvar::new()));
+    let slot = std::sync::Arc::new((Mutex::new(RunningSlot::default()), Condvar::new()));
     let period = options.visibility / 3;
     let tick = period.min(KILL_POLL);
     let (keys, me) = (keys.clone(), me.to_owned());

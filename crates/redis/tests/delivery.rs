@@ -273,3 +273,33 @@ fn a_flushed_completion_script_loses_no_entry() {
     }
     assert_eq!(pool.duplicates(), 0);
 }
+
+#[test]
+fn a_supervisor_that_cannot_reach_redis_fails_once_and_clearly() {
+    // Nothing listens on loopback port 1: refused at once. The supervisor must say so in one
+    // line and exit, not start workers that each fail and are restarted in a loop.
+    let mut supervisor = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([fanout_redis::MARKER, "env:FANOUT_TEST_WORKER_URL", "--queue", "nowhere", "--workers", "2"])
+        .env("FANOUT_TEST_WORKER_URL", "redis://:hunter2@127.0.0.1:1/0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = supervisor.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = supervisor.kill();
+            let _ = supervisor.wait();
+            panic!("the supervisor kept running without a Redis for 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(supervisor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("could not connect") && !stderr.contains("hunter2"), "{stderr}");
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fanout_core::Executor;
 use fanout_redis::RedisPool;
-use support::netns::Hosts;
+use support::{netns, require};
 
 const INPUTS: u64 = 80;
 
@@ -39,52 +39,17 @@ impl Drop for Reaped {
     }
 }
 
-fn redis_found() -> bool {
-    let found =
-        std::process::Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("FANOUT_REQUIRE_REDIS").is_none(),
-            "FANOUT_REQUIRE_REDIS is set but redis-server is not on the PATH: apt-get install redis-server"
-        );
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-    }
-    found
-}
-
 #[test]
 fn a_host_killed_mid_run_loses_and_duplicates_nothing() {
-    if !redis_found() {
+    if !require::redis_found() {
         return;
     }
-    let hosts = match Hosts::create(3) {
-        Ok(hosts) => hosts,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("FANOUT_REQUIRE_NETNS").is_none(),
-                "FANOUT_REQUIRE_NETNS is set but network namespaces could not be made: {reason}"
-            );
-            eprintln!("SKIPPED: the network-namespace drill needs root and `ip`: {reason}");
-            return;
-        }
-    };
+    let Some(hosts) = netns::hosts_or_skip(3) else { return };
     let redis_host = hosts.addr(1);
     let dir = std::env::temp_dir().join(format!("fanout-netns-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let redis_path = std::path::Path::new("redis-server");
-    let _redis = Reaped(
-        hosts
-            .command(1, redis_path)
-            .args(["--port", "6379", "--bind", &redis_host, "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server in host 1"),
-    );
+    let _redis = Reaped(hosts.start_redis(1, &dir).expect("start redis-server in host 1"));
     let url = format!("redis://{redis_host}:6379/0");
     support::wait_until("redis-server in host 1", Duration::from_secs(10), || {
         redis::Client::open(url.as_str())

@@ -90,3 +90,4 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
     }
 }
 pub mod netns;
+pub mod require;

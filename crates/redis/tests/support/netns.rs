@@ -1,8 +1,13 @@
 //! Hosts as network namespaces of the test's own: one bridge in the root namespace
 //! (`fnd{pid}b`, 10.213.S.254/24, S from the pid) and per host a namespace
 //! `fanout-nd-{pid}-hN` with a veth pair to it (10.213.S.N/24). Traffic stays between these
-//! addresses. [`Hosts`] removes everything on drop (also on panic); [`Hosts::create`] first
-//! removes leftovers of earlier runs (the same prefixes).
+//! addresses. [`Hosts`] kills every process left in its namespaces and removes everything on
+//! drop (also on panic): deleting a namespace alone would leave its processes running, unseen.
+//! [`Hosts::create`] first removes leftovers of earlier runs (the same prefixes, of a test
+//! process that is gone), and leaves alone those of a run still alive (another test binary
+//! under `cargo nextest`).
+//!
+//! Shared by fanout-redis's drill and fanout-bench's (`#[path]`).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -35,21 +40,54 @@ fn ip_output(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// Removes namespaces and links left by earlier runs.
+/// Whether the test process `pid` that made a namespace or link is gone (`None`: not ours).
+fn owner_gone(rest: &str) -> Option<bool> {
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let pid: u32 = digits.parse().ok()?;
+    Some(pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Kills every process in namespace `name` (SIGKILL; they are this test's).
+fn kill_all_in(name: &str) {
+    for pid in ip_output(&["netns", "pids", name]).lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        // SAFETY: kill(2) takes integers; the pids are those of a namespace this test (or an
+        // earlier, dead run of it) made, so only its own processes are signalled.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Removes namespaces and links left by earlier runs that are gone, and their processes.
 pub fn remove_leftovers() {
     for line in ip_output(&["netns", "list"]).lines() {
         if let Some(name) = line.split_whitespace().next().filter(|n| n.starts_with(NS_PREFIX)) {
-            let _ = ip(&["netns", "del", name]);
+            if owner_gone(&name[NS_PREFIX.len()..]) == Some(true) {
+                kill_all_in(name);
+                let _ = ip(&["netns", "del", name]);
+            }
         }
     }
     for line in ip_output(&["-o", "link", "show"]).lines() {
         // "12: fnd123b: <...", or "13: fnd123r1@if2: <..."
         if let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) {
-            if name.starts_with(LINK_PREFIX)
-                && name[LINK_PREFIX.len()..].starts_with(|c: char| c.is_ascii_digit())
-            {
+            if name.starts_with(LINK_PREFIX) && owner_gone(&name[LINK_PREFIX.len()..]) == Some(true) {
                 let _ = ip(&["link", "del", name]);
             }
+        }
+    }
+}
+
+/// `count` hosts, or `None` after saying SKIPPED when they cannot be made here (no root, no
+/// `ip`); under `FANOUT_REQUIRE_NETNS` (which `.ci/run` sets) that is a failure instead.
+pub fn hosts_or_skip(count: u8) -> Option<Hosts> {
+    match Hosts::create(count) {
+        Ok(hosts) => Some(hosts),
+        Err(reason) => {
+            assert!(
+                std::env::var_os("FANOUT_REQUIRE_NETNS").is_none(),
+                "FANOUT_REQUIRE_NETNS is set but network namespaces could not be made: {reason}"
+            );
+            eprintln!("SKIPPED: the network-namespace drill needs root and `ip`: {reason}");
+            None
         }
     }
 }
@@ -99,6 +137,25 @@ impl Hosts {
         command
     }
 
+    /// Host `n`'s namespace name.
+    pub fn name(&self, n: u8) -> &str {
+        &self.names[usize::from(n) - 1]
+    }
+
+    /// Starts redis-server in host `n` on its address, port 6379, no persistence (files in
+    /// `dir`), open to the other hosts (no protected mode: only the test's hosts reach it);
+    /// its URL is `redis://ADDR:6379/0`.
+    pub fn start_redis(&self, n: u8, dir: &std::path::Path) -> std::io::Result<std::process::Child> {
+        self.command(n, std::path::Path::new("redis-server"))
+            .args(["--port", "6379", "--bind", &self.addr(n), "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
     /// The pids of every process in host `n`.
     pub fn pids(&self, n: u8) -> Vec<i32> {
         ip_output(&["netns", "pids", &self.names[usize::from(n) - 1]])
@@ -110,7 +167,12 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for name in &self.names {
+        let pid = std::process::id();
+        for (n, name) in (1..).zip(&self.names) {
+            kill_all_in(name);
+            // The pair's root end by name: the kernel frees a deleted namespace (and the veth
+            // ends in it) asynchronously, seconds later when sockets of its processes linger.
+            let _ = ip(&["link", "del", &format!("{LINK_PREFIX}{pid}r{n}")]);
             let _ = ip(&["netns", "del", name]);
         }
         let _ = ip(&["link", "del", &self.bridge]);
