@@ -20,9 +20,9 @@
 //! forked workers sums to about 33 times one process's RSS, but to little more than one
 //! process's PSS plus what each worker wrote. `smaps_rollup` costs the kernel a walk of the
 //! process's page tables, several times a `statm` read, so the sampler reads it on a sample
-//! that sets a new RSS peak (at most every [`PSS_MIN_GAP`]th sample) and on every
-//! [`PSS_EVERY`]th: the peak of a pool's PSS comes with the peak of its RSS, when all its
-//! workers run.
+//! that sets a new RSS peak (at most every [`PSS_MIN_GAP`]th sample, unless the RSS has grown
+//! by a quarter since the last PSS sum) and on every [`PSS_EVERY`]th: the peak of a pool's PSS
+//! comes with the peak of its RSS, when all its workers run.
 
 use std::collections::HashMap;
 use std::fs;
@@ -44,9 +44,13 @@ const RESCAN_EVERY: u64 = 10;
 const EAGER_SCANS: u64 = 5;
 
 /// The PSS of the tree is summed on every [`PSS_EVERY`]th sample, and on a sample whose RSS
-/// sum is a new peak if the last PSS sum is at least [`PSS_MIN_GAP`] samples old.
+/// sum is a new peak if the last PSS sum is at least [`PSS_MIN_GAP`] samples old, or if the RSS
+/// sum has grown by more than a quarter ([`PSS_REGROWTH`]) since it: a run of 90 ms is 9
+/// samples, and a tree that forks its workers within the gap after the first sum (taken as the
+/// run child starts, at a fraction of a MiB) would otherwise keep that first sum as its peak.
 const PSS_EVERY: u64 = 20;
 const PSS_MIN_GAP: u64 = 5;
+const PSS_REGROWTH: (u64, u64) = (5, 4);
 
 /// The peaks an [`RssSampler`] saw, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -178,6 +182,7 @@ fn sample_until(root: u32, stop: &AtomicBool) -> MemoryPeaks {
     let mut tree = vec![root];
     let mut peaks = MemoryPeaks::default();
     let mut last_pss: Option<u64> = None;
+    let mut rss_at_last_pss = 0_u64;
     for sample in 0.. {
         if stop.load(Ordering::Acquire) {
             break;
@@ -189,10 +194,12 @@ fn sample_until(root: u32, stop: &AtomicBool) -> MemoryPeaks {
         let new_peak = rss > peaks.rss_bytes;
         peaks.rss_bytes = peaks.rss_bytes.max(rss);
         let gap_ok = last_pss.is_none_or(|last| sample >= last + PSS_MIN_GAP);
-        if (new_peak && gap_ok) || sample % PSS_EVERY == 0 {
+        let regrown = rss.saturating_mul(PSS_REGROWTH.1) > rss_at_last_pss.saturating_mul(PSS_REGROWTH.0);
+        if (new_peak && (gap_ok || regrown)) || sample % PSS_EVERY == 0 {
             let pss: u64 = tree.iter().filter_map(|&pid| proportional_bytes(pid)).sum();
             peaks.pss_bytes = peaks.pss_bytes.max(pss);
             last_pss = Some(sample);
+            rss_at_last_pss = rss;
         }
         std::thread::sleep(SAMPLE_INTERVAL);
     }
@@ -348,6 +355,32 @@ mod tests {
         assert!(reaped.success(), "{}", reaped.describe());
         assert!(reaped.max_rss_bytes > 0);
         assert!(cpu_time() > Duration::ZERO);
+        Ok(())
+    }
+
+    #[test]
+    fn a_tree_that_grows_just_after_the_first_pss_sum_is_summed_again() -> io::Result<()> {
+        // The first sum comes as the shell starts; its eight children come 30 ms later, within
+        // PSS_MIN_GAP samples, and then the tree stays as it is until the sampler stops, before
+        // the next PSS_EVERY sample: only the regrowth rule sums the grown tree.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 0.03; for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait"])
+            .spawn()?;
+        let sampler = RssSampler::start(child.id())?;
+        std::thread::sleep(Duration::from_millis(150));
+        let tree = descendants(child.id());
+        let pss_now: u64 = tree.iter().filter_map(|&pid| proportional_bytes(pid)).sum();
+        let peaks = sampler.finish();
+        for &pid in &tree {
+            // SAFETY: `kill` takes no pointers; the pids are the shell's and its `sleep`s.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        child.wait()?;
+        assert!(tree.len() >= 9, "{tree:?}");
+        assert!(
+            peaks.pss_bytes * 4 >= pss_now * 3,
+            "the grown tree's PSS ({pss_now}) was not summed: {peaks:?}"
+        );
         Ok(())
     }
 
