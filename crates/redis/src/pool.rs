@@ -440,16 +440,7 @@ fn round(shared: &Shared, reader: &mut Reader, block_ms: u64) -> Round {
         .arg(&*last)
         .write_packed_command(&mut packed);
     let sent = con.send_packed_command(&packed);
-    for (chunk, _) in adds {
-        let added = match &sent {
-            Ok(()) => con
-                .recv_response()
-                .and_then(Value::extract_error)
-                .and_then(redis::from_owned_redis_value::<String>),
-            Err(error) => Err(resent(error)),
-        };
-        shared.added(chunk, added);
-    }
+    shared.receive_added(con, &sent, adds);
     let read: redis::RedisResult<Option<StreamReadReply>> = sent.and_then(|()| {
         if !trim.is_empty() {
             con.recv_response()?;
@@ -746,8 +737,19 @@ impl Shared {
         }
         let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
         let sent = con.send_packed_command(&packed);
+        self.receive_added(&mut con, &sent, adds);
+    }
+
+    /// The `XADD` replies of `adds`, in order, once they were written (`sent`); each chunk is
+    /// then [`added`](Self::added), or failed with the write's error.
+    fn receive_added(
+        &self,
+        con: &mut redis::Connection,
+        sent: &redis::RedisResult<()>,
+        adds: Vec<(u64, redis::Cmd)>,
+    ) {
         for (chunk, _) in adds {
-            let added = match &sent {
+            let added = match sent {
                 Ok(()) => con
                     .recv_response()
                     .and_then(Value::extract_error)
