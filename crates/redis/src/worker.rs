@@ -189,23 +189,23 @@ pub fn run_workers(options: WorkerOptions) -> Result<(), RedisError> {
     // cannot be set up, is one error here, before any worker starts.
     ensure_group(&mut options.url.connect()?, &Keys::new(&options.queue), &options.url)?;
     let single = WorkerOptions { workers: 1, local: true, ..options.clone() };
-    let mut slots: Vec<Slot> = (0..options.workers)
-        .map(|_| Ok(Slot { child: Some(spawn_worker(&single)?), ..Slot::default() }))
+    let mut supervised: Vec<Supervised> = (0..options.workers)
+        .map(|_| Ok(Supervised { child: Some(spawn_worker(&single)?), ..Supervised::default() }))
         .collect::<Result<_, RedisError>>()?;
     loop {
         std::thread::sleep(Duration::from_millis(100));
-        for slot in &mut slots {
-            if let Some(child) = &mut slot.child {
+        for worker in &mut supervised {
+            if let Some(child) = &mut worker.child {
                 match child.try_wait() {
                     Ok(None) => continue,
-                    Ok(Some(status)) => slot.exited(status.code()),
-                    Err(_) => slot.exited(None),
+                    Ok(Some(status)) => worker.exited(status.code()),
+                    Err(_) => worker.exited(None),
                 }
-                slot.child = None;
+                worker.child = None;
             }
-            if Instant::now() >= slot.restart_at {
-                slot.child = Some(spawn_worker(&single)?);
-                slot.started = Instant::now();
+            if Instant::now() >= worker.restart_at {
+                worker.child = Some(spawn_worker(&single)?);
+                worker.started = Instant::now();
             }
         }
     }
@@ -218,7 +218,7 @@ const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// One worker process of a supervisor, and when to start it again once it has exited.
 #[derive(Debug)]
-struct Slot {
+struct Supervised {
     child: Option<Child>,
     started: Instant,
     /// The wait after its next failure.
@@ -226,19 +226,19 @@ struct Slot {
     restart_at: Instant,
 }
 
-impl Default for Slot {
+impl Default for Supervised {
     fn default() -> Self {
         let now = Instant::now();
         Self { child: None, started: now, backoff: RESTART_BACKOFF, restart_at: now }
     }
 }
 
-impl Slot {
+impl Supervised {
     /// Its worker exited with `code` (`None`: a signal). One that ended itself (0: an overdue
     /// job, a killed run) or was killed is replaced at once; one that failed (it printed why:
     /// Redis unreachable, say) after a wait that doubles while its successors fail within
-    /// a few seconds, so that a Redis that went away costs a line every few seconds, not ten
-    /// a second.
+    /// [`RESTART_BACKOFF_MAX`] of their start, so that a Redis that went away costs a line
+    /// every few seconds, not ten a second.
     fn exited(&mut self, code: Option<i32>) {
         let now = Instant::now();
         if matches!(code, Some(code) if code != 0) {
