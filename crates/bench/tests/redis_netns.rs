@@ -124,6 +124,9 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
         .expect("fanout bench starts");
     // Killed on any panic below, so that no bench outlives a failed drill.
     let mut bench = Reaped(bench, None);
+    // The queue of the bench's first (only) repetition (`run::WorkerHosts`).
+    let queue = format!("fanout-bench-hosts-{}-1", bench.0.id());
+    let redis = fanout_redis::RedisUrl::new(redis_url.as_str()).unwrap();
 
     // Kill host 2 once a quarter of the tickets are in; bounded by the run's deadline.
     let started = Instant::now();
@@ -140,8 +143,6 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
                 let _ = pipe.read_to_string(&mut stderr);
             }
             let summary = api.get_json::<Summary>("/new/tickets/summary");
-            let queue = format!("fanout-bench-hosts-{}-1", bench.0.id());
-            let redis = fanout_redis::RedisUrl::new(redis_url.as_str()).unwrap();
             let consumers = fanout_redis::consumers(&redis, &queue);
             let host3: Vec<String> = hosts
                 .pids(3)
@@ -164,9 +165,7 @@ fn drill(hosts: &Hosts, run: usize) -> Drill {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
                 // The entries the dead workers held unacknowledged: what the survivors must
-                // reclaim (the queue of the bench's first repetition, `run::WorkerHosts`).
-                let queue = format!("fanout-bench-hosts-{}-1", bench.0.id());
-                let redis = fanout_redis::RedisUrl::new(redis_url.as_str()).unwrap();
+                // reclaim.
                 let stranded: u64 = fanout_redis::consumers(&redis, &queue)
                     .expect("the queue's consumers")
                     .iter()
