@@ -697,6 +697,7 @@ fn article2(results: &Results, section: &Section) -> String {
     }
     out.push_str(&here_rows(results, section, workers, serial.map(|m| m.wall_seconds), scale));
     out.push('\n');
+    out.push_str(&cpu_bound(results, section, workers, serial.map(|m| m.wall_seconds)));
     let has_archive =
         results.sections.iter().any(|s| s.points.iter().any(|p| p.queue == Some(Queue::Archive)));
     if queue == Queue::Support && tickets == queue.tickets() && !has_archive {
@@ -722,6 +723,41 @@ fn article2(results: &Results, section: &Section) -> String {
         }
     }
     out
+}
+
+/// What the machine's cores allow each executor at `workers`: no run ends before the CPU it
+/// spends (the client's and the mock server's) is done on the cores, so `cpu / cores` is a floor
+/// under the wall measured in the same run, and `serial / floor` a ceiling on the speed-up.
+fn cpu_bound(results: &Results, section: &Section, workers: usize, serial_wall: Option<f64>) -> String {
+    let cores = results.machine.cores.max(1) as f64;
+    let rows: Vec<String> = at_workers(results, section, workers)
+        .filter_map(|(point, _)| {
+            let m = results.measured(point)?;
+            let server = m.server_cpu_seconds_per_request.zip(m.requests)?;
+            let floor = (m.cpu_seconds + server.0 * server.1 as f64) / cores;
+            let ceiling = serial_wall.and_then(|serial| stats::speed_up(serial, floor));
+            Some(format!(
+                "{} {} ({} of its {} wall; a speed-up of at most {})",
+                point.executor,
+                seconds(floor),
+                percent(floor / m.wall_seconds),
+                seconds(m.wall_seconds),
+                ceiling.map_or_else(|| "—".to_owned(), times),
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "**What the cores allow.** No run ends before the CPU it spends, the client's and the mock \
+         server's, is done on the machine's {cores} cores: at {workers} workers that floor is {}. \
+         A wall near its floor is bound by CPU, not by the waits: a nested process pool forks up to \
+         {INNER_WORKERS} worker processes per ticket, and each one faults in the code and memory it \
+         touches, opens its own connection and exits, where a thread pool's threads share one \
+         address space.\n\n",
+        rows.join("; ")
+    )
 }
 
 fn problems(results: &Results) -> String {
@@ -813,6 +849,27 @@ mod tests {
         // Every row has as many cells as the header.
         let cells = |line: &str| line.matches('|').count();
         assert!(lines.iter().all(|line| cells(line) == cells(lines[0])), "{table}");
+    }
+
+    #[test]
+    fn the_cpu_floor_is_the_client_and_server_cpu_over_the_cores() {
+        let mut results = sample();
+        for point in &mut results.points {
+            if let Outcome::Measured(m) = &mut point.outcome {
+                // 0.05 s of client CPU and 1000 requests at 80 µs of server CPU: 0.13 s on 2 cores.
+                m.requests = Some(1000);
+            }
+        }
+        let note = cpu_bound(&results, &results.sections[0], 2, Some(2.0));
+        assert!(note.contains("the machine's 2 cores: at 2 workers"), "{note}");
+        assert!(
+            note.contains("process 65.0 ms (5% of its 1.25 s wall; a speed-up of at most 30.8x)"),
+            "{note}"
+        );
+        assert!(note.contains("thread 65.0 ms (6% of its 1.00 s wall;"), "{note}");
+        assert!(!note.contains("serial"), "{note}");
+        // Without the server's CPU there is no floor to state.
+        assert_eq!(cpu_bound(&sample(), &results.sections[0], 2, Some(2.0)), "");
     }
 
     #[test]
