@@ -378,7 +378,6 @@ impl RedisPool {
             .arg(&self.run)
             .cmd("DEL")
             .arg(self.keys.done(&self.run))
-            .arg(self.keys.seen(&self.run))
             .arg(self.keys.dups(&self.run))
             .query(&mut *con);
     }

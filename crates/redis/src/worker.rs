@@ -677,8 +677,7 @@ fn complete_cmd(
         cmd.arg(complete.get_hash());
         cmd
     };
-    cmd.arg(4)
-        .arg(keys.seen(run))
+    cmd.arg(3)
         .arg(keys.done(run))
         .arg(keys.jobs())
         .arg(keys.dups(run))
