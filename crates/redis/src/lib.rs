@@ -85,6 +85,7 @@
 mod pool;
 mod protocol;
 mod url;
+mod wire;
 mod worker;
 
 pub use pool::{RedisPool, RedisPoolBuilder};
