@@ -1,12 +1,14 @@
-//! A lean RESP2 connection for a worker's hot path: its completion script and its reads of the
-//! next entry, packed by hand into one reused buffer and parsed straight from the socket's
-//! bytes into [`Reply`] (and a read's entries into [`Entry`]).
+//! A lean RESP2 connection for the hot paths: a worker's completion script and reads of its
+//! next entry, and the pool's reader (its adds, trims and reads of results). Commands are
+//! packed by hand into one reused buffer, one write per round trip, and replies parsed
+//! straight from the socket's bytes into [`Reply`] (and a read's entries into [`Entry`]).
 //!
 //! Why not redis-rs for those: at chunk 1 its reply parser (combine, with its partial-parse
 //! state) and the conversion of a read to `StreamReadReply` (a `HashMap` of `Value`s per
 //! entry) cost a worker about as much CPU per empty job as Redis spent on the job's commands
-//! (perf on the worker). Every other command of a worker (reclaims, dead letters, run checks)
-//! still goes through redis-rs, on its own connection.
+//! (perf on the worker), and the caller about 3 us a job. Every other command (reclaims, dead
+//! letters, run checks, a pool's setup and shutdown) still goes through redis-rs, on
+//! connections of its own.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -175,6 +177,11 @@ impl Wire {
             out.extend_from_slice(arg);
             out.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// Adds a command packed elsewhere (by redis-rs) for the next [`send`](Self::send).
+    pub(crate) fn pack_raw(&mut self, packed: &[u8]) {
+        self.out.extend_from_slice(packed);
     }
 
     /// Writes the packed commands, in one write.
