@@ -113,6 +113,10 @@ enum Stream {
 /// message limit, 64 MiB by default; this only stops a garbled length from allocating wildly).
 const MAX_LENGTH: usize = 1 << 32;
 
+/// The receive buffer's size, and the largest kept once a reply is read.
+const INITIAL_BUFFER: usize = 16 << 10;
+const KEPT_BUFFER: usize = 1 << 20;
+
 /// A connection that sends packed commands and parses their replies.
 pub(crate) struct Wire {
     stream: Stream,
@@ -143,7 +147,7 @@ impl Wire {
             _ => return Err(failed(&WireError::Unsupported)),
         };
         let mut wire =
-            Self { stream, buf: vec![0; 16 << 10], start: 0, end: 0, out: Vec::with_capacity(1 << 10) };
+            Self { stream, buf: vec![0; INITIAL_BUFFER], start: 0, end: 0, out: Vec::with_capacity(1 << 10) };
         let settings = &info.redis;
         if let Some(password) = settings.password.as_deref().filter(|p| !p.is_empty()) {
             match settings.username.as_deref() {
@@ -191,16 +195,30 @@ impl Wire {
             Stream::Unix(stream) => stream.write_all(&self.out),
         };
         self.out.clear();
+        if self.out.capacity() > KEPT_BUFFER {
+            // A large result is sent: its room goes back.
+            self.out = Vec::with_capacity(1 << 10);
+        }
         Ok(written?)
     }
 
     /// The next reply, read from the socket as far as needed.
     pub(crate) fn recv(&mut self) -> Result<Reply, WireError> {
         loop {
-            if let Some((reply, used)) = parse(&self.buf[self.start..self.end])? {
+            // Measured before it is parsed: a reply that is still coming (an entry of many
+            // megabytes) is looked at once per read without copying what came of it so far.
+            if let Some(used) = measure(&self.buf[self.start..self.end])? {
+                let Some((reply, parsed)) = parse(&self.buf[self.start..self.start + used])? else {
+                    return Err(WireError::Protocol("a reply measured whole did not parse"));
+                };
+                debug_assert_eq!(parsed, used);
                 self.start += used;
                 if self.start == self.end {
                     (self.start, self.end) = (0, 0);
+                    if self.buf.len() > KEPT_BUFFER {
+                        // A large reply is past: its room goes back.
+                        self.buf = vec![0; INITIAL_BUFFER];
+                    }
                 }
                 return Ok(reply);
             }
@@ -245,25 +263,73 @@ fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A reply's first line: its type byte, the rest of it, and where the next line starts.
+type Line<'a> = (u8, &'a [u8], usize);
+
+/// The first line of `bytes`, or `None` if it is incomplete.
+fn line(bytes: &[u8]) -> Result<Option<Line<'_>>, WireError> {
+    let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+    match bytes[..end].split_first() {
+        Some((&kind, rest)) => Ok(Some((kind, rest, end + 2))),
+        None => Err(WireError::Protocol("an empty line")),
+    }
+}
+
+/// The number of a `:`, `$` or `*` line.
+fn number(line: &[u8]) -> Result<i64, WireError> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(WireError::Protocol("not a number"))
+}
+
+/// A bulk string's or array's length (`None`: nil).
+fn length(n: i64) -> Result<Option<usize>, WireError> {
+    match usize::try_from(n) {
+        Ok(n) if n <= MAX_LENGTH => Ok(Some(n)),
+        Ok(_) => Err(WireError::Protocol("a length is too large")),
+        Err(_) if n == -1 => Ok(None),
+        Err(_) => Err(WireError::Protocol("a negative length")),
+    }
+}
+
+/// How many bytes the reply at the start of `bytes` takes, or `None` if `bytes` holds only
+/// part of it; copies nothing (bulk strings are stepped over by their length).
+fn measure(bytes: &[u8]) -> Result<Option<usize>, WireError> {
+    // Replies still to step over: an array adds its items.
+    let mut left: usize = 1;
+    let mut at = 0;
+    while left > 0 {
+        let Some((kind, text, after)) = line(&bytes[at..])? else { return Ok(None) };
+        left -= 1;
+        at += after;
+        match kind {
+            b'+' | b'-' | b':' => {}
+            b'$' => {
+                if let Some(n) = length(number(text)?)? {
+                    at += n + 2;
+                    if at > bytes.len() {
+                        return Ok(None);
+                    }
+                }
+            }
+            b'*' => {
+                if let Some(n) = length(number(text)?)? {
+                    left += n;
+                }
+            }
+            _ => return Err(WireError::Protocol("an unknown reply type")),
+        }
+    }
+    Ok(Some(at))
+}
+
 /// One reply at the start of `bytes` and how many bytes it took, or `None` if `bytes` holds
 /// only part of it.
 fn parse(bytes: &[u8]) -> Result<Option<(Reply, usize)>, WireError> {
-    let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-    let Some((&kind, line)) = bytes[..line_end].split_first() else {
-        return Err(WireError::Protocol("an empty line"));
-    };
-    let after = line_end + 2;
+    let Some((kind, line, after)) = line(bytes)? else { return Ok(None) };
     let text = || std::str::from_utf8(line).map_err(|_| WireError::Protocol("a line is not UTF-8"));
-    let number =
-        || -> Result<i64, WireError> { text()?.parse().map_err(|_| WireError::Protocol("not a number")) };
-    let length = |n: i64| -> Result<Option<usize>, WireError> {
-        match usize::try_from(n) {
-            Ok(n) if n <= MAX_LENGTH => Ok(Some(n)),
-            Ok(_) => Err(WireError::Protocol("a length is too large")),
-            Err(_) if n == -1 => Ok(None),
-            Err(_) => Err(WireError::Protocol("a negative length")),
-        }
-    };
+    let number = || number(line);
     Ok(match kind {
         b'+' => Some((Reply::Status(text()?.to_owned()), after)),
         b'-' => Some((Reply::Error(String::from_utf8_lossy(line).into_owned()), after)),
@@ -305,7 +371,10 @@ mod tests {
         let read = b"*1\r\n*2\r\n$4\r\njobs\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$1\r\nk\r\n$2\r\nab\r\n$1\r\nc\r\n$0\r\n\r\n";
         for cut in 0..read.len() {
             assert_eq!(parse(&read[..cut]).unwrap(), None, "{cut}");
+            assert_eq!(measure(&read[..cut]).unwrap(), None, "{cut}");
         }
+        assert_eq!(measure(read).unwrap(), Some(read.len()));
+        assert_eq!(measure(b"*2\r\n$-1\r\n*-1\r\n:1\r\n").unwrap(), Some(14));
         let (reply, used) = parse(read).unwrap().unwrap();
         assert_eq!(used, read.len());
         let entries = Entry::from_read(reply);
