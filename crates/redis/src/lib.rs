@@ -41,10 +41,11 @@
 //!   claim every third of the timeout (never more than two thirds apart; `XCLAIM ... JUSTID`,
 //!   which does not count a delivery), so it is not taken over. Jobs must therefore be
 //!   idempotent, as with Celery's or RQ's acks-late.
-//! - **Exactly one answer per input.** Results are keyed by the run and the chunk: the script
-//!   stores a chunk's first result (`HSETNX` on the run's `seen` hash, then `XADD` to the run's
-//!   result stream) and counts any later one in the run's `dups` counter without storing it
-//!   ([`RedisPool::duplicates`]); the caller also hands each chunk's reply at most one result.
+//! - **Exactly one answer per input.** Results are keyed by the run and the chunk, and each
+//!   chunk is added as one entry, once: the script stores the result whose `XACK` finds the
+//!   entry still pending (the first; `XADD` to the run's result stream) and counts any later
+//!   one in the run's `dups` counter without storing it ([`RedisPool::duplicates`]); the
+//!   caller also hands each chunk's reply at most one result.
 //!   Ordered `map` and `imap` are the engine's, as on every executor.
 //! - **Dead letters.** Every entry carries its delivery limit (`max_deliveries`, default 3).
 //!   An entry taken over more often than that goes to the dead-letter stream
@@ -84,6 +85,7 @@
 mod pool;
 mod protocol;
 mod url;
+mod wire;
 mod worker;
 
 pub use pool::{RedisPool, RedisPoolBuilder};

@@ -19,9 +19,9 @@ use fanout_core::plumbing::{
 };
 use fanout_core::{Executor, Job, JobError, JobHandle, Payload, ProgressWatch, Shutdown, WorkerExit};
 use redis::Value;
-use redis::streams::StreamReadReply;
 
 use crate::protocol::{CANCEL_UNREAD, GROUP, Keys, VERSION, build_id, new_run_key, offset_of_entry};
+use crate::wire::{self, Entry, Wire, WireError};
 use crate::worker::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY, WorkerOptions, ensure_group, spawn_worker,
 };
@@ -160,7 +160,7 @@ impl RedisPoolBuilder {
             late: AtomicU64::new(0),
             next_chunk: AtomicU64::new(0),
             reader: Mutex::new(Reader {
-                con: url.connect()?,
+                con: Wire::connect(&url)?,
                 done: keys.done(&run),
                 last: "0-0".to_owned(),
                 trim: Vec::new(),
@@ -378,7 +378,6 @@ impl RedisPool {
             .arg(&self.run)
             .cmd("DEL")
             .arg(self.keys.done(&self.run))
-            .arg(self.keys.seen(&self.run))
             .arg(self.keys.dups(&self.run))
             .query(&mut *con);
     }
@@ -389,7 +388,9 @@ impl RedisPool {
 /// or a caller waiting in `map`/`imap` for its own answers (`RedisLaunch::help`), who then
 /// is woken by the socket itself instead of by the collector thread.
 struct Reader {
-    con: redis::Connection,
+    /// Its own lean connection (see [`crate::wire`]): at chunk 1 redis-rs's parser of the
+    /// replies cost the caller about 3 us a job.
+    con: Wire,
     done: String,
     last: String,
     trim: Vec<String>,
@@ -423,30 +424,45 @@ enum Round {
 fn round(shared: &Shared, reader: &mut Reader, block_ms: u64) -> Round {
     let Reader { con, done, last, trim, failures } = reader;
     let adds = shared.take_room();
-    let mut packed = Vec::new();
     for (_, add) in &adds {
-        add.write_packed_command(&mut packed);
+        con.pack_raw(&add.get_packed_command());
     }
     if !trim.is_empty() {
-        redis::cmd("XDEL").arg(&*done).arg(&*trim).write_packed_command(&mut packed);
+        let mut xdel: Vec<&[u8]> = Vec::with_capacity(trim.len() + 2);
+        xdel.extend([&b"XDEL"[..], done.as_bytes()]);
+        xdel.extend(trim.iter().map(String::as_bytes));
+        con.pack(&xdel);
     }
-    redis::cmd("XREAD")
-        .arg("COUNT")
-        .arg(256)
-        .arg("BLOCK")
-        .arg(block_ms)
-        .arg("STREAMS")
-        .arg(&*done)
-        .arg(&*last)
-        .write_packed_command(&mut packed);
-    let sent = con.send_packed_command(&packed);
-    shared.receive_added(con, &sent, adds);
-    let read: redis::RedisResult<Option<StreamReadReply>> = sent.and_then(|()| {
+    let block = block_ms.to_string();
+    con.pack(&[
+        b"XREAD",
+        b"COUNT",
+        b"256",
+        b"BLOCK",
+        block.as_bytes(),
+        b"STREAMS",
+        done.as_bytes(),
+        last.as_bytes(),
+    ]);
+    let sent = con.send();
+    shared.receive_added(
+        adds,
+        match &sent {
+            Ok(()) => Ok(con),
+            Err(error) => Err(error.to_string()),
+        },
+    );
+    let read: Result<wire::Reply, WireError> = sent.and_then(|()| {
         if !trim.is_empty() {
-            con.recv_response()?;
+            con.recv()?;
         }
-        con.recv_response().and_then(Value::extract_error).and_then(redis::from_owned_redis_value)
+        con.recv()
     });
+    let read = match read {
+        Ok(wire::Reply::Error(error)) => Err(error),
+        Ok(read) => Ok(read),
+        Err(error) => Err(error.to_string()),
+    };
     let read = match read {
         Ok(read) => {
             *failures = 0;
@@ -457,7 +473,7 @@ fn round(shared: &Shared, reader: &mut Reader, block_ms: u64) -> Round {
             *failures += 1;
             if *failures >= 50 {
                 // Redis is gone: nothing can answer any more.
-                let reason = shared.options.url.error("read results", &error).to_string();
+                let reason = shared.options.url.failed("read results", &error).to_string();
                 let lost: Vec<Pending> = shared
                     .outstanding
                     .lock()
@@ -473,22 +489,20 @@ fn round(shared: &Shared, reader: &mut Reader, block_ms: u64) -> Round {
             return Round::Failed;
         }
     };
-    for entry in read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
+    for entry in Entry::from_read(read) {
         last.clone_from(&entry.id);
-        trim.push(entry.id.clone());
-        let chunk = entry.get::<u64>("c");
-        let result = match entry.map.get("r") {
-            Some(Value::BulkString(bytes)) => {
-                postcard::from_bytes::<Outcome>(bytes).map_err(|error| JobError::WorkerLost {
-                    exit: WorkerExit::ProtocolViolation(fanout_core::Violation::MalformedMessage {
-                        message: error.to_string(),
-                    }),
-                })
-            }
-            _ => Err(JobError::WorkerLost {
+        let chunk = entry.field("c").and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok());
+        let result = match entry.field("r") {
+            Some(bytes) => postcard::from_bytes::<Outcome>(bytes).map_err(|error| JobError::WorkerLost {
+                exit: WorkerExit::ProtocolViolation(fanout_core::Violation::MalformedMessage {
+                    message: error.to_string(),
+                }),
+            }),
+            None => Err(JobError::WorkerLost {
                 exit: WorkerExit::ProtocolViolation(fanout_core::Violation::UnrequestedAnswer),
             }),
         };
+        trim.push(entry.id);
         let pending = chunk.and_then(|chunk| shared.outstanding.lock().ok()?.remove(&chunk));
         match pending {
             Some(pending) => {
@@ -543,11 +557,6 @@ fn collect(shared: &Shared) {
             Round::Gone => return,
         }
     }
-}
-
-/// A failed send, once more for each command it carried (`RedisError` is not `Clone`).
-fn resent(error: &redis::RedisError) -> redis::RedisError {
-    (redis::ErrorKind::IoError, "could not send", error.to_string()).into()
 }
 
 /// Replaces local workers that died.
@@ -737,24 +746,22 @@ impl Shared {
         }
         let mut con = self.con.lock().unwrap_or_else(|p| p.into_inner());
         let sent = con.send_packed_command(&packed);
-        self.receive_added(&mut con, &sent, adds);
+        self.receive_added(
+            adds,
+            match &sent {
+                Ok(()) => Ok(&mut *con),
+                Err(error) => Err(error.to_string()),
+            },
+        );
     }
 
-    /// The `XADD` replies of `adds`, in order, once they were written (`sent`); each chunk is
-    /// then [`added`](Self::added), or failed with the write's error.
-    fn receive_added(
-        &self,
-        con: &mut redis::Connection,
-        sent: &redis::RedisResult<()>,
-        adds: Vec<(u64, redis::Cmd)>,
-    ) {
+    /// The `XADD` replies of `adds`, in order, from `con` once they were written (or the
+    /// write's error); each chunk is then [`added`](Self::added), or failed with the error.
+    fn receive_added(&self, adds: Vec<(u64, redis::Cmd)>, mut con: Result<&mut impl AddedReplies, String>) {
         for (chunk, _) in adds {
-            let added = match sent {
-                Ok(()) => con
-                    .recv_response()
-                    .and_then(Value::extract_error)
-                    .and_then(redis::from_owned_redis_value::<String>),
-                Err(error) => Err(resent(error)),
+            let added = match &mut con {
+                Ok(con) => con.added_reply(),
+                Err(error) => Err(error.clone()),
             };
             self.added(chunk, added);
         }
@@ -832,7 +839,7 @@ impl Shared {
     }
 
     /// The reply to chunk `chunk`'s `XADD`: its entry id, or the error that answers it.
-    fn added(&self, chunk: u64, added: redis::RedisResult<String>) {
+    fn added(&self, chunk: u64, added: Result<String, String>) {
         let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
         match added {
             Ok(id) => {
@@ -848,12 +855,41 @@ impl Shared {
                     if let Some(answered) = &pending.answered {
                         answered.fetch_add(1, Ordering::SeqCst);
                     }
-                    let reason = self.options.url.error("add a job", &error).to_string();
+                    let reason = self.options.url.failed("add a job", &error).to_string();
                     pending
                         .reply
                         .send(Err(JobError::WorkerLost { exit: WorkerExit::ChannelsFailed { reason } }));
                 }
             }
+        }
+    }
+}
+
+/// A connection the replies to `XADD`s are read from: redis-rs's (`pump`) or the reader's.
+trait AddedReplies {
+    /// The next reply, as an entry id or the error that answers its chunk.
+    fn added_reply(&mut self) -> Result<String, String>;
+}
+
+impl AddedReplies for redis::Connection {
+    fn added_reply(&mut self) -> Result<String, String> {
+        self.recv_response()
+            .and_then(Value::extract_error)
+            .and_then(redis::from_owned_redis_value::<String>)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl AddedReplies for Wire {
+    fn added_reply(&mut self) -> Result<String, String> {
+        match self.recv() {
+            Ok(wire::Reply::Bulk(id)) => {
+                String::from_utf8(id).map_err(|_| "an entry id is not UTF-8".to_owned())
+            }
+            Ok(wire::Reply::Status(id)) => Ok(id),
+            Ok(wire::Reply::Error(error)) => Err(error),
+            Ok(_) => Err(WireError::Protocol("an XADD answered no entry id").to_string()),
+            Err(error) => Err(error.to_string()),
         }
     }
 }

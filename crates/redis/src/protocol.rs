@@ -48,11 +48,6 @@ impl Keys {
         format!("fanout:{}:done:{run}", self.queue)
     }
 
-    /// The hash of a run's chunk ids that have a result: a second result is a duplicate.
-    pub(crate) fn seen(&self, run: &str) -> String {
-        format!("fanout:{}:seen:{run}", self.queue)
-    }
-
     /// The count of a run's duplicate results (dropped, never delivered).
     pub(crate) fn dups(&self, run: &str) -> String {
         format!("fanout:{}:dups:{run}", self.queue)
@@ -61,16 +56,21 @@ impl Keys {
 
 /// Stores a chunk's result at most once, acknowledges and deletes its entry, atomically.
 ///
-/// KEYS: seen, done, jobs, dups. ARGV: chunk id, encoded outcome, group, entry id.
+/// A chunk is added as one entry, once, so the first result is the one whose `XACK` finds the
+/// entry pending (answers 1): a later result of the same entry (a worker that was taken over
+/// while alive) finds it acknowledged and deleted. No per-chunk record is kept to tell them
+/// apart (an `HSETNX` per job cost the server about a microsecond, more as the hash grew).
+///
+/// KEYS: done, jobs, dups. ARGV: chunk id, encoded outcome, group, entry id.
 /// Returns 1 for a first result, 0 for a duplicate (counted in `dups`).
 pub(crate) const COMPLETE: &str = r"
-redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
-redis.call('XDEL', KEYS[3], ARGV[4])
-if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'c', ARGV[1], 'r', ARGV[2])
+local first = redis.call('XACK', KEYS[2], ARGV[3], ARGV[4])
+redis.call('XDEL', KEYS[2], ARGV[4])
+if first == 1 then
+  redis.call('XADD', KEYS[1], '*', 'c', ARGV[1], 'r', ARGV[2])
   return 1
 end
-redis.call('INCR', KEYS[4])
+redis.call('INCR', KEYS[3])
 return 0
 ";
 

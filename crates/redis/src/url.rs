@@ -51,6 +51,12 @@ impl RedisUrl {
         RedisError::Redis { action, url: self.to_string(), message: self.redact(&error.to_string()) }
     }
 
+    /// A [`RedisError::Redis`] for any other failure (of the worker's own connection), with
+    /// the password cut out of its message.
+    pub(crate) fn failed(&self, action: &'static str, error: &dyn fmt::Display) -> RedisError {
+        RedisError::Redis { action, url: self.to_string(), message: self.redact(&error.to_string()) }
+    }
+
     /// `text` with every occurrence of the password replaced by `***`.
     pub(crate) fn redact(&self, text: &str) -> String {
         match &self.password {

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use fanout_core::plumbing::{Outcome, catch_panic, check_message_size};
 use fanout_core::{Direction, JobError, PayloadPart, WorkerExit};
-use redis::streams::{StreamId, StreamReadReply};
 use redis::{Connection, Value};
 
 use crate::protocol::{COMPLETE, GROUP, Keys, VERSION, build_id, entry_at};
+use crate::wire::{Entry, Reply, Wire, WireError};
 use crate::{RedisError, RedisUrl};
 
 /// The first argument that turns a start of a program linking fanout-redis into a worker.
@@ -23,6 +23,10 @@ pub const MARKER: &str = "--fanout-redis-worker";
 /// The default visibility timeout: an entry held this long by a worker that does not renew its
 /// claim is taken over by another.
 pub(crate) const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// How long a worker's read of the next entry blocks before it looks for reclaimable entries
+/// again (and the read is sent anew).
+const READ_BLOCK_MS: u64 = 200;
 
 /// The default largest entry or result, as the process pool's message limit.
 pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -312,15 +316,11 @@ pub(crate) fn ensure_group(con: &mut Connection, keys: &Keys, url: &RedisUrl) ->
 }
 
 /// The bytes of a field of an entry.
-fn field<'a>(entry: &'a StreamId, name: &str) -> Option<&'a [u8]> {
-    match entry.map.get(name)? {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(text) => Some(text.as_bytes()),
-        _ => None,
-    }
+fn field<'a>(entry: &'a Entry, name: &str) -> Option<&'a [u8]> {
+    entry.field(name)
 }
 
-fn parse<T: std::str::FromStr>(entry: &StreamId, name: &str) -> Option<T> {
+fn parse<T: std::str::FromStr>(entry: &Entry, name: &str) -> Option<T> {
     std::str::from_utf8(field(entry, name)?).ok()?.parse().ok()
 }
 
@@ -337,8 +337,16 @@ enum Verdict {
 struct Worker<'o> {
     options: &'o WorkerOptions,
     keys: Keys,
+    /// For everything but the hot path: reclaims, dead letters, run checks.
     con: Connection,
+    /// The hot path: reads of entries and completions (see [`crate::wire`]).
+    wire: Wire,
     me: String,
+    /// `keys.jobs()`, formatted once.
+    jobs: String,
+    /// The run of the last completion and its result stream and duplicate counter keys,
+    /// formatted once per run rather than per job.
+    run_keys: Option<(String, String, String)>,
     known_runs: HashSet<String>,
     complete: redis::Script,
 }
@@ -350,14 +358,25 @@ fn serve(options: &WorkerOptions) -> Result<(), RedisError> {
     ensure_group(&mut con, &keys, &options.url)?;
     let me = format!("{}-{}", hostname(), std::process::id());
     let renewer = renewer(options, &keys, &me)?;
-    let mut worker =
-        Worker { options, keys, con, me, known_runs: HashSet::new(), complete: redis::Script::new(COMPLETE) };
+    let wire = Wire::connect(&options.url)?;
+    let jobs = keys.jobs();
+    let mut worker = Worker {
+        options,
+        keys,
+        con,
+        wire,
+        me,
+        jobs,
+        run_keys: None,
+        known_runs: HashSet::new(),
+        complete: redis::Script::new(COMPLETE),
+    };
     let mut last_reclaim = Instant::now();
     let reclaim_due = |last: Instant| last.elapsed() >= options.visibility / 2;
     // Entries read for this worker and not yet run: the one a completion read along (at most
     // one, and only while no reclaim is due, so that nothing here waits unrenewed behind a
     // reclaimed job).
-    let mut ready: VecDeque<StreamId> = VecDeque::new();
+    let mut ready: VecDeque<Entry> = VecDeque::new();
     loop {
         if ready.is_empty() {
             if reclaim_due(last_reclaim) {
@@ -366,27 +385,17 @@ fn serve(options: &WorkerOptions) -> Result<(), RedisError> {
                     worker.handle(&entry, deliveries, &renewer, false)?;
                 }
             }
-            let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&worker.me)
-                .arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(200)
-                .arg("STREAMS")
-                .arg(worker.keys.jobs())
-                .arg(">")
-                .query(&mut worker.con);
-            let read = match read {
-                Ok(read) => read,
-                Err(error) if error.code() == Some("NOGROUP") => {
+            worker.pack_read();
+            let read = worker.wire.send().and_then(|()| worker.wire.recv());
+            match read {
+                Ok(reply) if reply.error_code() == Some("NOGROUP") => {
                     ensure_group(&mut worker.con, &worker.keys, &options.url)?;
                     continue;
                 }
-                Err(error) => return Err(options.url.error("read jobs", &error)),
-            };
-            ready.extend(read.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids));
+                Ok(Reply::Error(error)) => return Err(options.url.failed("read jobs", &error)),
+                Ok(reply) => ready.extend(Entry::from_read(reply)),
+                Err(error) => return Err(options.url.failed("read jobs", &error)),
+            }
         }
         let Some(entry) = ready.pop_front() else { continue };
         // The completion reads the next entry along (one round trip for both) unless one is
@@ -401,7 +410,7 @@ fn serve(options: &WorkerOptions) -> Result<(), RedisError> {
 impl Worker<'_> {
     /// Takes over entries that other consumers held past the visibility timeout, with their
     /// delivery counts.
-    fn reclaim(&mut self) -> Result<Vec<(StreamId, u64)>, RedisError> {
+    fn reclaim(&mut self) -> Result<Vec<(Entry, u64)>, RedisError> {
         let idle = u64::try_from(self.options.visibility.as_millis()).unwrap_or(u64::MAX);
         let claimed: Value = redis::cmd("XAUTOCLAIM")
             .arg(self.keys.jobs())
@@ -414,7 +423,7 @@ impl Worker<'_> {
             .arg(1)
             .query(&mut self.con)
             .map_err(|e| self.options.url.error("reclaim entries", &e))?;
-        let entries: Vec<StreamId> = match claimed {
+        let entries: Vec<redis::streams::StreamId> = match claimed {
             Value::Array(mut parts) if parts.len() >= 2 => {
                 let list = parts.swap_remove(1);
                 redis::from_redis_value::<redis::streams::StreamRangeReply>(&list)
@@ -443,7 +452,7 @@ impl Worker<'_> {
                 },
                 _ => continue,
             };
-            out.push((entry, deliveries));
+            out.push((Entry::from_stream_id(entry), deliveries));
         }
         Ok(out)
     }
@@ -463,7 +472,7 @@ impl Worker<'_> {
         Ok(live)
     }
 
-    fn judge(&mut self, entry: &StreamId, deliveries: u64) -> Result<Verdict, RedisError> {
+    fn judge(&mut self, entry: &Entry, deliveries: u64) -> Result<Verdict, RedisError> {
         let run = match field(entry, "k").and_then(|k| std::str::from_utf8(k).ok()) {
             Some(run) if run.len() == 32 && run.bytes().all(|b| b.is_ascii_hexdigit()) => run.to_owned(),
             _ => return Ok(Verdict::Refuse("foreign entry: it carries no run key".to_owned())),
@@ -516,11 +525,11 @@ impl Worker<'_> {
     /// also reads the next unread entry, returned here to be run next.
     fn handle(
         &mut self,
-        entry: &StreamId,
+        entry: &Entry,
         deliveries: u64,
         renewer: &Renewer,
         fetch: bool,
-    ) -> Result<Option<StreamId>, RedisError> {
+    ) -> Result<Option<Entry>, RedisError> {
         match self.judge(entry, deliveries)? {
             Verdict::Refuse(reason) => {
                 self.dead_letter(entry, &reason)?;
@@ -568,7 +577,7 @@ impl Worker<'_> {
         }
     }
 
-    fn dead_letter(&mut self, entry: &StreamId, reason: &str) -> Result<(), RedisError> {
+    fn dead_letter(&mut self, entry: &Entry, reason: &str) -> Result<(), RedisError> {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(self.keys.dead()).arg("MAXLEN").arg("~").arg(10_000).arg("*");
         cmd.arg("id").arg(&entry.id).arg("reason").arg(reason).arg("worker").arg(&self.me);
@@ -582,11 +591,16 @@ impl Worker<'_> {
     }
 
     /// Stores a result and acknowledges its entry (once: see [`store`]); with `fetch`, in the
-    /// same round trip, reads the next unread entry for this worker: the script and a
-    /// non-blocking `XREADGROUP COUNT 1` are sent in one write, so the read runs after the
+    /// same round trip, reads the next unread entry for this worker: the script and an
+    /// `XREADGROUP COUNT 1 BLOCK` are sent in one write, so the read runs after the
     /// acknowledgement (the worker holds one entry at a time) and its reply is read here
     /// whatever the script's (an entry read is never left unseen). The entry travels straight
     /// back, not through the script (which would convert it to Lua and back).
+    ///
+    /// The read blocks (as the worker's own read would, [`READ_BLOCK_MS`]) rather than
+    /// answering "nothing yet" at once: at chunk 1 the caller's next entry often lands just
+    /// after a completion, and a non-blocking read then cost a second command and a second
+    /// round trip (the blocking read after it) for about every other job, measured.
     fn complete(
         &mut self,
         id: &str,
@@ -594,53 +608,70 @@ impl Worker<'_> {
         chunk: u64,
         outcome: &Outcome,
         fetch: bool,
-    ) -> Result<Option<StreamId>, RedisError> {
-        let mut packed =
-            complete_cmd(&self.complete, false, &self.keys, id, run, chunk, outcome).get_packed_command();
-        if fetch {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.me)
-                .arg("COUNT")
-                .arg(1)
-                .arg("STREAMS")
-                .arg(self.keys.jobs())
-                .arg(">")
-                .write_packed_command(&mut packed);
+    ) -> Result<Option<Entry>, RedisError> {
+        let bytes = postcard::to_stdvec(outcome).unwrap_or_default();
+        if self.run_keys.as_ref().is_none_or(|(known, _, _)| known != run) {
+            self.run_keys = Some((run.to_owned(), self.keys.done(run), self.keys.dups(run)));
         }
-        let error = |e: &redis::RedisError| self.options.url.error("store a result", e);
-        self.con.send_packed_command(&packed).map_err(|e| error(&e))?;
-        let stored = self
-            .con
-            .recv_response()
-            .and_then(Value::extract_error)
-            .and_then(redis::from_owned_redis_value::<i64>);
+        let Some((_, done, dups)) = &self.run_keys else { unreachable!("set just above") };
+        let chunk_text = chunk.to_string();
+        self.wire.pack(&[
+            b"EVALSHA",
+            self.complete.get_hash().as_bytes(),
+            b"3",
+            done.as_bytes(),
+            self.jobs.as_bytes(),
+            dups.as_bytes(),
+            chunk_text.as_bytes(),
+            &bytes,
+            GROUP.as_bytes(),
+            id.as_bytes(),
+        ]);
+        if fetch {
+            self.pack_read();
+        }
+        let failed = |e: &dyn std::fmt::Display| self.options.url.failed("store a result", e);
+        self.wire.send().map_err(|e| failed(&e))?;
+        let stored = self.wire.recv();
         let next = if fetch {
             // No group any more (or a broken connection): the blocking read (or the next
             // command) meets that again and handles it.
-            self.con
-                .recv_response()
-                .and_then(Value::extract_error)
-                .and_then(redis::from_owned_redis_value::<Option<StreamReadReply>>)
-                .ok()
-                .flatten()
-                .and_then(|read| read.keys.into_iter().flat_map(|key| key.ids).next())
+            self.wire.recv().ok().and_then(|reply| Entry::from_read(reply).into_iter().next())
         } else {
             None
         };
         match stored {
-            Ok(_) => {}
+            Ok(Reply::Int(_)) => {}
             // The server lost the script (restarted, `SCRIPT FLUSH`): nothing ran; once more
             // by its text (the entry read along is kept).
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+            Ok(reply) if reply.error_code() == Some("NOSCRIPT") => {
                 complete_cmd(&self.complete, true, &self.keys, id, run, chunk, outcome)
                     .query::<i64>(&mut self.con)
-                    .map_err(|e| error(&e))?;
+                    .map_err(|e| self.options.url.error("store a result", &e))?;
             }
-            Err(e) => return Err(error(&e)),
+            Ok(Reply::Error(error)) => return Err(failed(&error)),
+            Ok(_) => return Err(failed(&WireError::Protocol("the script did not answer a number"))),
+            Err(e) => return Err(failed(&e)),
         }
         Ok(next)
+    }
+
+    /// Packs this worker's blocking read of its next unread entry.
+    fn pack_read(&mut self) {
+        let block = READ_BLOCK_MS.to_string();
+        self.wire.pack(&[
+            b"XREADGROUP",
+            b"GROUP",
+            GROUP.as_bytes(),
+            self.me.as_bytes(),
+            b"COUNT",
+            b"1",
+            b"BLOCK",
+            block.as_bytes(),
+            b"STREAMS",
+            self.jobs.as_bytes(),
+            b">",
+        ]);
     }
 }
 
@@ -666,8 +697,7 @@ fn complete_cmd(
         cmd.arg(complete.get_hash());
         cmd
     };
-    cmd.arg(4)
-        .arg(keys.seen(run))
+    cmd.arg(3)
         .arg(keys.done(run))
         .arg(keys.jobs())
         .arg(keys.dups(run))

@@ -62,8 +62,10 @@ fn commands_per_job_at_chunk_1() {
         "commands per job at chunk 1 over {jobs} jobs (those a script runs included):\n{report}  \
          total {total:.3}\nround trips per job (requests the server read): {round_trips:.3}"
     );
-    // A count, not a time: per job at most the caller's round (its adds and its read), the
-    // worker's completion with its next read, and a blocking read when the queue ran dry
-    // (about 2.1 measured; 4.7 before the reads and adds shared round trips).
-    assert!(round_trips < 3.5, "{round_trips:.3} round trips per job");
+    // A count, not a time: per job at most the caller's round (its adds and its read) and the
+    // worker's completion with its next read, which blocks when the queue ran dry (about 1.6
+    // measured, 1.75 at most in a few runs; 2.1 when a dry queue cost the worker a second
+    // read, 4.7 before the reads and adds shared round trips). The bound leaves room for a
+    // few rounds that time out on a loaded machine.
+    assert!(round_trips < 2.5, "{round_trips:.3} round trips per job");
 }

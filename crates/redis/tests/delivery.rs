@@ -39,6 +39,26 @@ fn pid_in(path: &str) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Its input backwards.
+fn reversed(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.reverse();
+    bytes
+}
+
+#[test]
+fn entries_and_results_of_megabytes_travel_whole() {
+    // Replies far larger than a read (the entries to the workers, the results to the
+    // caller), several of them at once, on the hand-parsed connections of the hot path.
+    let Some(redis) = TestRedis::start(None) else { return };
+    let pool = RedisPool::builder(&redis.url()).local_workers(2).prefetch(2).build().unwrap();
+    let inputs: Vec<Vec<u8>> =
+        (0..6_u32).map(|i| (0..(3_u32 << 20) + i).map(|j| (j % 251) as u8 ^ i as u8).collect()).collect();
+    let results = pool.map(reversed, inputs.clone());
+    assert_eq!(results, inputs.into_iter().map(|input| Ok(reversed(input))).collect::<Vec<_>>());
+    // Small ones after them, on the same connections.
+    assert_eq!(pool.map(square, 0..20), (0..20).map(|x| Ok(x * x)).collect::<Vec<_>>());
+}
+
 #[test]
 fn map_imap_and_submit_answer_in_order() {
     let Some(redis) = TestRedis::start(None) else { return };
