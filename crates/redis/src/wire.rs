@@ -324,9 +324,22 @@ fn measure(bytes: &[u8]) -> Result<Option<usize>, WireError> {
     Ok(Some(at))
 }
 
+/// How deep arrays may nest in a reply: a stream read nests four deep (streams, a stream,
+/// its entries, an entry's fields), so this only stops a garbled reply from recursing until
+/// the stack overflows.
+const MAX_DEPTH: usize = 8;
+
 /// One reply at the start of `bytes` and how many bytes it took, or `None` if `bytes` holds
 /// only part of it.
 fn parse(bytes: &[u8]) -> Result<Option<(Reply, usize)>, WireError> {
+    parse_nested(bytes, 0)
+}
+
+/// [`parse`] of a reply inside `depth` arrays.
+fn parse_nested(bytes: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::Protocol("arrays nest too deep"));
+    }
     let Some((kind, line, after)) = line(bytes)? else { return Ok(None) };
     let text = || std::str::from_utf8(line).map_err(|_| WireError::Protocol("a line is not UTF-8"));
     let number = || number(line);
@@ -351,7 +364,7 @@ fn parse(bytes: &[u8]) -> Result<Option<(Reply, usize)>, WireError> {
                 let mut items = Vec::with_capacity(n.min(bytes.len() / 3));
                 let mut at = after;
                 for _ in 0..n {
-                    let Some((item, used)) = parse(&bytes[at..])? else { return Ok(None) };
+                    let Some((item, used)) = parse_nested(&bytes[at..], depth + 1)? else { return Ok(None) };
                     items.push(item);
                     at += used;
                 }
@@ -389,6 +402,9 @@ mod tests {
         let (error, _) = parse(b"-NOSCRIPT No matching script\r\n").unwrap().unwrap();
         assert_eq!(error.error_code(), Some("NOSCRIPT"));
         assert!(parse(b"?x\r\n").is_err());
+        // A garbled reply nesting arrays without end is refused, not recursed into.
+        assert!(parse(&b"*1\r\n".repeat(100_000)).is_err());
+        assert!(parse(&[&b"*1\r\n".repeat(MAX_DEPTH)[..], b":1\r\n"].concat()).unwrap().is_some());
         assert!(parse(b"$2\r\nabcd").is_err());
     }
 
