@@ -7,8 +7,11 @@
 //! and it comes out in one of two modes, ~25 us when the scheduler keeps both on one CPU and
 //! ~200 us when it puts them on two (a wake-up across CPUs cost ~70 us on the 2-vCPU VM of
 //! issue 16's measurements: `redis-benchmark -t ping -c 1` did 120k requests/s on one CPU,
-//! 13k across two). The pool cannot stay on one CPU (its workers are other processes), so
-//! compare it against the low mode; `tests/commands.rs` counts its round trips per job.
+//! 13k across two). Unpinned, the pool's processes do not stay on one CPU either, so the two
+//! figures are read in different modes; `taskset -c 0 cargo bench -p fanout-redis --bench
+//! roundtrip` puts the bench, its redis-server and the workers on one CPU, where both are in
+//! the low mode: the pair the chunk-1 target compares. `tests/commands.rs` counts the pool's
+//! round trips per job.
 
 use std::time::Duration;
 
