@@ -204,6 +204,32 @@ fn the_password_never_appears() {
     assert!(text.contains("***") || text.contains("127.0.0.1"), "{text}");
 }
 
+#[test]
+fn a_pool_on_another_database_keeps_all_its_keys_there() {
+    let Some(redis) = TestRedis::start(None) else { return };
+    // The per-job connections select the URL's database themselves (`wire.rs`), the others
+    // through redis-rs: both must land in the same one.
+    let url = format!("redis://127.0.0.1:{}/3", redis.port);
+    let pool = RedisPool::builder(&url).queue("db3").local_workers(2).build().unwrap();
+    // Split across databases, the jobs would never be read: a guard instead of a hang.
+    let handles: Vec<_> = (1..=20_u64).map(|x| pool.submit(square, x)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|mut handle| handle.wait_timeout(deadline.saturating_duration_since(std::time::Instant::now())))
+        .collect();
+    // Not `Finish`, which would wait for entries nobody reads if the test fails.
+    pool.shutdown(Shutdown::Kill);
+    assert_eq!(results, (1..=20).map(|x| Ok(x * x)).collect::<Vec<_>>());
+    let keys = |db: u8| -> Vec<String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/{db}", redis.port)).unwrap();
+        let mut con = client.get_connection().unwrap();
+        redis::cmd("KEYS").arg("fanout:*").query(&mut con).unwrap()
+    };
+    assert!(keys(0).is_empty(), "keys in database 0: {:?}", keys(0));
+    assert!(keys(3).iter().any(|key| key.starts_with("fanout:db3:")), "{:?}", keys(3));
+}
+
 /// Appends this worker's pid to `path`, sleeps `ms`, returns the pid.
 fn append_and_sleep((path, ms): (String, u64)) -> u32 {
     use std::io::Write;
