@@ -24,6 +24,13 @@ conformance_suite!(
     |workers| ProcessPool::builder().workers(workers).chunk_size(7).build(),
     inline = false
 );
+// Spares: pools of this binary run at once, so their workers move from one to the next.
+conformance_suite!(
+    process_spares,
+    ProcessPool,
+    |workers| ProcessPool::builder().workers(workers).reuse_workers(true).build(),
+    inline = false
+);
 conformance_suite!(async_current, AsyncExecutor, AsyncExecutor::new, inline = false);
 conformance_suite!(
     async_multi,

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -30,8 +30,8 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcReceiverSet, IpcSelectionResult, Ip
 
 use crate::permits::{Grant, PermitRequest, PermitThread};
 use crate::protocol::{
-    Forked, MAX_DESCRIPTORS, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply,
-    WorkerRequest, WorkerSettings,
+    Forked, MAX_DESCRIPTORS, MAX_SPARE_BATCH, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds,
+    WorkerReply, WorkerRequest, WorkerSettings,
 };
 use crate::server::ServerLink;
 
@@ -672,6 +672,8 @@ impl Dispatcher {
                         }
                         self.stream_done(index, outcome);
                     }
+                    // Only `stop_workers` asks for a release; dropping the spare lets it exit.
+                    Ok(WorkerReply::Released { .. }) => self.violation(index, Violation::UnrequestedAnswer),
                     Err(error) => {
                         // A worker that breaks the protocol cannot be trusted with more work.
                         let message = error.to_string();
@@ -1031,23 +1033,39 @@ impl Dispatcher {
         }
     }
 
-    /// Lets every worker exit (their job channels close), reaps them all, and ends the
-    /// pool's session with the fork server (the last pool's stops the server). Workers still
-    /// on their way (`SpawnEach`) are waited for first, so that they are reaped too. `kill`
-    /// skips the wait for the workers to exit: the fork server SIGKILLs them at once.
+    /// Lets every worker go, reaps those that exit, and ends the pool's session with the fork
+    /// server (the last pool's stops the server). Workers go by exiting (their job channels
+    /// close) or, in a pool that reuses them, as spares of the fork server: an idle worker
+    /// asked to [`Release`](WorkerRequest::Release) answers with its spare's channels, which
+    /// the server keeps ([`ServerRequest::Keep`]). Workers still on their way (`SpawnEach`)
+    /// are waited for first, so that they go too. `kill` skips the wait for the workers to
+    /// go: the fork server SIGKILLs them at once.
     fn stop_workers(&mut self, kill: bool) {
         let mut open: Vec<u64> = Vec::with_capacity(self.workers.len() + self.pending.len());
+        // Who is asked to stay as a spare, by the id of its replies, and its pid.
+        let mut releasing: Vec<(u64, i32)> = Vec::new();
         let mut pids = Vec::with_capacity(open.capacity());
-        let close = |workers: &mut Vec<Worker>, open: &mut Vec<u64>, pids: &mut Vec<i32>| {
+        let release = self.settings.reuse && !kill && self.broken.is_none();
+        let key = self.settings.key;
+        let let_go = |workers: &mut Vec<Worker>,
+                      open: &mut Vec<u64>,
+                      releasing: &mut Vec<(u64, i32)>,
+                      pids: &mut Vec<i32>| {
             for worker in workers.drain(..) {
                 open.push(worker.replies);
-                pids.push(worker.pid);
+                let idle = worker.is_idle();
                 // Dropping `worker.jobs` closes the worker's queue: it leaves its loop and exits.
+                if release && idle && worker.jobs.send(WorkerRequest::Release { key }).is_ok() {
+                    releasing.push((worker.replies, worker.pid));
+                } else {
+                    pids.push(worker.pid);
+                }
                 drop(worker.running);
             }
         };
-        close(&mut self.workers, &mut open, &mut pids);
-        // Give them a moment to exit on their own (flushing what they printed).
+        let_go(&mut self.workers, &mut open, &mut releasing, &mut pids);
+        let mut spares = Vec::new();
+        // Give them a moment to go on their own (flushing what they printed).
         let deadline = Instant::now() + if kill { Duration::ZERO } else { Duration::from_secs(1) };
         let settle_by = Instant::now() + Duration::from_secs(10);
         while (!self.pending.is_empty() && Instant::now() < settle_by)
@@ -1066,16 +1084,42 @@ impl Dispatcher {
                                 }
                             }
                             IpcSelectionResult::ChannelClosed(id) => open.retain(|&other| other != id),
-                            IpcSelectionResult::MessageReceived(..) => {}
+                            IpcSelectionResult::MessageReceived(id, message) => {
+                                let Some(at) = releasing.iter().position(|&(replies, _)| replies == id)
+                                else {
+                                    continue;
+                                };
+                                let (_, pid) = releasing.swap_remove(at);
+                                match message.to::<WorkerReply>() {
+                                    Ok(WorkerReply::Released { spare }) => {
+                                        spares.push((
+                                            pid,
+                                            spare.into_inner().unwrap_or_else(PoisonError::into_inner),
+                                        ));
+                                    }
+                                    // Anything else (a job's late `Pause`, say): it exits instead.
+                                    _ => pids.push(pid),
+                                }
+                            }
                         }
                     }
-                    close(&mut self.workers, &mut open, &mut pids);
+                    let_go(&mut self.workers, &mut open, &mut releasing, &mut pids);
                 }
                 Err(_) => continue,
             }
         }
+        // Those asked that did not answer are killed with the others.
+        pids.extend(releasing.into_iter().map(|(_, pid)| pid));
+        // The spares first: a `Reap` of the others would otherwise leave them to the session's
+        // end, which kills what the session still owns.
+        while !spares.is_empty() {
+            let batch: Vec<_> = spares.drain(..spares.len().min(MAX_SPARE_BATCH)).collect();
+            let _ = self.server.send(ServerRequest::Keep { spares: batch });
+        }
         // Kills the ones that did not go on their own, then reaps them all.
-        self.reap(pids);
+        if !pids.is_empty() {
+            self.reap(pids);
+        }
         if let Ok(mut pids) = self.shared.pids.lock() {
             pids.clear();
         }

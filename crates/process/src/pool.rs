@@ -65,6 +65,7 @@ pub struct ProcessPoolBuilder {
     job_timeout: Option<Duration>,
     rate_limit: Option<RateLimit>,
     max_in_flight: Option<usize>,
+    reuse_workers: Option<bool>,
 }
 
 impl ProcessPoolBuilder {
@@ -164,6 +165,47 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Whether the pool's workers outlive it as *spares* of the program's fork server, and the
+    /// pool takes spares before it forks new workers.
+    ///
+    /// When such a pool ends (dropped, or [`Shutdown::Finish`] / [`Shutdown::CancelQueued`]),
+    /// each idle worker writes out what its jobs printed, closes every channel of the pool and
+    /// waits in the fork server, which hands it to the next pool that reuses workers: a message
+    /// instead of a fork, a process exit and the page faults of a fresh process, and a worker
+    /// that keeps what its jobs set up for themselves (an HTTP client with its keep-alive
+    /// connection in a `thread_local!`, say). A spare is like a worker between two jobs of its
+    /// pool: a fresh start of the program, plus whatever earlier jobs of the program left in
+    /// it. Workers that were killed ([`Shutdown::Kill`], a time limit) or died never come back;
+    /// the server keeps at most 64 spares, and they end with it (with the program's last
+    /// pool), killed and reaped like any worker. A pool with an
+    /// [`initializer`](Self::initializer) or a [task limit](Self::max_tasks_per_worker) always
+    /// gets fresh processes, whatever this says.
+    ///
+    /// Default: on for a pool built inside a job on a process worker (a nested pool, built and
+    /// dropped once per job: its workers are the previous job's), off elsewhere, where a
+    /// dropped pool's workers are gone when the drop returns.
+    ///
+    /// ```
+    /// use fanout_core::Executor;
+    /// use fanout_process::ProcessPool;
+    ///
+    /// fn id(_: u64) -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// let _keeps_the_server = ProcessPool::new(1)?;
+    /// let first = ProcessPool::builder().workers(1).reuse_workers(true).build()?;
+    /// let pid = first.submit(id, 0).wait()?;
+    /// drop(first);
+    /// let second = ProcessPool::builder().workers(1).reuse_workers(true).build()?;
+    /// assert_eq!(second.submit(id, 0).wait()?, pid, "the first pool's worker, as a spare");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reuse_workers(mut self, reuse: bool) -> Self {
+        self.reuse_workers = Some(reuse);
+        self
+    }
+
     /// Builds the pool and starts its first worker (the program's fork server too, if no pool
     /// of this process runs it); the others start as jobs queue.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
@@ -184,6 +226,9 @@ impl ProcessPoolBuilder {
             key: WorkerSettings::new_key(),
             job_timeout: self.job_timeout,
             permits: gate.source().map(|source| source.scope()),
+            reuse: self.reuse_workers.unwrap_or_else(crate::server::in_worker)
+                && self.initializer.is_none()
+                && self.max_tasks_per_worker.is_none(),
         };
         // The queue is bounded: `map` keeps a window of chunks in flight, and `submit` waits
         // when a backlog this deep is already queued.
@@ -228,6 +273,7 @@ impl ProcessPool {
             job_timeout: None,
             rate_limit: None,
             max_in_flight: None,
+            reuse_workers: None,
         }
     }
 

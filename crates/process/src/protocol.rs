@@ -5,6 +5,7 @@
 //! same function names the same code in each of them, whatever address-space layout randomization
 //! did to the base address.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use fanout_core::limit::Scope;
@@ -63,6 +64,28 @@ pub(crate) enum ServerRequest {
     /// Make sure these workers of the session are gone (kill those that are not) and reap
     /// them.
     Reap { pids: Vec<i32> },
+    /// These workers of the session left its pool as spares ([`WorkerReply::Released`]): keep
+    /// them for the `Spawn`s of later pools that take spares (at most [`MAX_SPARE_BATCH`] a
+    /// message), or let them go if the server has spares enough. No reply.
+    Keep { spares: Vec<(i32, Spare)> },
+}
+
+/// A worker that left its pool as a spare: how the fork server hands it to its next pool, and
+/// how the server hears of its death while it waits.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Spare {
+    /// Where its next pool's channels and settings come ([`Rebind`]); dropping it unread tells
+    /// the spare to exit.
+    pub(crate) rebind: IpcSender<Rebind>,
+    /// Closes when the spare exits or takes a new pool: the server's watch on it.
+    pub(crate) alive: IpcReceiver<()>,
+}
+
+/// A spare's next pool: its ends of that pool's channels, and that pool's settings.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Rebind {
+    pub(crate) ends: WorkerEnds,
+    pub(crate) settings: WorkerSettings,
 }
 
 /// The fork server's answers to `Spawn` and `Reap`, one per request, in order.
@@ -94,6 +117,9 @@ pub(crate) const MAX_DESCRIPTORS: usize = 64;
 /// The most workers one `Spawn` may carry: each brings two descriptors (three with `grants`).
 pub(crate) const MAX_SPAWN_BATCH: usize = MAX_DESCRIPTORS / 2;
 
+/// The most spares one `Keep` may carry: each brings two descriptors.
+pub(crate) const MAX_SPARE_BATCH: usize = MAX_DESCRIPTORS / 2;
+
 /// Settings every worker of a pool starts with.
 #[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct WorkerSettings {
@@ -113,6 +139,10 @@ pub(crate) struct WorkerSettings {
     /// Whether the pool has a rate limit (and who takes its permits): the worker's jobs then
     /// ask the pool for permits (`limit::acquire`) over `Acquire` and `grants`.
     pub(crate) permits: Option<Scope>,
+    /// The pool takes the server's spare workers before it forks new ones, and its workers
+    /// leave as spares when it ends ([`WorkerRequest::Release`]). Never with an initializer or
+    /// a task limit: those ask for fresh processes.
+    pub(crate) reuse: bool,
 }
 
 impl WorkerSettings {
@@ -136,6 +166,11 @@ pub(crate) enum WorkerRequest {
     /// input as it finishes, then [`WorkerReply::Streamed`]. Only pools with a job time limit
     /// send it: the pool then knows which input runs and since when.
     Stream { key: u64, entry: isize, state: Vec<u8>, inputs: Vec<u8>, skip: u64 },
+    /// The pool is done with the worker, which leaves it as a spare of the fork server: it
+    /// flushes what its jobs printed, answers [`WorkerReply::Released`], closes its ends of the
+    /// pool's channels and waits for a [`Rebind`]. Sent only to idle workers of a pool that
+    /// reuses them, and carries the pool's key like any request.
+    Release { key: u64 },
 }
 
 /// What a worker sends back.
@@ -158,6 +193,11 @@ pub(crate) enum WorkerReply {
     Acquire,
     /// A job pauses the pool's rate limit (a server's `Retry-After`) for this long.
     Pause { nanos: u64 },
+    /// The answer to `Release`: the worker's ends of the spare's channels, which the pool
+    /// hands to the fork server ([`ServerRequest::Keep`]). The worker's last message to the
+    /// pool. In a `Mutex` only so that the sender of a worker's replies stays `Sync` (a
+    /// rate-limited worker shares it with its jobs' threads), which a receiver is not.
+    Released { spare: Mutex<Spare> },
 }
 
 /// The function every code offset is taken from.

@@ -40,11 +40,12 @@ use fanout_core::{BuildError, ForkServerError, WorkerExit};
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 use nix::sys::signal::{self, SigHandler, Signal};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::protocol::{
-    Attach, Control, Forked, Hello, ServerReply, ServerRequest, WorkerEnds, WorkerSettings, probe_offset,
+    Attach, Control, Forked, Hello, Rebind, ServerReply, ServerRequest, Spare, WorkerEnds, WorkerSettings,
+    probe_offset,
 };
 use crate::worker;
 
@@ -109,6 +110,20 @@ struct Client {
     workers: HashSet<Pid>,
 }
 
+/// A worker that left its pool as a spare, waiting in the fork server for its next pool.
+struct SpareWorker {
+    pid: Pid,
+    rebind: IpcSender<Rebind>,
+    /// The id in the server's set of the channel that closes when the spare exits (or takes a
+    /// new pool, after which the id names nothing).
+    alive: u64,
+}
+
+/// The most spares the fork server keeps; a pool that leaves more lets the rest exit. Spares
+/// come from pools that ran at once, so the server never holds more processes than the program
+/// already ran; this bounds what a program that once ran a very large pool keeps afterwards.
+const MAX_SPARES: usize = 64;
+
 /// The fork server's state.
 struct Server {
     pid: Pid,
@@ -121,6 +136,8 @@ struct Server {
     clients: HashMap<u64, Client>,
     /// The attach channel's sender, which every worker inherits for the pools it may build.
     inherit: IpcSender<Attach>,
+    /// Workers that left their pools, most recently released last.
+    spares: Vec<SpareWorker>,
 }
 
 /// The fork server's life: serve the program's pools until it says stop or goes away.
@@ -161,12 +178,14 @@ fn serve(name: String) -> Result<(), IpcError> {
         attach,
         clients: HashMap::new(),
         inherit: attach_sender,
+        spares: Vec::new(),
     };
     server.run();
     // No worker outlives its server.
     for client in server.clients.into_values() {
         client.workers.into_iter().for_each(|pid| drop(kill_and_reap(pid)));
     }
+    server.spares.into_iter().for_each(|spare| drop(kill_and_reap(spare.pid)));
     Ok(())
 }
 
@@ -220,6 +239,9 @@ impl Server {
                 // A session ended: its pool stopped, or the process that held it died.
                 if let Some(client) = self.clients.remove(&id) {
                     client.workers.into_iter().for_each(|pid| drop(kill_and_reap(pid)));
+                } else if let Some(index) = self.spares.iter().position(|spare| spare.alive == id) {
+                    // A spare died while it waited (it was killed: spares exit only when told).
+                    drop(kill_and_reap(self.spares.swap_remove(index).pid));
                 }
                 true
             }
@@ -258,7 +280,53 @@ impl Server {
                     .collect();
                 let _ = client.replies.send(ServerReply::Reaped { exits });
             }
+            ServerRequest::Keep { spares } => self.keep(id, spares),
         }
+    }
+
+    /// Keeps the spares a session's pool released, as far as there is room: the others are
+    /// told to exit (their `rebind` closes unread) and reaped.
+    fn keep(&mut self, id: u64, spares: Vec<(i32, Spare)>) {
+        for (pid, Spare { rebind, alive }) in spares {
+            let pid = Pid::from_raw(pid);
+            // Only the session's own workers: a pid it does not own is not the server's to keep.
+            let Some(client) = self.clients.get_mut(&id) else { return };
+            if !client.workers.remove(&pid) {
+                continue;
+            }
+            let watched = match (self.spares.len() < MAX_SPARES, self.set.as_mut()) {
+                (true, Some(set)) => set.add(alive).ok(),
+                _ => None,
+            };
+            match watched {
+                Some(alive) => self.spares.push(SpareWorker { pid, rebind, alive }),
+                None => {
+                    drop(rebind);
+                    drop(kill_and_reap(pid));
+                }
+            }
+        }
+    }
+
+    /// Hands `ends` to a spare, if the server has one that is alive: its pid.
+    fn rebind(&mut self, ends: WorkerEnds, settings: WorkerSettings) -> Result<Pid, WorkerEnds> {
+        while let Some(spare) = self.spares.pop() {
+            // A spare killed since it was kept is reaped here (its watch's event may still be
+            // on its way), rather than handed a pool.
+            match waitpid(spare.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                // Reaped by this very call (or not ours to reap): its pid may be reused now,
+                // so it is never signalled again.
+                _ => continue,
+            }
+            // Its `alive` closes as it takes the pool: that event then names no spare. If the
+            // send fails, the spare died after the look above and the ends went with the
+            // message: the pool sees this worker's channel close and reaps (it is a zombie
+            // until then, so its pid is not reused) and replaces it as any dead worker.
+            let _ = spare.rebind.send(Rebind { ends, settings });
+            return Ok(spare.pid);
+        }
+        Err(ends)
     }
 
     /// Forks one worker per entry of `requested` for session `id`; each one's pid (or the
@@ -278,6 +346,23 @@ impl Server {
         }
         let mut requested = requested.into_iter();
         while let Some(ends) = requested.next() {
+            // A pool that reuses workers takes spares first: a message instead of a fork.
+            let ends = match settings.reuse {
+                true => match self.rebind(ends, settings) {
+                    Ok(pid) => {
+                        if let Some(client) = self.clients.get_mut(&id) {
+                            client.workers.insert(pid);
+                            if announce {
+                                let _ = client.forked.send(Forked(Ok(pid.as_raw())));
+                            }
+                        }
+                        pids.push(Ok(pid.as_raw()));
+                        continue;
+                    }
+                    Err(ends) => ends,
+                },
+                false => ends,
+            };
             // SAFETY: the fork server has a single thread (it runs before `main`, and nothing
             // here starts a thread), so the child is a complete copy with no lock held by a
             // vanished thread. The child runs `worker::run` only, which never returns: it
@@ -291,6 +376,7 @@ impl Server {
                     drop(requested);
                     rest.for_each(|event| self.discard(event));
                     self.clients.clear();
+                    self.spares.clear();
                     self.set = None;
                     let _ = INHERITED
                         .set(Inherited { attach: Mutex::new(self.inherit.clone()), server: self.pid });
@@ -356,6 +442,11 @@ struct Inherited {
 /// Set in every worker (by the fork server, in the child, before the worker starts): a pool
 /// built in a worker attaches to the program's server through it.
 static INHERITED: OnceLock<Inherited> = OnceLock::new();
+
+/// Whether this process is a worker of a process pool (pools built here are nested ones).
+pub(crate) fn in_worker() -> bool {
+    INHERITED.get().is_some()
+}
 
 /// The program's fork server, held by its pools in the process that started it; the last
 /// one's drop stops it.

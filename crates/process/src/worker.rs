@@ -2,24 +2,25 @@
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fanout_core::limit::{AmbientGuard, PermitHandle};
 
 use fanout_core::plumbing::{catch_panic, check_message_size};
 use fanout_core::{Direction, JobError, PayloadPart};
-use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::permits::RemoteSource;
 use crate::protocol::{
-    WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at, streaming_entry_at,
+    Rebind, Spare, WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at,
+    streaming_entry_at,
 };
 
-/// The whole life of a worker, from just after `fork` to `_exit`.
+/// The whole life of a worker, from just after `fork` to `_exit`: its pool, then (if that
+/// pool reuses its workers) the pools the fork server hands it to as a spare.
 pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! {
-    let WorkerEnds { jobs, replies, grants } = ends;
     // The worker dies with its server, and the server ends when its pool goes away, so no
     // worker outlives the program that started it. The check after `prctl` covers a server
     // that died before the request took effect.
@@ -27,18 +28,17 @@ pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! 
     let status = if nix::unistd::getppid() != server {
         1
     } else {
-        // Nothing may unwind past the fork: the frames above belong to the fork server.
-        // Jobs of a rate-limited pool take their permits from the pool's limit, in the parent.
-        let source = settings.permits.zip(grants).map(|(scope, grants)| {
-            Arc::new(RemoteSource::new(replies.clone(), grants, scope)) as PermitHandle
-        });
-        // Only then: the thread-local's first use registers its destructor, page faults that
-        // every worker of a pool without a limit would pay.
-        let _permits = source.map(|source| AmbientGuard::install(Some(source)));
-        match std::panic::catch_unwind(AssertUnwindSafe(|| serve(&jobs, &replies, settings))) {
-            Ok(()) => 0,
-            Err(_) => 1,
+        let mut binding = Some((ends, settings));
+        let mut status = 0;
+        while let Some((ends, settings)) = binding.take() {
+            // Nothing may unwind past the fork: the frames above belong to the fork server.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| serve_pool(ends, settings))) {
+                Ok(Ended::Released(waiting)) => binding = waiting.next_pool(),
+                Ok(Ended::Closed) => {}
+                Err(_) => status = 1,
+            }
         }
+        status
     };
     // What the jobs printed is this process's own buffered output, written once.
     let _ = std::io::stdout().flush();
@@ -48,7 +48,56 @@ pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! 
     unsafe { libc::_exit(status) }
 }
 
-fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, settings: WorkerSettings) {
+/// How a worker's service of one pool ended.
+enum Ended {
+    /// Its channel closed, or it broke off (a refused frame, its task limit, a failed
+    /// initializer): the worker exits.
+    Closed,
+    /// It left the pool as a spare of the fork server.
+    Released(Waiting),
+}
+
+/// A spare's ends of its channels to the fork server.
+struct Waiting {
+    rebind: IpcReceiver<Rebind>,
+    /// Held while the spare waits; the server sees it close when the spare exits.
+    alive: IpcSender<()>,
+}
+
+impl Waiting {
+    /// Waits for the next pool; `None` when the server lets the spare go (it drops the spare's
+    /// sender unread: it has spares enough, or it is ending).
+    fn next_pool(self) -> Option<(WorkerEnds, WorkerSettings)> {
+        let Waiting { rebind, alive } = self;
+        let next = rebind.recv().ok();
+        // Only its new pool's channels stay open in the worker.
+        drop((rebind, alive));
+        next.map(|Rebind { ends, settings }| (ends, settings))
+    }
+}
+
+/// Serves one pool, with its permits set up for its jobs, and closes every end of its
+/// channels before it returns.
+fn serve_pool(ends: WorkerEnds, settings: WorkerSettings) -> Ended {
+    let WorkerEnds { jobs, replies, grants } = ends;
+    // Jobs of a rate-limited pool take their permits from the pool's limit, in the parent.
+    let source = settings
+        .permits
+        .zip(grants)
+        .map(|(scope, grants)| Arc::new(RemoteSource::new(replies.clone(), grants, scope)) as PermitHandle);
+    // Only then: the thread-local's first use registers its destructor, page faults that
+    // every worker of a pool without a limit would pay.
+    let permits = source.map(|source| AmbientGuard::install(Some(source)));
+    let ended = serve(&jobs, &replies, settings);
+    drop(permits);
+    ended
+}
+
+fn serve(
+    jobs: &IpcReceiver<WorkerRequest>,
+    replies: &IpcSender<WorkerReply>,
+    settings: WorkerSettings,
+) -> Ended {
     if let Some(offset) = settings.initializer {
         // SAFETY: the offset was taken from a `fn()` by a pool running this same executable,
         // which the fork server's handshake checked (see `protocol::entry_at`).
@@ -59,7 +108,7 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
                 other => other.to_string(),
             };
             let _ = replies.send(WorkerReply::InitFailed { message });
-            return;
+            return Ended::Closed;
         }
     }
     let mut tasks: u64 = 0;
@@ -69,7 +118,7 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
         let reply = match request {
             WorkerRequest::Run { key, entry, state, inputs } => {
                 if key != settings.key {
-                    return;
+                    return Ended::Closed;
                 }
                 // SAFETY: calling job code by address is sound here because the address names
                 // the same code as in the pool: the request carries the pool's key, so it is
@@ -92,7 +141,7 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
             }
             WorkerRequest::Stream { key, entry, state, inputs, skip } => {
                 if key != settings.key {
-                    return;
+                    return Ended::Closed;
                 }
                 // SAFETY: as for `Run` above: the request carries the pool's key, and the pool
                 // sends `Stream` only with the offset of a monomorphized `StreamingEntry` taken
@@ -117,11 +166,34 @@ fn serve(jobs: &IpcReceiver<WorkerRequest>, replies: &IpcSender<WorkerReply>, se
                 let last = settings.max_tasks.is_some_and(|max| tasks >= max);
                 (WorkerReply::Streamed { outcome, last }, last)
             }
+            WorkerRequest::Release { key } => {
+                if key != settings.key || !settings.reuse {
+                    return Ended::Closed;
+                }
+                return release(replies);
+            }
         };
         let (reply, last) = reply;
         if replies.send(reply).is_err() || last {
-            return;
+            return Ended::Closed;
         }
+    }
+    Ended::Closed
+}
+
+/// Leaves the pool as a spare: the output of its jobs written out (before the pool's drop
+/// returns, as if the worker had exited), then the spare's channels, one end to the pool for
+/// the fork server, the other kept to wait on.
+fn release(replies: &IpcSender<WorkerReply>) -> Ended {
+    let _ = std::io::stdout().flush();
+    let (Ok((rebind, waiting_rebind)), Ok((alive, waiting_alive))) =
+        (ipc::channel::<Rebind>(), ipc::channel::<()>())
+    else {
+        return Ended::Closed;
+    };
+    match replies.send(WorkerReply::Released { spare: Mutex::new(Spare { rebind, alive: waiting_alive }) }) {
+        Ok(()) => Ended::Released(Waiting { rebind: waiting_rebind, alive }),
+        Err(_) => Ended::Closed,
     }
 }
 
@@ -148,6 +220,7 @@ mod tests {
             key: 0x5eed,
             job_timeout: None,
             permits: None,
+            reuse: true,
         }
     }
 
@@ -202,5 +275,43 @@ mod tests {
         let request =
             WorkerRequest::Stream { key: 0xbad, entry: 0, state: Vec::new(), inputs: Vec::new(), skip: 0 };
         assert!(!serve_frame(request));
+        // Nor does a release: a stray frame never turns a worker into a spare.
+        assert!(!serve_frame(WorkerRequest::Release { key: 0xbad }));
+    }
+
+    #[test]
+    fn a_release_with_the_pools_key_answers_with_the_spares_channels_and_closes_the_pools() {
+        let (jobs_sender, jobs) = ipc::channel::<WorkerRequest>().unwrap();
+        let (replies, replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
+        jobs_sender.send(WorkerRequest::Release { key: settings().key }).unwrap();
+        let Ended::Released(waiting) = serve(&jobs, &replies, settings()) else {
+            panic!("the worker did not leave as a spare");
+        };
+        drop(replies);
+        let Ok(WorkerReply::Released { spare }) = replies_receiver.recv() else {
+            panic!("no `Released` answer");
+        };
+        // The pool's channel closes after the answer: the worker holds no end of it.
+        assert!(replies_receiver.recv().is_err());
+        // The server's end: a pool handed over arrives; the spare's watch closes as it takes it.
+        let Spare { rebind, alive } = spare.into_inner().unwrap();
+        let (_next_jobs, next_jobs_receiver) = ipc::channel::<WorkerRequest>().unwrap();
+        let (next_replies, _next_replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
+        let ends = WorkerEnds { jobs: next_jobs_receiver, replies: next_replies, grants: None };
+        rebind.send(Rebind { ends, settings: WorkerSettings { key: 7, ..settings() } }).unwrap();
+        let (_, next) = waiting.next_pool().expect("the next pool");
+        assert_eq!(next.key, 7);
+        // A guard timer, not a timing: a watch left open would block `recv` forever.
+        let watch = alive.try_recv_timeout(std::time::Duration::from_secs(30));
+        assert!(matches!(watch, Err(ipc_channel::TryRecvError::IpcError(_))), "the watch stays open");
+    }
+
+    #[test]
+    fn a_pool_that_does_not_reuse_workers_never_releases_one() {
+        let (jobs_sender, jobs) = ipc::channel::<WorkerRequest>().unwrap();
+        let (replies, _replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
+        jobs_sender.send(WorkerRequest::Release { key: settings().key }).unwrap();
+        let settings = WorkerSettings { reuse: false, ..settings() };
+        assert!(matches!(serve(&jobs, &replies, settings), Ended::Closed));
     }
 }
