@@ -26,7 +26,10 @@
 //!   and every worker do.
 //! - A pool built inside a job on a worker costs forks, not a new fork server: the worker
 //!   asks the program's server, so the workers of nested pools are forked from the same small,
-//!   single-threaded process (never from the worker, which may run threads).
+//!   single-threaded process (never from the worker, which may run threads). Such a pool
+//!   also reuses workers by default: at its drop its idle workers wait in the fork server as
+//!   spares, and the next nested pool (the next job's) takes them instead of forking; see
+//!   [`reuse_workers`](ProcessPoolBuilder::reuse_workers) for what a reused worker keeps.
 //! - A job that never returns cannot hold a worker forever when the pool has a time limit
 //!   ([`job_timeout`](ProcessPoolBuilder::job_timeout), counted from when the job starts on its
 //!   worker): it fails with `JobError::Expired`, its worker is SIGKILLed, reaped and replaced,

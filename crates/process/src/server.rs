@@ -18,6 +18,15 @@
 //! session of the same server: its workers cost a fork, not an exec, and they are forked by
 //! the single-threaded server, never by the worker (which may run threads).
 //!
+//! **Spares.** A pool that reuses workers (the default for one built inside a worker, see
+//! `ProcessPoolBuilder::reuse_workers`) does not end its idle workers at its stop: each one
+//! closes its pool's channels and hands the server a [`Spare`] (a channel it waits on for new
+//! ends, and one whose closing says it died), which the dispatcher passes on in a
+//! `ServerRequest::Keep`. The server keeps at most [`MAX_SPARES`] and gives them, newest first,
+//! to the next pool that reuses workers instead of forking (`rebind`). A spare stays a child of
+//! the server, so the rule below holds for it as for any worker: it dies with the server, and
+//! one that dies while it waits is reaped at once.
+//!
 //! **No orphans, no zombies.** The server reaps every worker it forks. A session that ends
 //! (its pool stopped, or the process holding the pool died, which closes the session's
 //! channel) has what is left of its workers killed and reaped at once, so a nested pool's
