@@ -663,8 +663,9 @@ fn article2(results: &Results, section: &Section) -> String {
         "**Against article 2.** The article's migration took {story}. Here {tickets} tickets ran at time \
          scale {scale}, and the walls here are those measured at that scale, not scaled up: fixed \
          costs do not shrink with the time scale, so against the waits they weigh {factor:.0} times \
-         more than they would at the article's timings (above all the nested process pools, which \
-         start a pool of {INNER_WORKERS} processes for every ticket). The speed-ups and efficiencies \
+         more than they would at the article's timings (above all the nested process pools: a pool of \
+         {INNER_WORKERS} processes for every ticket, built and dropped through the fork server). The \
+         speed-ups and efficiencies \
          compare; the walls do not.\n\n\
          | | serial | {workers} workers (× {INNER_WORKERS} inner) | speed-up | efficiency |\n\
          |---|---:|---:|---:|---:|\n"
@@ -752,10 +753,12 @@ fn cpu_bound(results: &Results, section: &Section, workers: usize, serial_wall: 
     format!(
         "**What the cores allow.** No run ends before the CPU it spends, the client's and the mock \
          server's, is done on the machine's {cores} cores: at {workers} workers that floor is {}. \
-         A wall near its floor is bound by CPU, not by the waits: a nested process pool forks up to \
-         {INNER_WORKERS} worker processes per ticket, and each one faults in the code and memory it \
-         touches, opens its own connection and exits, where a thread pool's threads share one \
-         address space.\n\n",
+         A wall near its floor is bound by CPU, not by the waits: a ticket's nested process pool \
+         takes up to {INNER_WORKERS} worker processes from the fork server, spares that the \
+         previous tickets' pools left there, or new forks while there are none (the first round of \
+         tickets), and each new one faults in the code and memory it touches, opens \
+         its own connection and, at the end, exits; the channels of every pool are new sockets \
+         between three processes, where a thread pool's threads share one address space.\n\n",
         rows.join("; ")
     )
 }
