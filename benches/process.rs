@@ -9,9 +9,11 @@
 //!   program's fork server running (`server-up`, interleaved with the floor) and without
 //!   (`cold`: the exec of a new server per pool); then beside bare forks from this bench
 //!   process, with 512 MiB touched in it, which makes every bare fork copy a larger page table
-//!   but not the pool's, whose workers the small server forks.
-//! - `nested`: an inner pool's build and drop inside a worker, timed there (its workers cost a
-//!   fork by the program's server, not an exec).
+//!   but not the pool's, whose workers the small server forks. `server-up/reuse` is the same
+//!   pool with `reuse_workers(true)`: its workers are the previous pool's, kept by the server
+//!   as spares, so it costs messages, not forks and exits.
+//! - `nested`: an inner pool's build and drop inside a worker, timed there (its workers are the
+//!   previous inner pool's spares, or forks by the program's server: never an exec).
 //! - Last, outside criterion, `paired`: the floor and the server-up pool alternated one by one,
 //!   their medians and ratio printed, for a machine whose load changes between benchmarks.
 //!
@@ -243,6 +245,13 @@ fn pool_of_32() {
     drop(pool);
 }
 
+/// [`pool_of_32`] with `reuse_workers(true)`: its workers are the previous pool's, if any.
+fn pool_of_32_reused() {
+    let pool = ProcessPool::builder().workers(32).reuse_workers(true).build().expect("pool");
+    black_box(pool.map(empty_job, 0..32));
+    drop(pool);
+}
+
 fn start_up(c: &mut Criterion) {
     let mut group = c.benchmark_group("start-up");
     group.sample_size(30);
@@ -266,6 +275,10 @@ fn start_up(c: &mut Criterion) {
     group.bench_function("fanout-process-32/new-drop", |b| {
         b.iter(|| drop(ProcessPool::new(32).expect("pool")))
     });
+    // The same pool with `reuse_workers(true)`: after the first round its 32 workers come back
+    // as spares of the server, so a pool costs messages instead of forks and exits (what a
+    // nested pool does by default, and what a program that builds pool after pool can ask for).
+    group.bench_function("fanout-process-32/server-up/reuse", |b| b.iter(pool_of_32_reused));
 
     drop(server_up);
     drop(forker);
@@ -346,27 +359,34 @@ fn main() {
 fn paired(rounds: usize) {
     let mut forker = SmallForker::start();
     let server_up = ProcessPool::new(1).expect("pool");
-    let (mut floor, mut held, mut pool) =
-        (Vec::with_capacity(rounds), Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    let [mut floor, mut held, mut pool, mut reused] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+    let timed = |run: fn()| {
+        let start = std::time::Instant::now();
+        run();
+        start.elapsed()
+    };
+    // The first reusing pool forks; every later one takes the previous one's spares.
+    pool_of_32_reused();
     for _ in 0..rounds {
         floor.push(forker.forks(1));
         held.push(forker.held_forks(1));
-        let start = std::time::Instant::now();
-        pool_of_32();
-        pool.push(start.elapsed());
+        pool.push(timed(pool_of_32));
+        reused.push(timed(pool_of_32_reused));
     }
     drop(server_up);
     let median = |times: &mut Vec<Duration>| {
         times.sort();
         times[times.len() / 2]
     };
-    let (floor, held, pool) = (median(&mut floor), median(&mut held), median(&mut pool));
+    let (floor, held, pool, reused) =
+        (median(&mut floor), median(&mut held), median(&mut pool), median(&mut reused));
     eprintln!(
         "start-up/paired ({rounds} alternations, medians): bare-forks-32/small-process {floor:?}, \
-         bare-forks-32/small-process/held {held:?}, fanout-process-32/server-up {pool:?}; \
-         pool/bare {:.2}, pool/held {:.2}",
+         bare-forks-32/small-process/held {held:?}, fanout-process-32/server-up {pool:?}, \
+         fanout-process-32/server-up/reuse {reused:?}; pool/bare {:.2}, pool/held {:.2}, reuse/bare {:.2}",
         pool.as_secs_f64() / floor.as_secs_f64(),
-        pool.as_secs_f64() / held.as_secs_f64()
+        pool.as_secs_f64() / held.as_secs_f64(),
+        reused.as_secs_f64() / floor.as_secs_f64()
     );
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -30,8 +30,8 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcReceiverSet, IpcSelectionResult, Ip
 
 use crate::permits::{Grant, PermitRequest, PermitThread};
 use crate::protocol::{
-    Forked, MAX_DESCRIPTORS, MAX_SPARE_BATCH, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds,
-    WorkerReply, WorkerRequest, WorkerSettings,
+    Forked, MAX_DESCRIPTORS, MAX_SPAWN_BATCH, ServerReply, ServerRequest, WorkerEnds, WorkerReply,
+    WorkerRequest, WorkerSettings,
 };
 use crate::server::ServerLink;
 
@@ -673,7 +673,7 @@ impl Dispatcher {
                         self.stream_done(index, outcome);
                     }
                     // Only `stop_workers` asks for a release; dropping the spare lets it exit.
-                    Ok(WorkerReply::Released { .. }) => self.violation(index, Violation::UnrequestedAnswer),
+                    Ok(WorkerReply::Released) => self.violation(index, Violation::UnrequestedAnswer),
                     Err(error) => {
                         // A worker that breaks the protocol cannot be trusted with more work.
                         let message = error.to_string();
@@ -1036,8 +1036,8 @@ impl Dispatcher {
     /// Lets every worker go, reaps those that exit, and ends the pool's session with the fork
     /// server (the last pool's stops the server). Workers go by exiting (their job channels
     /// close) or, in a pool that reuses them, as spares of the fork server: an idle worker
-    /// asked to [`Release`](WorkerRequest::Release) answers with its spare's channels, which
-    /// the server keeps ([`ServerRequest::Keep`]). Workers still on their way (`SpawnEach`)
+    /// asked to [`Release`](WorkerRequest::Release) answers `Released`, and the server keeps
+    /// it ([`ServerRequest::Keep`]). Workers still on their way (`SpawnEach`)
     /// are waited for first, so that they go too. `kill` skips the wait for the workers to
     /// go: the fork server SIGKILLs them at once.
     fn stop_workers(&mut self, kill: bool) {
@@ -1091,12 +1091,7 @@ impl Dispatcher {
                                 };
                                 let (_, pid) = releasing.swap_remove(at);
                                 match message.to::<WorkerReply>() {
-                                    Ok(WorkerReply::Released { spare }) => {
-                                        spares.push((
-                                            pid,
-                                            spare.into_inner().unwrap_or_else(PoisonError::into_inner),
-                                        ));
-                                    }
+                                    Ok(WorkerReply::Released) => spares.push(pid),
                                     // Anything else (a job's late `Pause`, say): it exits instead.
                                     _ => pids.push(pid),
                                 }
@@ -1112,9 +1107,8 @@ impl Dispatcher {
         pids.extend(releasing.into_iter().map(|(_, pid)| pid));
         // The spares first: a `Reap` of the others would otherwise leave them to the session's
         // end, which kills what the session still owns.
-        while !spares.is_empty() {
-            let batch: Vec<_> = spares.drain(..spares.len().min(MAX_SPARE_BATCH)).collect();
-            let _ = self.server.send(ServerRequest::Keep { spares: batch });
+        if !spares.is_empty() {
+            let _ = self.server.send(ServerRequest::Keep { pids: spares });
         }
         // Kills the ones that did not go on their own, then reaps them all.
         if !pids.is_empty() {

@@ -5,7 +5,6 @@
 //! same function names the same code in each of them, whatever address-space layout randomization
 //! did to the base address.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use fanout_core::limit::Scope;
@@ -65,20 +64,24 @@ pub(crate) enum ServerRequest {
     /// them.
     Reap { pids: Vec<i32> },
     /// These workers of the session left its pool as spares ([`WorkerReply::Released`]): keep
-    /// them for the `Spawn`s of later pools that take spares (at most [`MAX_SPARE_BATCH`] a
-    /// message), or let them go if the server has spares enough. No reply.
-    Keep { spares: Vec<(i32, Spare)> },
+    /// them for the `Spawn`s of later pools that take spares, or let them go if the server has
+    /// spares enough. No reply. No descriptor travels: the server made each one's spare
+    /// channels when it forked it ([`SpareEnds`]).
+    Keep { pids: Vec<i32> },
 }
 
-/// A worker that left its pool as a spare: how the fork server hands it to its next pool, and
-/// how the server hears of its death while it waits.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Spare {
-    /// Where its next pool's channels and settings come ([`Rebind`]); dropping it unread tells
-    /// the spare to exit.
-    pub(crate) rebind: IpcSender<Rebind>,
-    /// Closes when the spare exits or takes a new pool: the server's watch on it.
-    pub(crate) alive: IpcReceiver<()>,
+/// A worker's ends of the channels it waits on as a spare, made by the fork server before the
+/// fork of a worker that may become one (a worker of a pool that reuses workers) and
+/// inherited through `fork`, never sent: the server keeps the other ends for the worker's
+/// whole life.
+pub(crate) struct SpareEnds {
+    /// Where its next pool's channels and settings come ([`Rebind`]); the server closing its
+    /// end unread tells the spare to exit.
+    pub(crate) rebind: IpcReceiver<Rebind>,
+    /// Held for the worker's life, never used: the server sees the channel close when the
+    /// worker dies, in a pool or as a spare.
+    #[expect(dead_code, reason = "held for the worker's life, so that its death closes the channel")]
+    pub(crate) alive: IpcSender<()>,
 }
 
 /// A spare's next pool: its ends of that pool's channels, and that pool's settings.
@@ -116,9 +119,6 @@ pub(crate) const MAX_DESCRIPTORS: usize = 64;
 
 /// The most workers one `Spawn` may carry: each brings two descriptors (three with `grants`).
 pub(crate) const MAX_SPAWN_BATCH: usize = MAX_DESCRIPTORS / 2;
-
-/// The most spares one `Keep` may carry: each brings two descriptors.
-pub(crate) const MAX_SPARE_BATCH: usize = MAX_DESCRIPTORS / 2;
 
 /// Settings every worker of a pool starts with.
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -193,11 +193,10 @@ pub(crate) enum WorkerReply {
     Acquire,
     /// A job pauses the pool's rate limit (a server's `Retry-After`) for this long.
     Pause { nanos: u64 },
-    /// The answer to `Release`: the worker's ends of the spare's channels, which the pool
-    /// hands to the fork server ([`ServerRequest::Keep`]). The worker's last message to the
-    /// pool. In a `Mutex` only so that the sender of a worker's replies stays `Sync` (a
-    /// rate-limited worker shares it with its jobs' threads), which a receiver is not.
-    Released { spare: Mutex<Spare> },
+    /// The answer to `Release`: the worker wrote out its jobs' output and leaves the pool, to
+    /// wait in the fork server as a spare ([`ServerRequest::Keep`]). Its last message to the
+    /// pool.
+    Released,
 }
 
 /// The function every code offset is taken from.

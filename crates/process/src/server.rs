@@ -20,12 +20,17 @@
 //!
 //! **Spares.** A pool that reuses workers (the default for one built inside a worker, see
 //! `ProcessPoolBuilder::reuse_workers`) does not end its idle workers at its stop: each one
-//! closes its pool's channels and hands the server a [`Spare`] (a channel it waits on for new
-//! ends, and one whose closing says it died), which the dispatcher passes on in a
-//! `ServerRequest::Keep`. The server keeps at most [`MAX_SPARES`] and gives them, newest first,
-//! to the next pool that reuses workers instead of forking (`rebind`). A spare stays a child of
-//! the server, so the rule below holds for it as for any worker: it dies with the server, and
-//! one that dies while it waits is reaped at once.
+//! answers `Released`, closes its pool's channels and waits on its *spare channels*, and the
+//! dispatcher names them to the server in a `ServerRequest::Keep`. The server made those two
+//! channels before it forked the worker ([`SpareEnds`] in the worker, [`SpareChannels`] here:
+//! `rebind`, where a next pool's ends come, and `alive`, which closes when the worker dies),
+//! so that a worker leaves a pool without a descriptor on the move: descriptors queued in a
+//! socket that is itself in flight make the kernel's AF_UNIX garbage collector run at every
+//! socket close in the system, which cost a third of a reusing pool's time when the spares
+//! sent their channels that way. The server keeps at most [`MAX_SPARES`] and gives them,
+//! newest first, to the next pool that reuses workers instead of forking (`rebind`). A spare
+//! stays a child of the server, so the rule below holds for it as for any worker: it dies with
+//! the server, and one that dies while it waits is reaped at once.
 //!
 //! **No orphans, no zombies.** The server reaps every worker it forks. A session that ends
 //! (its pool stopped, or the process holding the pool died, which closes the session's
@@ -53,8 +58,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::protocol::{
-    Attach, Control, Forked, Hello, Rebind, ServerReply, ServerRequest, Spare, WorkerEnds, WorkerSettings,
-    probe_offset,
+    Attach, Control, Forked, Hello, Rebind, ServerReply, ServerRequest, SpareEnds, WorkerEnds,
+    WorkerSettings, probe_offset,
 };
 use crate::worker;
 
@@ -119,13 +124,19 @@ struct Client {
     workers: HashSet<Pid>,
 }
 
+/// The server's ends of the spare channels of a worker that may become a spare (one forked for
+/// a pool that reuses workers), made before its fork and kept for its whole life.
+struct SpareChannels {
+    /// Where its next pool comes, when it waits as a spare; closing it unread lets it go.
+    rebind: IpcSender<Rebind>,
+    /// The id in the server's set of the channel that closes when the worker dies.
+    alive: u64,
+}
+
 /// A worker that left its pool as a spare, waiting in the fork server for its next pool.
 struct SpareWorker {
     pid: Pid,
-    rebind: IpcSender<Rebind>,
-    /// The id in the server's set of the channel that closes when the spare exits (or takes a
-    /// new pool, after which the id names nothing).
-    alive: u64,
+    channels: SpareChannels,
 }
 
 /// The most spares the fork server keeps; a pool that leaves more lets the rest exit. Spares
@@ -147,6 +158,8 @@ struct Server {
     inherit: IpcSender<Attach>,
     /// Workers that left their pools, most recently released last.
     spares: Vec<SpareWorker>,
+    /// The spare channels of the workers in a pool that may become spares, by pid.
+    reusable: HashMap<Pid, SpareChannels>,
 }
 
 /// The fork server's life: serve the program's pools until it says stop or goes away.
@@ -188,6 +201,7 @@ fn serve(name: String) -> Result<(), IpcError> {
         clients: HashMap::new(),
         inherit: attach_sender,
         spares: Vec::new(),
+        reusable: HashMap::new(),
     };
     server.run();
     // No worker outlives its server.
@@ -247,10 +261,16 @@ impl Server {
             IpcSelectionResult::ChannelClosed(id) => {
                 // A session ended: its pool stopped, or the process that held it died.
                 if let Some(client) = self.clients.remove(&id) {
-                    client.workers.into_iter().for_each(|pid| drop(kill_and_reap(pid)));
-                } else if let Some(index) = self.spares.iter().position(|spare| spare.alive == id) {
+                    for pid in client.workers {
+                        self.reusable.remove(&pid);
+                        drop(kill_and_reap(pid));
+                    }
+                } else if let Some(index) = self.spares.iter().position(|spare| spare.channels.alive == id) {
                     // A spare died while it waited (it was killed: spares exit only when told).
                     drop(kill_and_reap(self.spares.swap_remove(index).pid));
+                } else {
+                    // A worker that could become a spare died in its pool, which reaps it.
+                    self.reusable.retain(|_, channels| channels.alive != id);
                 }
                 true
             }
@@ -282,35 +302,36 @@ impl Server {
                         // Only the session's own workers: a pid it does not own may belong to
                         // another pool, or to nobody.
                         match client.workers.remove(&pid) {
-                            true => kill_and_reap(pid),
+                            true => {
+                                self.reusable.remove(&pid);
+                                kill_and_reap(pid)
+                            }
                             false => WorkerExit::ReapFailed { errno: nix::errno::Errno::ECHILD as i32 },
                         }
                     })
                     .collect();
                 let _ = client.replies.send(ServerReply::Reaped { exits });
             }
-            ServerRequest::Keep { spares } => self.keep(id, spares),
+            ServerRequest::Keep { pids } => self.keep(id, pids),
         }
     }
 
     /// Keeps the spares a session's pool released, as far as there is room: the others are
     /// told to exit (their `rebind` closes unread) and reaped.
-    fn keep(&mut self, id: u64, spares: Vec<(i32, Spare)>) {
-        for (pid, Spare { rebind, alive }) in spares {
+    fn keep(&mut self, id: u64, pids: Vec<i32>) {
+        for pid in pids {
             let pid = Pid::from_raw(pid);
             // Only the session's own workers: a pid it does not own is not the server's to keep.
             let Some(client) = self.clients.get_mut(&id) else { return };
             if !client.workers.remove(&pid) {
                 continue;
             }
-            let watched = match (self.spares.len() < MAX_SPARES, self.set.as_mut()) {
-                (true, Some(set)) => set.add(alive).ok(),
-                _ => None,
-            };
-            match watched {
-                Some(alive) => self.spares.push(SpareWorker { pid, rebind, alive }),
-                None => {
-                    drop(rebind);
+            match self.reusable.remove(&pid) {
+                Some(channels) if self.spares.len() < MAX_SPARES => {
+                    self.spares.push(SpareWorker { pid, channels });
+                }
+                channels => {
+                    drop(channels);
                     drop(kill_and_reap(pid));
                 }
             }
@@ -319,21 +340,21 @@ impl Server {
 
     /// Hands `ends` to a spare, if the server has one that is alive: its pid.
     fn rebind(&mut self, ends: WorkerEnds, settings: WorkerSettings) -> Result<Pid, WorkerEnds> {
-        while let Some(spare) = self.spares.pop() {
+        while let Some(SpareWorker { pid, channels }) = self.spares.pop() {
             // A spare killed since it was kept is reaped here (its watch's event may still be
-            // on its way), rather than handed a pool.
-            match waitpid(spare.pid, Some(WaitPidFlag::WNOHANG)) {
+            // on its way, and then names no worker), rather than handed a pool.
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => {}
                 // Reaped by this very call (or not ours to reap): its pid may be reused now,
                 // so it is never signalled again.
                 _ => continue,
             }
-            // Its `alive` closes as it takes the pool: that event then names no spare. If the
-            // send fails, the spare died after the look above and the ends went with the
-            // message: the pool sees this worker's channel close and reaps (it is a zombie
-            // until then, so its pid is not reused) and replaces it as any dead worker.
-            let _ = spare.rebind.send(Rebind { ends, settings });
-            return Ok(spare.pid);
+            // If the send fails, the spare died after the look above and the ends went with
+            // the message: the pool sees this worker's channel close and reaps it (it is a
+            // zombie until then, so its pid is not reused) and replaces it as any dead worker.
+            let _ = channels.rebind.send(Rebind { ends, settings });
+            self.reusable.insert(pid, channels);
+            return Ok(pid);
         }
         Err(ends)
     }
@@ -372,6 +393,13 @@ impl Server {
                 },
                 false => ends,
             };
+            // A worker that may become a spare gets its spare channels through the fork, so
+            // that leaving its pool later moves no descriptor at all. Without them (the
+            // channels could not be made) it simply exits when its pool ends.
+            let spare = match settings.reuse {
+                true => spare_channels().ok(),
+                false => None,
+            };
             // SAFETY: the fork server has a single thread (it runs before `main`, and nothing
             // here starts a thread), so the child is a complete copy with no lock held by a
             // vanished thread. The child runs `worker::run` only, which never returns: it
@@ -386,14 +414,28 @@ impl Server {
                     rest.for_each(|event| self.discard(event));
                     self.clients.clear();
                     self.spares.clear();
+                    self.reusable.clear();
                     self.set = None;
+                    let spare = spare.map(|(server_side, worker_side)| {
+                        drop(server_side);
+                        worker_side
+                    });
                     let _ = INHERITED
                         .set(Inherited { attach: Mutex::new(self.inherit.clone()), server: self.pid });
-                    worker::run(self.pid, ends, settings)
+                    worker::run(self.pid, ends, settings, spare)
                 }
                 Ok(ForkResult::Parent { child }) => {
                     if let Some(client) = self.clients.get_mut(&id) {
                         client.workers.insert(child);
+                    }
+                    if let (Some((ServerSpareEnds { rebind, alive }, worker_side)), Some(set)) =
+                        (spare, self.set.as_mut())
+                    {
+                        // Only the worker holds its ends, so that its death closes `alive`.
+                        drop(worker_side);
+                        if let Ok(alive) = set.add(alive) {
+                            self.reusable.insert(child, SpareChannels { rebind, alive });
+                        }
                     }
                     Ok(child.as_raw())
                 }
@@ -424,6 +466,19 @@ impl Server {
             }
         }
     }
+}
+
+/// The server's ends of a worker's spare channels, between their making and the fork.
+struct ServerSpareEnds {
+    rebind: IpcSender<Rebind>,
+    alive: IpcReceiver<()>,
+}
+
+/// A worker's spare channels: the server's ends and the worker's.
+fn spare_channels() -> Result<(ServerSpareEnds, SpareEnds), std::io::Error> {
+    let (rebind_sender, rebind) = ipc::channel::<Rebind>()?;
+    let (alive, alive_receiver) = ipc::channel::<()>()?;
+    Ok((ServerSpareEnds { rebind: rebind_sender, alive: alive_receiver }, SpareEnds { rebind, alive }))
 }
 
 /// Kills the worker if it still runs, then reaps it and says how it ended.

@@ -2,25 +2,26 @@
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fanout_core::limit::{AmbientGuard, PermitHandle};
 
 use fanout_core::plumbing::{catch_panic, check_message_size};
 use fanout_core::{Direction, JobError, PayloadPart};
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::permits::RemoteSource;
 use crate::protocol::{
-    Rebind, Spare, WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at,
+    Rebind, SpareEnds, WorkerEnds, WorkerReply, WorkerRequest, WorkerSettings, entry_at, initializer_at,
     streaming_entry_at,
 };
 
 /// The whole life of a worker, from just after `fork` to `_exit`: its pool, then (if that
-/// pool reuses its workers) the pools the fork server hands it to as a spare.
-pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! {
+/// pool reuses its workers, which gave it `spare`) the pools the fork server hands it to as a
+/// spare.
+pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings, spare: Option<SpareEnds>) -> ! {
     // The worker dies with its server, and the server ends when its pool goes away, so no
     // worker outlives the program that started it. The check after `prctl` covers a server
     // that died before the request took effect.
@@ -32,8 +33,9 @@ pub(crate) fn run(server: Pid, ends: WorkerEnds, settings: WorkerSettings) -> ! 
         let mut status = 0;
         while let Some((ends, settings)) = binding.take() {
             // Nothing may unwind past the fork: the frames above belong to the fork server.
-            match std::panic::catch_unwind(AssertUnwindSafe(|| serve_pool(ends, settings))) {
-                Ok(Ended::Released(waiting)) => binding = waiting.next_pool(),
+            let spare = spare.as_ref();
+            match std::panic::catch_unwind(AssertUnwindSafe(|| serve_pool(ends, settings, spare))) {
+                Ok(Ended::Released) => binding = spare.and_then(next_pool),
                 Ok(Ended::Closed) => {}
                 Err(_) => status = 1,
             }
@@ -53,32 +55,20 @@ enum Ended {
     /// Its channel closed, or it broke off (a refused frame, its task limit, a failed
     /// initializer): the worker exits.
     Closed,
-    /// It left the pool as a spare of the fork server.
-    Released(Waiting),
+    /// It left the pool as a spare of the fork server, every end of the pool's channels
+    /// closed.
+    Released,
 }
 
-/// A spare's ends of its channels to the fork server.
-struct Waiting {
-    rebind: IpcReceiver<Rebind>,
-    /// Held while the spare waits; the server sees it close when the spare exits.
-    alive: IpcSender<()>,
-}
-
-impl Waiting {
-    /// Waits for the next pool; `None` when the server lets the spare go (it drops the spare's
-    /// sender unread: it has spares enough, or it is ending).
-    fn next_pool(self) -> Option<(WorkerEnds, WorkerSettings)> {
-        let Waiting { rebind, alive } = self;
-        let next = rebind.recv().ok();
-        // Only its new pool's channels stay open in the worker.
-        drop((rebind, alive));
-        next.map(|Rebind { ends, settings }| (ends, settings))
-    }
+/// Waits as a spare for the next pool; `None` when the server lets the spare go (it closes
+/// its end of `rebind` unread: it has spares enough, or it is ending).
+fn next_pool(spare: &SpareEnds) -> Option<(WorkerEnds, WorkerSettings)> {
+    spare.rebind.recv().ok().map(|Rebind { ends, settings }| (ends, settings))
 }
 
 /// Serves one pool, with its permits set up for its jobs, and closes every end of its
 /// channels before it returns.
-fn serve_pool(ends: WorkerEnds, settings: WorkerSettings) -> Ended {
+fn serve_pool(ends: WorkerEnds, settings: WorkerSettings, spare: Option<&SpareEnds>) -> Ended {
     let WorkerEnds { jobs, replies, grants } = ends;
     // Jobs of a rate-limited pool take their permits from the pool's limit, in the parent.
     let source = settings
@@ -88,15 +78,19 @@ fn serve_pool(ends: WorkerEnds, settings: WorkerSettings) -> Ended {
     // Only then: the thread-local's first use registers its destructor, page faults that
     // every worker of a pool without a limit would pay.
     let permits = source.map(|source| AmbientGuard::install(Some(source)));
-    let ended = serve(&jobs, &replies, settings);
+    let ended = serve(&jobs, &replies, settings, spare.is_some());
     drop(permits);
     ended
 }
 
+/// Runs the pool's requests until it closes the channel or asks the worker to go; `spare`
+/// says whether the worker can wait in the fork server (the server made it channels for
+/// that).
 fn serve(
     jobs: &IpcReceiver<WorkerRequest>,
     replies: &IpcSender<WorkerReply>,
     settings: WorkerSettings,
+    spare: bool,
 ) -> Ended {
     if let Some(offset) = settings.initializer {
         // SAFETY: the offset was taken from a `fn()` by a pool running this same executable,
@@ -167,7 +161,7 @@ fn serve(
                 (WorkerReply::Streamed { outcome, last }, last)
             }
             WorkerRequest::Release { key } => {
-                if key != settings.key || !settings.reuse {
+                if key != settings.key || !settings.reuse || !spare {
                     return Ended::Closed;
                 }
                 return release(replies);
@@ -181,18 +175,13 @@ fn serve(
     Ended::Closed
 }
 
-/// Leaves the pool as a spare: the output of its jobs written out (before the pool's drop
-/// returns, as if the worker had exited), then the spare's channels, one end to the pool for
-/// the fork server, the other kept to wait on.
+/// Leaves the pool as a spare: the output of its jobs written out first (before the pool's
+/// drop returns, as if the worker had exited), then the answer; the caller closes the pool's
+/// channels.
 fn release(replies: &IpcSender<WorkerReply>) -> Ended {
     let _ = std::io::stdout().flush();
-    let (Ok((rebind, waiting_rebind)), Ok((alive, waiting_alive))) =
-        (ipc::channel::<Rebind>(), ipc::channel::<()>())
-    else {
-        return Ended::Closed;
-    };
-    match replies.send(WorkerReply::Released { spare: Mutex::new(Spare { rebind, alive: waiting_alive }) }) {
-        Ok(()) => Ended::Released(Waiting { rebind: waiting_rebind, alive }),
+    match replies.send(WorkerReply::Released) {
+        Ok(()) => Ended::Released,
         Err(_) => Ended::Closed,
     }
 }
@@ -233,7 +222,7 @@ mod tests {
         frames.send(frame).unwrap();
         drop(frames);
         // `serve` returns once the frame is refused or the channel is closed: no hang.
-        serve(&jobs, &replies, settings());
+        serve(&jobs, &replies, settings(), true);
         drop(replies);
         replies_receiver.recv().is_ok()
     }
@@ -280,30 +269,43 @@ mod tests {
     }
 
     #[test]
-    fn a_release_with_the_pools_key_answers_with_the_spares_channels_and_closes_the_pools() {
+    fn a_release_with_the_pools_key_is_answered_then_the_spare_waits_for_its_next_pool() {
         let (jobs_sender, jobs) = ipc::channel::<WorkerRequest>().unwrap();
         let (replies, replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
         jobs_sender.send(WorkerRequest::Release { key: settings().key }).unwrap();
-        let Ended::Released(waiting) = serve(&jobs, &replies, settings()) else {
-            panic!("the worker did not leave as a spare");
-        };
+        assert!(matches!(serve(&jobs, &replies, settings(), true), Ended::Released));
         drop(replies);
-        let Ok(WorkerReply::Released { spare }) = replies_receiver.recv() else {
-            panic!("no `Released` answer");
-        };
+        assert!(matches!(replies_receiver.recv(), Ok(WorkerReply::Released)), "no `Released` answer");
         // The pool's channel closes after the answer: the worker holds no end of it.
         assert!(replies_receiver.recv().is_err());
-        // The server's end: a pool handed over arrives; the spare's watch closes as it takes it.
-        let Spare { rebind, alive } = spare.into_inner().unwrap();
+        // The server's ends: a pool handed over arrives on `rebind`.
+        let (rebind_sender, rebind) = ipc::channel::<Rebind>().unwrap();
+        let (alive, alive_receiver) = ipc::channel::<()>().unwrap();
+        let spare = SpareEnds { rebind, alive };
         let (_next_jobs, next_jobs_receiver) = ipc::channel::<WorkerRequest>().unwrap();
         let (next_replies, _next_replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
         let ends = WorkerEnds { jobs: next_jobs_receiver, replies: next_replies, grants: None };
-        rebind.send(Rebind { ends, settings: WorkerSettings { key: 7, ..settings() } }).unwrap();
-        let (_, next) = waiting.next_pool().expect("the next pool");
+        rebind_sender.send(Rebind { ends, settings: WorkerSettings { key: 7, ..settings() } }).unwrap();
+        let (_, next) = next_pool(&spare).expect("the next pool");
         assert_eq!(next.key, 7);
+        // The server closing its end unread lets the spare go.
+        drop(rebind_sender);
+        assert!(next_pool(&spare).is_none());
+        // The watch stays open while the worker lives, and closes with it.
+        drop(spare);
         // A guard timer, not a timing: a watch left open would block `recv` forever.
-        let watch = alive.try_recv_timeout(std::time::Duration::from_secs(30));
+        let watch = alive_receiver.try_recv_timeout(std::time::Duration::from_secs(30));
         assert!(matches!(watch, Err(ipc_channel::TryRecvError::IpcError(_))), "the watch stays open");
+    }
+
+    #[test]
+    fn a_worker_without_spare_channels_never_releases_itself() {
+        let (jobs_sender, jobs) = ipc::channel::<WorkerRequest>().unwrap();
+        let (replies, replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
+        jobs_sender.send(WorkerRequest::Release { key: settings().key }).unwrap();
+        assert!(matches!(serve(&jobs, &replies, settings(), false), Ended::Closed));
+        drop(replies);
+        assert!(replies_receiver.recv().is_err(), "it answered a release it cannot honour");
     }
 
     #[test]
@@ -312,6 +314,6 @@ mod tests {
         let (replies, _replies_receiver) = ipc::channel::<WorkerReply>().unwrap();
         jobs_sender.send(WorkerRequest::Release { key: settings().key }).unwrap();
         let settings = WorkerSettings { reuse: false, ..settings() };
-        assert!(matches!(serve(&jobs, &replies, settings), Ended::Closed));
+        assert!(matches!(serve(&jobs, &replies, settings, true), Ended::Closed));
     }
 }
